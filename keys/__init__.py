@@ -1,0 +1,96 @@
+"""keys: the pure key core of authserver. No I/O, no web stack.
+
+Mint API keys (one fresh keypair per key, private half burnt after one
+signature), publish their public JWKs, and verify them strictly::
+
+    import keys
+    minted = keys.mint({"iss": "https://auth.example/t/acme", "aud": "acme-api"})
+    keyset = keys.PublicKeySet([minted.public_jwk])
+    verifier = keys.Verifier(keyset, issuer="https://auth.example/t/acme", audience="acme-api")
+    verifier.verify(minted.key).kid == minted.kid
+
+Errors: see :mod:`keys.errors`.
+"""
+
+from ._algorithms import ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, get_algorithm, register
+from ._jwk import VerificationKey, load_public_jwk, public_jwk, public_only, sentinel_jwk, thumbprint
+from ._mint import MintedKey, mint, mint_with_keypair
+from .errors import (
+    BadSignature,
+    ExpiredToken,
+    InvalidClaims,
+    InvalidKeyString,
+    KeyCoreError,
+    MissingKeyId,
+    NotYetValid,
+    TokenTooLarge,
+    UnknownKeyId,
+    UnsupportedAlgorithm,
+    UntrustedHeader,
+    WrongPrefix,
+)
+from .jwks import JWKSDocument, RenderedJWKS
+from .pool import KeypairPool
+from .keystring import (
+    KEY_STRING_PATTERN,
+    KEY_STRING_REGEX,
+    PREFIX_PATTERN,
+    ParsedKeyString,
+    format_key_string,
+    parse_key_string,
+    validate_prefix,
+)
+from .verify import UNTRUSTED_HEADERS, KeyLookup, PublicKeySet, VerifiedKey, Verifier, unverified_kid
+
+__all__ = [
+    # algorithms
+    "ALGORITHMS",
+    "DEFAULT_ALGORITHM",
+    "Algorithm",
+    "get_algorithm",
+    "register",
+    # JWKs
+    "VerificationKey",
+    "load_public_jwk",
+    "public_jwk",
+    "public_only",
+    "sentinel_jwk",
+    "thumbprint",
+    # minting
+    "MintedKey",
+    "mint",
+    "mint_with_keypair",
+    # key strings
+    "KEY_STRING_PATTERN",
+    "KEY_STRING_REGEX",
+    "PREFIX_PATTERN",
+    "ParsedKeyString",
+    "format_key_string",
+    "parse_key_string",
+    "validate_prefix",
+    # verification
+    "UNTRUSTED_HEADERS",
+    "KeyLookup",
+    "PublicKeySet",
+    "VerifiedKey",
+    "Verifier",
+    "unverified_kid",
+    # pre-generated keypairs
+    "KeypairPool",
+    # JWKS document
+    "JWKSDocument",
+    "RenderedJWKS",
+    # errors
+    "KeyCoreError",
+    "InvalidKeyString",
+    "WrongPrefix",
+    "TokenTooLarge",
+    "UnsupportedAlgorithm",
+    "UntrustedHeader",
+    "MissingKeyId",
+    "UnknownKeyId",
+    "BadSignature",
+    "InvalidClaims",
+    "ExpiredToken",
+    "NotYetValid",
+]

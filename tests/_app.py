@@ -1,0 +1,12 @@
+"""Helpers that act on the service directly, the way the CLI does."""
+
+from __future__ import annotations
+
+
+async def create_tenant(settings, tenant_id: str = "default", **kwargs):
+    """Create a tenant the way the CLI does (own engine, this event loop)."""
+    from authserver.cli import _core
+
+    async with _core(settings) as core:
+        info, admin = await core.service.create_tenant(tenant_id, **kwargs)
+    return info, admin.key

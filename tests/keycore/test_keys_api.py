@@ -1,0 +1,126 @@
+"""The public surface of keys/: __all__, the error family, and importability
+without the web stack."""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keys
+import keys.errors
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The documented, stable error codes (keys/errors.py): callers log and count them.
+CODES = {
+    "KeyCoreError": "key_error",
+    "InvalidKeyString": "malformed",
+    "WrongPrefix": "wrong_prefix",
+    "TokenTooLarge": "too_large",
+    "UnsupportedAlgorithm": "unsupported_alg",
+    "UntrustedHeader": "untrusted_header",
+    "MissingKeyId": "missing_kid",
+    "UnknownKeyId": "unknown_kid",
+    "BadSignature": "bad_signature",
+    "InvalidClaims": "invalid_claims",
+    "ExpiredToken": "expired",
+    "NotYetValid": "not_yet_valid",
+}
+
+
+def test_all_names_exactly_the_public_members():
+    exported = {
+        name for name, value in vars(keys).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert len(keys.__all__) == len(set(keys.__all__)), "duplicates in __all__"
+    assert set(keys.__all__) == exported
+    for name in keys.__all__:
+        assert getattr(keys, name) is not None, name
+
+
+def test_every_error_is_exported_from_the_package():
+    assert set(keys.errors.__all__) <= set(keys.__all__)
+    for name in keys.errors.__all__:
+        assert getattr(keys, name) is getattr(keys.errors, name)
+
+
+def test_errors_form_one_family_with_unique_codes():
+    classes = [getattr(keys.errors, name) for name in keys.errors.__all__]
+    codes = []
+    for cls in classes:
+        assert inspect.isclass(cls) and issubclass(cls, keys.KeyCoreError), cls
+        assert isinstance(cls.code, str) and cls.code, cls
+        assert isinstance(cls.description, str) and cls.description, cls
+        codes.append(cls.code)
+    assert len(codes) == len(set(codes)), codes
+    assert {cls.__name__: cls.code for cls in classes} == CODES
+
+
+def test_errors_carry_code_and_description():
+    exc = keys.ExpiredToken()
+    assert (exc.code, exc.description) == ("expired", "the key has expired")
+    assert str(exc) == "expired: the key has expired"
+    exc = keys.InvalidClaims("wrong issuer")
+    assert (exc.code, exc.description) == ("invalid_claims", "wrong issuer")
+    assert isinstance(keys.WrongPrefix(), keys.InvalidKeyString)
+    assert isinstance(keys.ExpiredToken(), keys.InvalidClaims)
+    assert isinstance(keys.NotYetValid(), keys.InvalidClaims)
+
+
+# Everything the service needs that keys/ must not: the web stack, the
+# database, the cache, the service package and the JOSE libraries we test with.
+BLOCKED = [
+    "litestar", "sqlalchemy", "redis", "authserver", "uvicorn", "alembic", "aiosqlite", "asyncpg",
+    "prometheus_client", "jinja2", "yaml", "msgspec", "httpx", "jwt", "jwcrypto", "joserfc",
+]
+
+IMPORT_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    blocked = {blocked!r}
+    for name in blocked:
+        sys.modules[name] = None  # any import of it now raises ImportError
+    try:
+        import litestar
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the blocker does not work")
+
+    import keys
+
+    minted = keys.mint({{"iss": "https://i.example", "aud": "api"}}, algorithm="EdDSA")
+    verifier = keys.Verifier(keys.PublicKeySet([minted.public_jwk]), issuer="https://i.example",
+                             audience="api", algorithms=["EdDSA"])
+    assert verifier.verify(minted.key).kid == minted.kid
+    doc = keys.JWKSDocument(sentinel=keys.sentinel_jwk())
+    doc.add(minted.public_jwk)
+    doc.render()
+    loaded = sorted(n for n in sys.modules if n.split(".")[0] in blocked and sys.modules[n] is not None)
+    assert not loaded, loaded
+    print("OK", minted.kid)
+    """
+)
+
+
+def test_keys_imports_and_mints_without_the_web_stack():
+    script = IMPORT_SCRIPT.format(blocked=BLOCKED)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("OK ")
+
+
+def test_the_blockers_really_block():
+    """Control for the test above: a script that imports a blocked module fails."""
+    script = IMPORT_SCRIPT.format(blocked=BLOCKED).replace("import keys\n", "import keys\nimport authserver\n", 1)
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode != 0
+    assert "ImportError" in result.stderr or "ModuleNotFoundError" in result.stderr
