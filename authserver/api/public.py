@@ -1,0 +1,173 @@
+"""Public routes: JWKS and discovery documents. No credential, cache-friendly.
+
+JWKS answers are precomputed bytes (and their gzip twin) with a strong ETag;
+``If-None-Match`` gets a 304. max-age never runs past the next scheduled
+removal, so a well-behaved cache cannot hold a key past its expiry.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated
+
+from litestar import Request, Response, get
+from litestar.params import PathParameter
+
+import keys
+
+from ..errors import NotFound
+from .deps import core_of
+
+JSON = "application/json"
+_TenantId = Annotated[str, PathParameter()]
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    bare = etag.strip('"')
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag.strip('"') == bare:
+            return True
+    return False
+
+
+def _accepts_gzip(header: str | None) -> bool:
+    """RFC 9110 Accept-Encoding: gzip (or x-gzip, or *) with a q-value above 0.
+    An explicit gzip entry wins over *; "gzip;q=0" means never gzip."""
+    if not header:
+        return False
+    explicit: float | None = None
+    star: float | None = None
+    for item in header.split(","):
+        coding, *params = (p.strip() for p in item.split(";"))
+        coding = coding.lower()
+        if coding not in ("gzip", "x-gzip", "*"):
+            continue
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        if coding == "*":
+            star = q if star is None else max(star, q)
+        else:
+            explicit = q if explicit is None else max(explicit, q)
+    chosen = explicit if explicit is not None else star
+    return chosen is not None and chosen > 0
+
+
+def _jwks_response(request: Request, tenant_id: str, shard: int | None = None) -> Response:
+    core = core_of(request)
+    tk = core.cache.get(tenant_id)
+    if tk is None:
+        raise NotFound("no such tenant")
+    if not tk.has_shard(shard):
+        raise NotFound("no such shard")
+    served = tk.jwks(shard)
+    max_age = core.settings.jwks_max_age_seconds
+    nxt = tk.next_removal()
+    if nxt is not None:
+        max_age = max(0, min(max_age, math.floor(nxt - core.clock())))
+    headers = {
+        "ETag": served.etag,
+        "Cache-Control": f"public, max-age={max_age}",
+        "Vary": "Accept-Encoding",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if _etag_matches(request.headers.get("if-none-match"), served.etag):
+        return Response(b"", status_code=304, headers=headers)
+    body = served.body
+    if _accepts_gzip(request.headers.get("accept-encoding")):
+        body = served.gzipped
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=JSON, headers=headers)
+
+
+def _discovery(request: Request, tenant_id: str) -> dict:
+    core = core_of(request)
+    tk = core.cache.get(tenant_id)
+    if tk is None:
+        raise NotFound("no such tenant")
+    base = core.settings.base_url
+    issuer = tk.info.issuer
+    return {
+        "issuer": issuer,
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "introspection_endpoint": f"{base}/oauth/introspect",
+        "introspection_endpoint_auth_methods_supported": ["bearer"],
+        "response_types_supported": ["token"],
+        "grant_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        # any key of the tenant may use any of these (the algorithm is per key)
+        "id_token_signing_alg_values_supported": sorted(keys.ALGORITHMS),
+        "subject_types_supported": ["public"],
+        "scopes_supported": [],
+        "service_documentation": f"{base}/schema",
+        "audience": tk.info.audience,
+    }
+
+
+@get("/t/{tenant_id:str}/.well-known/jwks.json", include_in_schema=True, tags=["public"], sync_to_thread=False)
+def tenant_jwks(request: Request, tenant_id: _TenantId) -> Response:
+    """The tenant's JSON Web Key Set: one public key per live API key."""
+    return _jwks_response(request, tenant_id)
+
+
+@get("/t/{tenant_id:str}/shards/{shard:int}/jwks.json", tags=["public"], sync_to_thread=False)
+def shard_jwks(request: Request, tenant_id: _TenantId, shard: Annotated[int, PathParameter()]) -> Response:
+    """One shard of a sharded tenant's keys (keys whose prefix ends in s{shard}_)."""
+    return _jwks_response(request, tenant_id, shard)
+
+
+@get("/.well-known/jwks.json", tags=["public"], sync_to_thread=False)
+def default_jwks(request: Request) -> Response:
+    """The default tenant's JWKS."""
+    return _jwks_response(request, core_of(request).settings.default_tenant)
+
+
+@get(
+    [
+        "/t/{tenant_id:str}/.well-known/openid-configuration",
+        "/t/{tenant_id:str}/.well-known/oauth-authorization-server",
+        # RFC 8414 section 3.1: the well-known suffix goes between host and path,
+        # which is where strict RFC 8414 clients look for issuer {base}/t/{tenant}
+        "/.well-known/oauth-authorization-server/t/{tenant_id:str}",
+        "/.well-known/openid-configuration/t/{tenant_id:str}",
+    ],
+    tags=["public"], sync_to_thread=False,
+)
+def tenant_discovery(request: Request, tenant_id: _TenantId) -> dict:
+    """OpenID discovery / RFC 8414 metadata for one tenant (path appended or inserted)."""
+    return _discovery(request, tenant_id)
+
+
+@get(["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"], tags=["public"],
+     sync_to_thread=False)
+def default_discovery(request: Request) -> dict:
+    """Discovery metadata of the default tenant."""
+    return _discovery(request, core_of(request).settings.default_tenant)
+
+
+@get("/healthz", tags=["ops"], sync_to_thread=False)
+def healthz(request: Request) -> dict:
+    """Liveness plus whether the database answered the last reread."""
+    core = core_of(request)
+    return {"status": "ok", "database": "ok" if core.db_ok else "unreachable", "tenants": len(core.cache.tenants)}
+
+
+@get("/metrics", tags=["ops"], sync_to_thread=False)
+def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    return Response(core_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+ROUTES = [tenant_jwks, shard_jwks, default_jwks, tenant_discovery, default_discovery, healthz, metrics]

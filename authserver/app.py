@@ -1,0 +1,50 @@
+"""``create_app(settings)``: assemble the Litestar application."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+
+from . import __version__
+from . import portal
+from .api import management, public
+from .api.deps import add_ratelimit_headers
+from .core import Core
+from .logs import configure_logging
+from .problems import EXCEPTION_HANDLERS
+from .settings import Settings
+
+
+def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time) -> Litestar:
+    settings = (settings or Settings.from_env()).validated()
+    configure_logging(settings)
+    core = Core.build(settings, clock)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await core.start()
+        try:
+            yield
+        finally:
+            await core.stop()
+
+    return Litestar(
+        route_handlers=[*public.ROUTES, *management.ROUTES, *portal.ROUTES],
+        lifespan=[lifespan],
+        before_send=[add_ratelimit_headers],
+        exception_handlers=EXCEPTION_HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="authserver", version=__version__, path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+        ),
+        state=State({"core": core}),
+        logging_config=None,
+        debug=False,
+    )

@@ -1,0 +1,103 @@
+"""Tables. None holds anything secret: a full dump cannot forge a key.
+
+Timestamps are integer UNIX seconds (UTC): they are compared with JWT claims
+that are UNIX seconds too, and behave the same on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # slug, in URLs
+    issuer: Mapped[str] = mapped_column(String(512))
+    audience: Mapped[str] = mapped_column(String(512))  # what gateways accept
+    admin_audience: Mapped[str] = mapped_column(String(512))  # what the management API accepts
+    key_prefix: Mapped[str] = mapped_column(String(80))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    # public half only; its private half was discarded at creation
+    sentinel_jwk: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    shard_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # = kid = jti
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))  # "api" | "admin"
+    name: Mapped[str | None] = mapped_column(String(200))
+    subject: Mapped[str] = mapped_column(String(256))
+    scopes: Mapped[list[str]] = mapped_column(JSONType)
+    prefix: Mapped[str] = mapped_column(String(80))
+    last4: Mapped[str] = mapped_column(String(4))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", JSONType)
+    rate_limits: Mapped[list[dict[str, int]] | None] = mapped_column(JSONType)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)  # the token's exp claim
+    revoked_at: Mapped[int | None] = mapped_column(BigInteger)
+    # rolling: the old key stays published until grace_ends_at
+    grace_ends_at: Mapped[int | None] = mapped_column(BigInteger)
+    rolled_from: Mapped[str | None] = mapped_column(String(64))
+    rolled_to: Mapped[str | None] = mapped_column(String(64))
+    # milliseconds; replicas and the CLI find recent changes by it
+    changed_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    shard: Mapped[int | None] = mapped_column(Integer)  # None: the main JWKS
+    # when its public key first appeared in the JWKS (earlier than created_at
+    # for a pre-published key): gateways accept it one cache period later
+    published_at: Mapped[int | None] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        Index("ix_api_keys_tenant_created", "tenant_id", "created_at", "id"),
+        Index("ix_api_keys_tenant_subject", "tenant_id", "subject"),
+    )
+
+    def removed_at(self) -> int | None:
+        """When the key leaves the JWKS (revocation, expiry or end of grace)."""
+        times = [t for t in (self.revoked_at, self.expires_at, self.grace_ends_at) if t is not None]
+        return min(times) if times else None
+
+    def state(self, now: float) -> str:
+        if self.revoked_at is not None and self.revoked_at <= now:
+            return "revoked"
+        if self.expires_at is not None and self.expires_at <= now:
+            return "expired"
+        if self.grace_ends_at is not None:
+            return "rolled" if self.grace_ends_at <= now else "rolling"
+        return "active"
+
+    def is_published(self, now: float) -> bool:
+        removed = self.removed_at()
+        return removed is None or removed > now
+
+
+class AuditEvent(Base):
+    """Append-only: the service only ever inserts here."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[int] = mapped_column(BigInteger)
+    actor: Mapped[str] = mapped_column(String(128))  # admin key id, or "cli"
+    action: Mapped[str] = mapped_column(String(32))  # key.mint, key.roll, key.revoke, tenant.create
+    target: Mapped[str | None] = mapped_column(String(64))
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    note: Mapped[str | None] = mapped_column(Text)

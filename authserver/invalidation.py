@@ -1,0 +1,95 @@
+"""Change notices between replicas, over Redis pub/sub.
+
+A replica that commits a change applies it to its own cache, then publishes
+``{tenant, kid, origin}``. Every other replica rereads that key's row and
+applies it. Pub/sub is at-most-once: a notice sent while a replica was
+disconnected is lost, so after every (re)subscribe the replica rebuilds its
+cache from the database. While Redis is down, the reconcile loop (every
+``degraded_cache_ttl_seconds``) bounds how stale a replica can be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Awaitable, Callable
+
+log = logging.getLogger("authserver.invalidation")
+
+
+class Invalidation:
+    def __init__(
+        self,
+        redis,
+        channel: str,
+        replica_id: str,
+        on_notice: Callable[[str, str], Awaitable[None]],
+        on_subscribed: Callable[[bool], Awaitable[None]],
+        on_degraded: Callable[[], None],
+    ) -> None:
+        self.redis = redis
+        self.channel = channel
+        self.replica_id = replica_id
+        self.on_notice = on_notice
+        self.on_subscribed = on_subscribed  # argument: True on a RE-subscribe
+        self.on_degraded = on_degraded
+        self.connected = False
+        self._subscribed_once = False
+
+    async def publish(self, tenant_id: str, kid: str) -> None:
+        msg = json.dumps({"tenant": tenant_id, "kid": kid, "origin": self.replica_id})
+        try:
+            await self.redis.publish(self.channel, msg)
+        except Exception as exc:  # the change is committed; others catch up by reconcile
+            log.warning("could not publish a change notice (%s); replicas catch up within the reconcile interval",
+                        type(exc).__name__)
+            self.on_degraded()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                resubscribe = self._subscribed_once
+                self._subscribed_once = True
+                self.connected = True
+                backoff = 0.1
+                if resubscribe:
+                    log.info("resubscribed to change notices; rebuilding caches")
+                await self.on_subscribed(resubscribe)
+                while True:
+                    msg = await pubsub.get_message(timeout=1.0)
+                    if msg is None or msg.get("type") != "message":
+                        continue
+                    await self._handle(msg["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.connected:
+                    log.warning("lost the change-notice channel (%s); degraded until Redis is back",
+                                type(exc).__name__)
+                    self.on_degraded()
+                self.connected = False
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+
+    async def _handle(self, data: bytes | str) -> None:
+        try:
+            notice = json.loads(data)
+            tenant, kid, origin = notice["tenant"], notice["kid"], notice.get("origin")
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed change notice")
+            return
+        if origin == self.replica_id:
+            return
+        try:
+            await self.on_notice(tenant, kid)
+        except Exception as exc:  # database down: the reconcile loop retries
+            log.warning("could not apply a change notice (%s)", type(exc).__name__)

@@ -1,0 +1,246 @@
+"""The in-process view of every published key, per tenant.
+
+Serves the JWKS bytes and verifies admin and API keys without touching the
+database. It is rebuilt from the database at start and kept current by:
+the local process after each change it commits, change notices from other
+replicas (see ``invalidation``), and a reconcile loop that rereads recently
+changed rows (which also bounds staleness when notices are lost).
+Keys leave at their scheduled time (expiry, end of grace) lazily: every read
+prunes what is due first, so no timer has to fire on time.
+"""
+
+from __future__ import annotations
+
+import gzip
+import heapq
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import keys
+from keys import JWKSDocument, PublicKeySet, Verifier
+
+from .db.models import ApiKey, Tenant
+
+ADMIN_SCOPES = ("keys:read", "keys:write")
+# a key minted on a replica (or by the CLI) whose clock runs ahead must not be
+# "issued in the future" here; Envoy allows 60 s too (clock_skew_seconds)
+CLOCK_SKEW_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class TenantInfo:
+    id: str
+    issuer: str
+    audience: str
+    admin_audience: str
+    key_prefix: str
+    algorithm: str
+    shard_count: int = 1  # 1: one JWKS; more: keys spread over shard JWKS documents
+
+    @classmethod
+    def from_row(cls, row: Tenant) -> "TenantInfo":
+        return cls(row.id, row.issuer, row.audience, row.admin_audience, row.key_prefix, row.algorithm,
+                   row.shard_count or 1)
+
+    def shard_prefix(self, shard: int | None) -> str:
+        """Keys of shard n carry it in their visible prefix, e.g. sk_live_s3_,
+        so a gateway routes each key to exactly one JWKS provider."""
+        return self.key_prefix if shard is None else f"{self.key_prefix}s{shard}_"
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedKey:
+    """What the cache keeps per key: public data only."""
+
+    kid: str
+    tenant_id: str
+    kind: str
+    subject: str
+    scopes: tuple[str, ...]
+    rate_limits: tuple[dict[str, int], ...]
+    removed_at: int | None
+    shard: int | None
+    meta: dict[str, Any] = field(repr=False)
+    jwk: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_row(cls, row: ApiKey) -> "PublishedKey":
+        return cls(
+            row.id, row.tenant_id, row.kind, row.subject, tuple(row.scopes),
+            tuple(row.rate_limits or ()), row.removed_at(), row.shard, row.meta, row.public_jwk,
+        )
+
+
+class ServedJWKS:
+    """One rendered JWKS with its gzip twin, computed once per change."""
+
+    __slots__ = ("body", "etag", "key_count", "_gzipped", "rendered_at")
+
+    def __init__(self, rendered: keys.RenderedJWKS, rendered_at: float) -> None:
+        self.body = rendered.body
+        self.etag = rendered.etag
+        self.key_count = rendered.key_count
+        self.rendered_at = rendered_at
+        self._gzipped: bytes | None = None
+
+    @property
+    def gzipped(self) -> bytes:
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
+        return self._gzipped
+
+
+class TenantKeys:
+    def __init__(self, info: TenantInfo, sentinel_jwk: dict[str, Any], clock: Callable[[], float]) -> None:
+        self.info = info
+        self.clock = clock
+        self._sentinel = sentinel_jwk
+        # None: the tenant's main JWKS (unsharded keys); n: shard n's JWKS
+        self.documents: dict[int | None, JWKSDocument] = {None: JWKSDocument(sentinel=sentinel_jwk)}
+        self.api_keys = PublicKeySet()
+        self.admin_keys = PublicKeySet()
+        self.published: dict[str, PublishedKey] = {}
+        self._due: list[tuple[int, str]] = []  # (removed_at, kid) heap
+        self._served: dict[int | None, ServedJWKS] = {}
+        self.last_rebuild_seconds = 0.0
+        self.api_verifier = Verifier(
+            self.api_keys, issuer=info.issuer, audience=info.audience,
+            algorithms=tuple(keys.ALGORITHMS), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
+        )
+        self.admin_verifier = Verifier(
+            self.admin_keys, issuer=info.issuer, audience=info.admin_audience,
+            algorithms=tuple(keys.ALGORITHMS), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
+        )
+
+    def document(self, shard: int | None = None) -> JWKSDocument:
+        doc = self.documents.get(shard)
+        if doc is None:
+            doc = self.documents[shard] = JWKSDocument(sentinel=self._sentinel)
+        return doc
+
+    def put(self, key: PublishedKey) -> bool:
+        """Publish, or refresh, a key that is live now. Returns True if it changed.
+
+        An unchanged key is left where it is: re-adding would move it to the
+        end of its JWKS, change the ETag and make every gateway refetch."""
+        before = self.published.get(key.kid)
+        if before == key:
+            return False
+        if before is not None and before.kind == "pending" and key.shard == before.shard:
+            # a pre-published key being issued: it keeps its place in the JWKS
+            # (same bytes, same ETag), it only becomes verifiable here
+            self.api_keys.remove(key.kid)
+        else:
+            self.remove(key.kid)
+            if key.kind != "admin":
+                self.document(key.shard).add(key.jwk)
+                self._served.pop(key.shard, None)
+        if key.kind == "admin":
+            self.admin_keys.add(key.jwk)
+        elif key.kind == "api":
+            self.api_keys.add(key.jwk)
+        self.published[key.kid] = key
+        if key.removed_at is not None:
+            heapq.heappush(self._due, (key.removed_at, key.kid))
+        return True
+
+    def remove(self, kid: str) -> bool:
+        key = self.published.pop(kid, None)
+        if key is None:
+            return False
+        if key.kind == "admin":
+            self.admin_keys.remove(kid)
+        else:  # api or pending (pre-published, not yet issued)
+            self.api_keys.remove(kid)
+            self.document(key.shard).remove(kid)
+            self._served.pop(key.shard, None)
+        return True
+
+    def prune(self, now: float) -> list[str]:
+        gone = []
+        while self._due and self._due[0][0] <= now:
+            at, kid = heapq.heappop(self._due)
+            key = self.published.get(kid)
+            if key is not None and key.removed_at == at:
+                self.remove(kid)
+                gone.append(kid)
+        return gone
+
+    def next_removal(self) -> int | None:
+        return self._due[0][0] if self._due else None
+
+    def has_shard(self, shard: int | None) -> bool:
+        return shard is None or 0 <= shard < self.info.shard_count
+
+    def least_loaded_shard(self) -> int | None:
+        if self.info.shard_count <= 1:
+            return None
+        return min(range(self.info.shard_count), key=lambda n: len(self.document(n)))
+
+    def jwks(self, shard: int | None = None) -> ServedJWKS:
+        now = self.clock()
+        self.prune(now)
+        served = self._served.get(shard)
+        if served is None:
+            t0 = time.perf_counter()
+            served = self._served[shard] = ServedJWKS(self.document(shard).render(), now)
+            self.last_rebuild_seconds = time.perf_counter() - t0
+        return served
+
+    def shard_ids(self) -> list[int | None]:
+        return [None, *range(self.info.shard_count)] if self.info.shard_count > 1 else [None]
+
+    def count(self, kind: str = "api") -> int:
+        self.prune(self.clock())
+        return sum(1 for k in self.published.values() if k.kind == kind)
+
+
+class KeyCache:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.tenants: dict[str, TenantKeys] = {}
+        self._admin_index: dict[str, str] = {}  # admin kid -> tenant id
+
+    def set_tenant(self, row: Tenant) -> TenantKeys:
+        existing = self.tenants.get(row.id)
+        if existing is not None:
+            if existing.info.shard_count != (row.shard_count or 1):
+                existing.info = TenantInfo.from_row(row)  # shards only ever grow
+            return existing
+        tk = TenantKeys(TenantInfo.from_row(row), row.sentinel_jwk, self.clock)
+        self.tenants[row.id] = tk
+        return tk
+
+    def get(self, tenant_id: str) -> TenantKeys | None:
+        return self.tenants.get(tenant_id)
+
+    def apply(self, row: ApiKey) -> bool:
+        """Bring the cache in line with one key row. Returns True if it changed."""
+        tk = self.tenants.get(row.tenant_id)
+        if tk is None:
+            return False
+        if row.is_published(self.clock()):
+            if row.kind == "admin":
+                self._admin_index[row.id] = row.tenant_id
+            return tk.put(PublishedKey.from_row(row))
+        self._admin_index.pop(row.id, None)
+        return tk.remove(row.id)
+
+    def apply_all(self, rows: Iterable[ApiKey]) -> int:
+        return sum(1 for row in rows if self.apply(row))
+
+    def tenant_of_admin_key(self, kid: str) -> TenantKeys | None:
+        tenant_id = self._admin_index.get(kid)
+        return self.tenants.get(tenant_id) if tenant_id else None
+
+    def verify_admin(self, token: str) -> tuple[TenantKeys, keys.VerifiedKey]:
+        """Verify a tenant admin key; raises keys.KeyCoreError."""
+        tenant = self.tenant_of_admin_key(keys.unverified_kid(token))
+        if tenant is None:
+            raise keys.UnknownKeyId()
+        return tenant, tenant.admin_verifier.verify(token)
+
+    def replace_with(self, other: "KeyCache") -> None:
+        """Swap in a freshly loaded cache at once (never serve a half-built one)."""
+        self.tenants, self._admin_index = other.tenants, other._admin_index

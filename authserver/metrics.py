@@ -1,0 +1,85 @@
+"""Prometheus metrics, one registry per app (so tests can run several apps)."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .db.models import ApiKey
+from .keycache import KeyCache
+
+
+class _CacheCollector(Collector):
+    """Gauges read from the key cache at scrape time."""
+
+    def __init__(self, cache: KeyCache) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        active = GaugeMetricFamily("authserver_keys_active", "API keys published in the JWKS", labels=["tenant"])
+        size = GaugeMetricFamily("authserver_jwks_bytes", "Size of the served JWKS document", labels=["tenant"])
+        rebuild = GaugeMetricFamily(
+            "authserver_jwks_rebuild_seconds", "Time of the last JWKS render", labels=["tenant"]
+        )
+        for tenant_id, tk in self.cache.tenants.items():
+            served = [tk.jwks(shard) for shard in tk.shard_ids()]
+            active.add_metric([tenant_id], tk.count("api"))
+            size.add_metric([tenant_id], sum(len(d.body) for d in served))
+            rebuild.add_metric([tenant_id], tk.last_rebuild_seconds)
+        yield active
+        yield size
+        yield rebuild
+
+
+class _RedisCollector(Collector):
+    def __init__(self, metrics: "Metrics") -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        probe = self.metrics.redis_connected
+        if probe is None:
+            return
+        g = GaugeMetricFamily("authserver_redis_connected", "1 while subscribed to change notices")
+        g.add_metric([], 1.0 if probe() else 0.0)
+        yield g
+
+
+class Metrics:
+    def __init__(self, cache: KeyCache) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.mints = Counter("authserver_mints", "Keys minted", ["tenant", "alg", "kind"], registry=r)
+        self.rolls = Counter("authserver_rolls", "Keys rolled", ["tenant"], registry=r)
+        self.revocations = Counter("authserver_revocations", "Keys revoked", ["tenant"], registry=r)
+        self.mint_seconds = Histogram(
+            "authserver_mint_seconds", "Mint latency (key generation included)", ["alg"], registry=r,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.auth_failures = Counter("authserver_auth_failures", "Rejected credentials", ["reason"], registry=r)
+        self.reconcile_failures = Counter(
+            "authserver_reconcile_failures", "Failed rereads of changed keys (database down)", registry=r
+        )
+        self.invalidation_degraded = Counter(
+            "authserver_invalidation_degraded", "Times cross-replica invalidation was lost (Redis down)", registry=r
+        )
+        self.redis_connected: Callable[[], bool] | None = None
+        r.register(_RedisCollector(self))
+        self.rate_limited = Counter("authserver_rate_limited", "Requests refused with 429", ["bucket"], registry=r)
+        r.register(_CacheCollector(cache))
+
+    def redis_degraded(self) -> None:
+        self.invalidation_degraded.inc()
+
+    def on_change(self, action: str, tenant_id: str, row: ApiKey) -> None:
+        if action in ("key.mint", "key.roll"):
+            self.mints.labels(tenant_id, row.algorithm, row.kind).inc()
+        if action == "key.roll":
+            self.rolls.labels(tenant_id).inc()
+        elif action == "key.revoke":
+            self.revocations.labels(tenant_id).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,85 @@
+"""The sliding-window limiter, in process and on the real Redis."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from authserver.ratelimit import MemoryLimiter, RedisLimiter
+
+
+class FakeClock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def _limiters(kind: str, clock, redis_url: str | None):
+    if kind == "memory":
+        return MemoryLimiter(clock), None
+    import redis.asyncio as aioredis
+
+    r = aioredis.from_url(redis_url)
+    return RedisLimiter(r, clock, f"test-{uuid.uuid4().hex[:8]}", MemoryLimiter(clock)), r
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def limiter(request):
+    clock = FakeClock(600_000.0)  # start of a 60 s window
+    url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    lim, r = await _limiters(request.param, clock, url)
+    yield lim, clock
+    if r is not None:
+        await r.aclose()
+
+
+async def test_allows_up_to_the_limit_then_refuses(limiter):
+    lim, clock = limiter
+    results = [await lim.hit("k", 5, 60) for _ in range(7)]
+    assert [d.allowed for d in results] == [True] * 5 + [False] * 2
+    assert [d.remaining for d in results[:5]] == [4, 3, 2, 1, 0]
+    refused = results[-1]
+    assert 1 <= refused.retry_after <= 60
+    h = refused.headers()
+    assert h["RateLimit-Limit"] == "5" and h["RateLimit-Remaining"] == "0" and "Retry-After" in h
+
+
+async def test_previous_window_weighs_in_and_fades(limiter):
+    lim, clock = limiter
+    for _ in range(5):
+        assert (await lim.hit("k", 5, 60)).allowed
+    clock.t += 60  # next window starts: the previous counts fully
+    assert not (await lim.hit("k", 5, 60)).allowed
+    clock.t += 30  # half-way: previous weighs 5 * 0.5 = 2.5, plus the refused hit
+    assert (await lim.hit("k", 5, 60)).allowed
+    clock.t += 30  # a full window later, the first window no longer counts
+    for _ in range(3):
+        assert (await lim.hit("k", 5, 60)).allowed
+
+
+async def test_keys_are_independent_and_peek_does_not_count(limiter):
+    lim, clock = limiter
+    for _ in range(3):
+        await lim.hit("a", 3, 60)
+    assert not (await lim.peek("a", 3, 60)).allowed
+    assert (await lim.peek("b", 3, 60)).allowed
+    for _ in range(5):
+        assert (await lim.peek("b", 3, 60)).allowed  # peeking never uses up the budget
+    assert (await lim.hit("b", 3, 60)).allowed
+
+
+async def test_redis_down_falls_back_to_local_limits():
+    import redis.asyncio as aioredis
+
+    from _proc import free_port
+
+    clock = FakeClock(600_000.0)
+    degraded = []
+    r = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    lim = RedisLimiter(r, clock, "t", MemoryLimiter(clock), on_degraded=lambda: degraded.append(1))
+    assert [(await lim.hit("k", 2, 60)).allowed for _ in range(3)] == [True, True, False]
+    assert degraded
+    await r.aclose()
