@@ -1,0 +1,289 @@
+"""An Envoy bootstrap that checks our API keys offline with ``jwt_authn``.
+
+listener -> http_connection_manager -> jwt_authn -> [rbac: scopes] -> router -> upstream
+
+Why each setting is what it is (see DESIGN.md, "Facts about the gateways"):
+
+- ``from_headers`` with ``value_prefix: "Bearer <tenant prefix>"``: Envoy cuts
+  the prefix off, so it sees the bare JWT; a key with another prefix (an admin
+  key ``sk_admin_...``, another environment) is not even extracted and gets 401.
+  A sharded tenant gets one provider per shard (``Bearer sk_live_s3_``) and
+  one route per shard that matches that prefix and names its provider, so
+  each key is checked against exactly one small JWKS.
+- No ``jwt_cache_config``: Envoy's JWT cache keeps a verified token valid until
+  its ``exp`` even after its key left the JWKS, i.e. revocation would not work.
+- ``remote_jwks.cache_duration``: Envoy does NOT refetch on an unknown kid;
+  a new key works after the next refresh, a revoked one fails after it.
+- ``async_fetch`` (``fast_listener: false``): the JWKS is fetched before the
+  listener opens and refreshed in the background every ``cache_duration``; a
+  failed fetch keeps the previous set (our JWKS is never empty: a sentinel key).
+- ``forward: false``: the upstream never sees the API key; it gets
+  ``x-api-key-subject`` (sub), ``x-api-key-scope`` (scope), ``x-api-key-id``
+  (jti = kid). jwt_authn removes client-sent copies of those headers first.
+- Scopes: jwt_authn writes the payload to dynamic metadata; one RBAC filter
+  (action DENY) refuses with 403 a request under a protected path prefix whose
+  space-separated ``scope`` claim lacks the scope. Several matching prefixes
+  must all be satisfied.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from .common import (
+    HostPort,
+    ScopeRule,
+    endpoint_of,
+    jwks_uri,
+    parse_hostport,
+    shard_ids,
+    shard_prefix,
+)
+
+__all__ = ["envoy_config", "scope_regex", "provider_name", "CLAIM_HEADERS", "PAYLOAD_METADATA_KEY"]
+
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+PAYLOAD_METADATA_KEY = "jwt_payload"
+# claim -> request header for the upstream
+CLAIM_HEADERS = (("sub", "x-api-key-subject"), ("scope", "x-api-key-scope"), ("jti", "x-api-key-id"))
+DEFAULT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
+
+_RE2_META = set("\\.+*?()|[]{}^$")
+
+
+def scope_regex(scope: str) -> str:
+    """RE2 pattern matching a space-separated scope string that holds ``scope``.
+
+    Envoy's ``safe_regex`` string matcher must match the WHOLE value, so the
+    pattern spells out the optional neighbours: ``^(.* )?SCOPE( .*)?$``."""
+    escaped = "".join("\\" + c if c in _RE2_META else c for c in scope)
+    return f"^(.* )?{escaped}( .*)?$"
+
+
+def provider_name(tenant_id: str, shard: int | None = None) -> str:
+    return f"authserver_{tenant_id}" if shard is None else f"authserver_{tenant_id}_s{shard}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _socket_address(hp: HostPort) -> dict[str, Any]:
+    return {"socket_address": {"address": hp.host, "port_value": hp.port}}
+
+
+def _cluster(name: str, hp: HostPort, *, tls_sni: str | None = None, ca_file: str = DEFAULT_CA_FILE,
+             connect_timeout: float = 2.0) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if hp.is_ip else "STRICT_DNS",
+        "connect_timeout": _duration(connect_timeout),
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(hp)}}]}],
+        },
+    }
+    if not hp.is_ip:
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if tls_sni is not None:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": tls_sni,
+                "common_tls_context": {
+                    "validation_context": {
+                        "trusted_ca": {"filename": ca_file},
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "DNS", "matcher": {"exact": tls_sni}},
+                        ],
+                    },
+                },
+            },
+        }
+    return cluster
+
+
+def _provider(tenant: Any, shard: int | None, uri: str, cluster: str, cache_duration: int) -> dict[str, Any]:
+    return {
+        "issuer": tenant.issuer,
+        "audiences": [tenant.audience],
+        "remote_jwks": {
+            "http_uri": {"uri": uri, "cluster": cluster, "timeout": "5s"},
+            "cache_duration": _duration(cache_duration),
+            # fetch before the listener opens, then refresh in the background
+            "async_fetch": {"fast_listener": False, "failed_refetch_duration": "1s"},
+            "retry_policy": {
+                "num_retries": 3,
+                "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"},
+            },
+        },
+        # the key string is "<prefix><JWT>": Envoy strips "Bearer <prefix>"
+        "from_headers": [{"name": "Authorization", "value_prefix": f"Bearer {shard_prefix(tenant, shard)}"}],
+        "forward": False,
+        "claim_to_headers": [{"claim_name": c, "header_name": h} for c, h in CLAIM_HEADERS],
+        "payload_in_metadata": PAYLOAD_METADATA_KEY,
+        # no jwt_cache_config: a cached token would outlive its revocation
+    }
+
+
+def _rbac_filter(rules: Iterable[ScopeRule]) -> dict[str, Any]:
+    policies: dict[str, Any] = {}
+    for i, rule in enumerate(rules):
+        policies[f"scope_{i}_{rule.scope}"[:120]] = {
+            "permissions": [{"url_path": {"path": {"prefix": rule.prefix}}}],
+            "principals": [{
+                "not_id": {
+                    "sourced_metadata": {
+                        "metadata_source": "DYNAMIC",
+                        "metadata_matcher": {
+                            "filter": JWT_FILTER,
+                            "path": [{"key": PAYLOAD_METADATA_KEY}, {"key": "scope"}],
+                            "value": {"string_match": {"safe_regex": {"regex": scope_regex(rule.scope)}}},
+                        },
+                    },
+                },
+            }],
+        }
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            # DENY: a request under a protected prefix without the scope gets 403
+            "rules": {"action": "DENY", "policies": policies},
+        },
+    }
+
+
+def _problem_mapper(status: int, title: str, code: str) -> dict[str, Any]:
+    body = ('{"type":"https://authserver.dev/problems/%s","title":"%s","status":%d,"code":"%s"}'
+            % (code, title, status, code))
+    return {
+        "filter": {"status_code_filter": {"comparison": {
+            "op": "EQ", "value": {"default_value": status, "runtime_key": f"authserver.local_reply_{status}"},
+        }}},
+        "body": {"inline_string": body},
+        "body_format_override": {
+            "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
+            "content_type": "application/problem+json",
+        },
+    }
+
+
+def envoy_config(
+    tenant: Any,
+    settings: Any,
+    *,
+    upstream: str | HostPort = "127.0.0.1:9000",
+    listen: str | HostPort = "127.0.0.1:10000",
+    cache_duration: int | None = None,
+    scope_rules: Iterable[ScopeRule] = (),
+    admin: str | HostPort | None = None,
+    authserver_url: str | None = None,
+    ca_file: str = DEFAULT_CA_FILE,
+) -> dict[str, Any]:
+    """A complete Envoy v3 bootstrap (a dict; dump it as YAML or JSON).
+
+    ``tenant``: a ``keycache.TenantInfo`` (id, issuer, audience, key_prefix,
+    shard_count). ``settings``: reads ``gateway_cache_seconds`` and
+    ``public_url``. ``authserver_url`` overrides where Envoy fetches the JWKS
+    (e.g. an internal address); issuer and audience always come from the tenant.
+    """
+    upstream_hp = upstream if isinstance(upstream, HostPort) else parse_hostport(upstream, what="--upstream")
+    listen_hp = listen if isinstance(listen, HostPort) else parse_hostport(listen, what="--listen")
+    admin_hp = admin if isinstance(admin, HostPort) or admin is None else parse_hostport(admin, what="--admin")
+    cache_duration = int(cache_duration or settings.gateway_cache_seconds)
+    if cache_duration < 1:
+        raise ValueError("cache duration must be at least 1 second")
+    rules = list(scope_rules)
+    server = endpoint_of(authserver_url or settings.public_url or f"http://{settings.host}:{settings.port}")
+
+    providers = {
+        provider_name(tenant.id, shard): _provider(
+            tenant, shard, jwks_uri(server.base, tenant.id, shard), "authserver", cache_duration,
+        )
+        for shard in shard_ids(tenant)
+    }
+    main = provider_name(tenant.id)
+    jwt_config: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": providers,
+        # keys without a shard prefix (and requests without a key) meet the main JWKS
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": main}}],
+    }
+    routes: list[dict[str, Any]] = []
+    if len(providers) > 1:
+        # Shard routing: one route per shard matches the key prefix in the
+        # Authorization header and names that shard's provider, so a request
+        # is checked against exactly one small JWKS. (requires_any over all
+        # providers would run every provider's extractor on every request.)
+        jwt_config["requirement_map"] = {name: {"provider_name": name} for name in providers}
+        for shard in shard_ids(tenant):
+            if shard is None:
+                continue
+            routes.append({
+                "match": {"prefix": "/", "headers": [{
+                    "name": "authorization",
+                    "string_match": {"prefix": f"Bearer {shard_prefix(tenant, shard)}"},
+                }]},
+                "route": {"cluster": "upstream"},
+                "typed_per_filter_config": {JWT_FILTER: {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
+                    "requirement_name": provider_name(tenant.id, shard),
+                }},
+            })
+    routes.append({"match": {"prefix": "/"}, "route": {"cluster": "upstream"}})
+
+    http_filters: list[dict[str, Any]] = [{"name": JWT_FILTER, "typed_config": jwt_config}]
+    if rules:
+        http_filters.append(_rbac_filter(rules))
+    http_filters.append({
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    })
+
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "ingress_http",
+        "codec_type": "AUTO",
+        "use_remote_address": True,
+        # scope rules match path prefixes: match on the path the upstream will see
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "UNESCAPE_AND_REDIRECT",
+        "route_config": {
+            "name": "upstream",
+            "virtual_hosts": [{
+                "name": "upstream",
+                "domains": ["*"],
+                "routes": routes,
+            }],
+        },
+        "http_filters": http_filters,
+        # refusals as RFC 9457 problem details, saying no more than our server does
+        "local_reply_config": {"mappers": [
+            _problem_mapper(401, "Missing or invalid credential", "unauthorized"),
+            _problem_mapper(403, "Forbidden", "forbidden"),
+        ]},
+    }
+
+    bootstrap: dict[str, Any] = {
+        "node": {"id": f"authserver-gateway-{tenant.id}", "cluster": "authserver-gateway"},
+        "static_resources": {
+            "listeners": [{
+                "name": "ingress",
+                "address": _socket_address(listen_hp),
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": hcm,
+                }]}],
+            }],
+            "clusters": [
+                _cluster("authserver", server.hostport, tls_sni=server.host if server.tls else None, ca_file=ca_file),
+                _cluster("upstream", upstream_hp),
+            ],
+        },
+    }
+    if admin_hp is not None:
+        bootstrap["admin"] = {"address": _socket_address(admin_hp)}
+    return bootstrap

@@ -1,0 +1,118 @@
+"""`authserver quickstart --with-envoy`: the printed curl works on the first try."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from _proc import free_port
+
+pytestmark = pytest.mark.envoy
+
+
+def _wait_for(path, pattern: str, proc: subprocess.Popen, timeout: float) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        m = re.search(pattern, text, re.M)
+        if m:
+            return m
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"{pattern!r} not printed within {timeout} s (exit {proc.poll()}):\n{text[-3000:]}")
+
+
+def _run_printed_curl(line: str) -> tuple[int, str]:
+    argv = shlex.split(line)
+    assert argv[0] == "curl"
+    if shutil.which("curl"):
+        out = subprocess.run([*argv, "--noproxy", "*", "-w", "\n%{http_code}"], capture_output=True, text=True,
+                             timeout=20)
+        body, _, code = out.stdout.rpartition("\n")
+        return int(code), body
+    url = next(a for a in argv if a.startswith("http"))
+    header = argv[argv.index("-H") + 1]
+    name, _, value = header.partition(": ")
+    r = httpx.get(url, headers={name: value}, trust_env=False, timeout=10)
+    return r.status_code, r.text
+
+
+def test_quickstart_with_envoy_prints_a_working_curl(envoy_binary, tmp_path):
+    port, listen = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    env["AUTHSERVER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'quick.db'}"
+    log = tmp_path / "quickstart.out"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "authserver", "quickstart", "--with-envoy", "--port", str(port),
+             "--envoy-listen", f"127.0.0.1:{listen}", "--envoy-cache-duration", "2"],
+            cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    envoy_pid = None
+    try:
+        curl = _wait_for(log, rf"^\s*(curl -s http://127\.0\.0\.1:{listen}/hello -H 'Authorization: Bearer sk_live_\S+')$",
+                         proc, timeout=60).group(1)
+        envoy_pid = int(_wait_for(log, r"\(pid (\d+),", proc, timeout=5).group(1))
+        admin_key = _wait_for(log, r"export ADMIN_KEY='(sk_admin_\S+)'", proc, timeout=5).group(1)
+
+        # the printed curl, exactly as printed, on the first try
+        status, body = _run_printed_curl(curl)
+        assert status == 200, body
+        assert '"scope": "read"' in body and '"x-api-key-id"' in body
+
+        http = httpx.Client(trust_env=False, timeout=10)
+        gw = f"http://127.0.0.1:{listen}"
+        api_key = re.search(r"Bearer (sk_live_\S+)'", curl).group(1)
+        assert http.get(f"{gw}/hello").status_code == 401
+        assert http.get(f"{gw}/write/x", headers={"Authorization": f"Bearer {api_key}"}).status_code == 403
+        # a key minted now works through Envoy after its (demo) refresh period
+        r = http.post(f"http://127.0.0.1:{port}/v1/keys", json={"name": "later", "scopes": ["write"]},
+                      headers={"Authorization": f"Bearer {admin_key}"})
+        assert r.status_code == 201, r.text
+        assert r.json()["gateway_accepts_after"] - r.json()["published_at"] == 2
+        later = r.json()["key"]
+        deadline = time.monotonic() + 2 + 3
+        while http.get(f"{gw}/write/x", headers={"Authorization": f"Bearer {later}"}).status_code != 200:
+            assert time.monotonic() < deadline, "a key minted after the start never worked through Envoy"
+            time.sleep(0.1)
+        http.close()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)  # what Ctrl-C does: it stops Envoy and the upstream too
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+    # Envoy went with it
+    if envoy_pid is not None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(envoy_pid):
+            time.sleep(0.1)
+        if _alive(envoy_pid):
+            os.kill(envoy_pid, signal.SIGKILL)
+            pytest.fail("Envoy outlived `authserver quickstart --with-envoy`")
+
+
+def _alive(pid: int) -> bool:
+    if not os.path.isdir("/proc"):
+        try:
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
