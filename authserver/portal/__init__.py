@@ -1,0 +1,37 @@
+"""The developer portal (web pages for people). Routes are registered by create_app.
+
+Everything the portal needs is on its own routers (templates, sessions, CSRF,
+security headers, error pages), so ``create_app`` only adds ``ROUTES``.
+Sessions are server-side in the app's store registry under
+``session.STORE_NAME`` (in memory by default): with several replicas, route
+portal users with sticky sessions, or register a shared store (e.g.
+``RedisStore``) under that name.
+"""
+
+from litestar import Router
+from litestar.datastructures import CacheControlHeader
+from litestar.static_files import create_static_files_router
+
+from .render import STATIC_DIR, STATIC_PATH, TEMPLATE_CONFIG, security_headers
+from .views import EXCEPTION_HANDLERS, HANDLERS
+
+__all__ = ["ROUTES", "TEMPLATE_CONFIG"]
+
+PORTAL = Router(
+    path="/portal",
+    route_handlers=HANDLERS,
+    middleware=[security_headers],
+    exception_handlers=EXCEPTION_HANDLERS,
+    include_in_schema=False,
+)
+
+STATIC = create_static_files_router(
+    path=STATIC_PATH,
+    directories=[STATIC_DIR],
+    name="portal-static",
+    middleware=[security_headers],
+    cache_control=CacheControlHeader(max_age=3600, public=True),
+    include_in_schema=False,
+)
+
+ROUTES: list = [PORTAL, STATIC]

@@ -1,0 +1,129 @@
+"""Templates, security headers and error pages for the portal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.template.config import TemplateConfig
+
+from .. import __version__
+
+log = logging.getLogger("authserver.portal")
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+STATIC_DIR = PACKAGE_DIR / "static"
+STATIC_PATH = "/portal/static"
+
+# Only our own files: no inline script or style, no third-party origin.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+]
+_SECURITY_NAMES = {name for name, _ in SECURITY_HEADERS}
+
+
+def security_headers(app):
+    """ASGI middleware for the portal routes: adds the headers above to every
+    answer, error pages and redirects included."""
+
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _SECURITY_NAMES]
+                message = {**message, "headers": headers + SECURITY_HEADERS}
+            await send(message)
+
+        await app(scope, receive, send_with_headers)
+
+    return middleware
+
+
+# --- template filters -------------------------------------------------------
+
+def fmt_time(ts: float | None, empty: str = "—") -> str:
+    if ts is None:
+        return empty
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def short_time(ts: float | None, empty: str = "—") -> str:
+    """For tables whose header says UTC."""
+    if ts is None:
+        return empty
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def iso_time(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    for unit, n in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= n and s % n == 0:
+            v = s // n
+            return f"{v} {unit}{'s' if v != 1 else ''}"
+    if s >= 3600:
+        return f"{s / 3600:.1f} hours"
+    return f"{s} second{'s' if s != 1 else ''}"
+
+
+def short_id(value: str | None, n: int = 12) -> str:
+    if not value:
+        return ""
+    return value if len(value) <= n else value[:n] + "…"
+
+
+def _setup(engine: JinjaTemplateEngine) -> None:
+    env = engine.engine
+    env.filters.update(time=fmt_time, stime=short_time, isotime=iso_time, duration=fmt_duration, short=short_id)
+    env.globals.update(version=__version__, static=STATIC_PATH)
+    env.trim_blocks = True
+    env.lstrip_blocks = True
+
+
+# Litestar's Jinja engine. It is rendered here rather than through the app's
+# template_config so the portal stays self-contained (create_app only
+# registers ROUTES).
+TEMPLATE_CONFIG = TemplateConfig(directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=_setup)
+
+
+def render(template: str, context: dict[str, Any]) -> str:
+    return TEMPLATE_CONFIG.engine_instance.get_template(template).render(**context)
+
+
+def page(template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response:
+    """An HTML page. Never cached: pages show tenant data, some show a key once."""
+    html = render(template, context)
+    return Response(
+        html, status_code=status, media_type=MediaType.HTML,
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache", **(headers or {})},
+    )
+
+
+def error_page(request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None,
+               **context: Any) -> Response:
+    return page("error.html", status, headers, title=title, detail=detail, code=status, **context)

@@ -1,0 +1,481 @@
+"""The developer portal: server-rendered pages over the same KeyService the
+JSON management API uses (so the JWKS reflects every change at once).
+
+    GET  /portal/login              sign-in form (a tenant admin key)
+    POST /portal/login              sign in: 303 to the key list, or 401 (generic)
+    POST /portal/logout             sign out
+    GET  /portal/keys               list: filter by state, search name/subject/id, paginated
+    GET  /portal/keys/new           mint form
+    POST /portal/keys               mint: the key is shown once on the answer page
+    GET  /portal/keys/{id}/roll     roll confirmation (the <dialog> of the list without JS)
+    POST /portal/keys/{id}/roll     roll: the new key shown once
+    GET  /portal/keys/{id}/revoke   revoke confirmation
+    POST /portal/keys/{id}/revoke   revoke now
+    GET  /portal/audit              the tenant's audit log
+
+Every POST carries a CSRF token: the session's, or before sign-in a signed
+double-submit cookie. A full key is only ever in the body of the one answer
+that creates it (Cache-Control: no-store); never in the session, a cookie, a
+redirect or a log.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from litestar import Request, Response, get, post
+from litestar.exceptions import HTTPException
+from litestar.params import PathParameter
+from litestar.response import Redirect
+
+import keys
+
+from ..api.deps import Admin, client_addr, core_of, count_auth_failure, refuse_if_failing
+from ..core import Core
+from ..db.models import ApiKey
+from ..errors import InvalidInput, RateLimited, ServiceError
+from ..problems import _is_connection_error
+from ..services import Actor, KeySpec
+from ..services.apikeys import audit_view, key_view
+from . import session as sessions
+from .render import error_page, log, page
+
+PAGE_SIZE = 20
+AUDIT_PAGE_SIZE = 50
+STATE_CHOICES = [
+    ("all", "All"), ("active", "Active"), ("rolling", "Rolling (in grace)"), ("live", "Live (active + rolling)"),
+    ("expired", "Expired"), ("revoked", "Revoked"),
+]
+GRACE_UNITS = [("seconds", 1), ("minutes", 60), ("hours", 3600), ("days", 86400)]
+MAX_EXPIRY_DAYS = 3650
+KeyId = Annotated[str, PathParameter(max_length=64)]
+SIGN_IN_FAILED = "Sign-in failed. Check the admin key and try again."
+
+
+# --- errors ---------------------------------------------------------------
+
+class SignedOut(Exception):
+    """No valid session: go to the sign-in page."""
+
+    def __init__(self, ended: bool = False) -> None:
+        self.ended = ended
+
+
+class CsrfFailed(Exception):
+    pass
+
+
+def on_signed_out(request: Request, exc: SignedOut) -> Response:
+    resp = Redirect("/portal/login?ended=1" if exc.ended else "/portal/login", status_code=303)
+    resp.set_cookie(sessions.session_cookie(request, None))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def on_csrf_failed(request: Request, exc: CsrfFailed) -> Response:
+    return error_page(
+        request, 403, "This form has expired",
+        "The form was not sent from a page of this portal, or it is too old. Go back, reload the page and try again.",
+    )
+
+
+def on_service_error(request: Request, exc: ServiceError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    titles = {401: "Not signed in", 403: "Not allowed", 404: "Not found", 409: "Not possible now",
+              422: "Invalid input", 429: "Too many requests", 503: "Temporarily unavailable"}
+    return error_page(request, exc.status, titles.get(exc.status, "Error"), exc.detail, headers)
+
+
+def on_http_error(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    if status >= 500:
+        log.error("portal: http error %s on %s %s", status, request.method, request.url.path)
+        return error_page(request, status, "Server error", "The server could not handle the request.")
+    detail = exc.detail if isinstance(exc.detail, str) else "The request could not be handled."
+    if status == 400:
+        detail = "The request was not understood."
+    return error_page(request, status, "Error", detail, dict(exc.headers or {}) or None)
+
+
+def on_unexpected(request: Request, exc: Exception) -> Response:
+    if _is_connection_error(exc):
+        log.warning("portal: database unavailable during %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        return error_page(request, 503, "Temporarily unavailable",
+                          "The database is unavailable; nothing was changed. Try again in a moment.",
+                          {"Retry-After": "2"})
+    log.exception("portal: unhandled error on %s %s", request.method, request.url.path)
+    return error_page(request, 500, "Server error", "The server could not handle the request.")
+
+
+EXCEPTION_HANDLERS = {
+    SignedOut: on_signed_out,
+    CsrfFailed: on_csrf_failed,
+    ServiceError: on_service_error,
+    HTTPException: on_http_error,
+    Exception: on_unexpected,
+}
+
+
+# --- the signed-in admin ---------------------------------------------------
+
+@dataclass
+class Ctx:
+    request: Request
+    core: Core
+    admin: Admin
+    session: sessions.PortalSession
+
+    @property
+    def tenant_id(self) -> str:
+        return self.admin.tenant.info.id
+
+    def base(self, nav: str = "") -> dict[str, Any]:
+        return {"admin": self.admin, "tenant_id": self.tenant_id, "csrf": self.session.csrf,
+                "nav": nav, "flash": self.session.pop_flash()}
+
+    async def page(self, template: str, status: int = 200, *, nav: str = "", headers: dict[str, str] | None = None,
+                   **context: Any) -> Response:
+        ctx = self.base(nav)
+        ctx.update(context)
+        await self.save()
+        return page(template, status, headers, **ctx)
+
+    async def save(self) -> None:
+        if self.session.dirty:
+            await sessions.save(self.request, self.session)
+
+
+async def signed_in(request: Request) -> Ctx:
+    """The session's admin, re-checked against the live key cache: a revoked or
+    expired admin key ends the session at once."""
+    session = await sessions.load(request)
+    if session is None:
+        raise SignedOut()
+    core = core_of(request)
+    tenant = core.cache.tenant_of_admin_key(session.kid)
+    published = tenant.published.get(session.kid) if tenant is not None else None
+    now = core.clock()
+    if (
+        tenant is None or published is None or tenant.info.id != session.tenant or published.kind != "admin"
+        or (published.removed_at is not None and published.removed_at <= now)
+    ):
+        await sessions.destroy(request, session.id)
+        raise SignedOut(ended=True)
+    limit = core.settings.rate_limit_admin_per_minute
+    if limit:  # the same budget per admin key as the JSON API
+        d = await core.limiter.hit(f"admin:{session.kid}", limit, 60)
+        if not d.allowed:
+            core.metrics.rate_limited.labels("admin").inc()
+            raise RateLimited(d.retry_after, headers=d.headers())
+    admin = Admin(tenant, session.kid, frozenset(published.scopes), Actor(session.kid, client_addr(request)))
+    return Ctx(request, core, admin, session)
+
+
+async def signed_in_post(request: Request) -> tuple[Ctx, Any]:
+    """Signed in, and the form carries this session's CSRF token."""
+    ctx = await signed_in(request)
+    form = await request.form()
+    if not ctx.session.check_csrf(form.get("csrf_token")):
+        raise CsrfFailed()
+    return ctx, form
+
+
+# --- sign in / out ------------------------------------------------------------
+
+def _login_page(request: Request, status: int = 200, *, error: str | None = None, notice: str | None = None,
+                headers: dict[str, str] | None = None) -> Response:
+    token = sessions.login_token_of(request) or sessions.new_login_token()
+    resp = page("login.html", status, headers, title="Sign in", login_csrf=token, error=error, notice=notice)
+    resp.set_cookie(sessions.login_cookie(request, token))
+    return resp
+
+
+@get("/")
+async def portal_home(request: Request) -> Response:
+    return Redirect("/portal/keys", status_code=303)
+
+
+@get("/login")
+async def login_form(request: Request) -> Response:
+    if await sessions.load(request) is not None:
+        return Redirect("/portal/keys", status_code=303)
+    notice = None
+    if request.query_params.get("ended"):
+        notice = "Your session ended. Sign in again."
+    elif request.query_params.get("out"):
+        notice = "You are signed out."
+    return _login_page(request, notice=notice)
+
+
+def _verify_admin_key(core: Core, token: str) -> tuple[str, str] | None:
+    """(tenant id, kid) of a live admin key with the keys:read scope, or None."""
+    try:
+        tenant, verified = core.cache.verify_admin(token)
+    except keys.KeyCoreError as exc:
+        core.metrics.auth_failures.labels(exc.code).inc()
+        return None
+    if "keys:read" not in verified.scopes:
+        return None
+    return tenant.info.id, verified.kid
+
+
+@post("/login", status_code=200)
+async def login(request: Request) -> Response:
+    core = core_of(request)
+    form = await request.form()
+    if not sessions.check_login_csrf(request, form.get("csrf_token")):
+        raise CsrfFailed()
+    try:
+        await refuse_if_failing(request)  # the same budget as the API's
+    except RateLimited as exc:
+        return _login_page(request, 429, error="Too many failed sign-ins. Wait a minute and try again.",
+                           headers={"Retry-After": str(exc.retry_after)})
+    raw = form.get("admin_key")
+    token = raw.strip() if isinstance(raw, str) else ""
+    found = _verify_admin_key(core, token) if 0 < len(token) <= 8192 else None
+    if found is None:
+        await count_auth_failure(request)
+        return _login_page(request, 401, error=SIGN_IN_FAILED)
+    tenant_id, kid = found
+    session = await sessions.create(request, tenant_id, kid)
+    await core.service.record(tenant_id, Actor(kid, client_addr(request)), "portal.sign_in")
+    resp = Redirect("/portal/keys", status_code=303)
+    resp.headers["Cache-Control"] = "no-store"
+    resp.set_cookie(sessions.session_cookie(request, session))
+    resp.set_cookie(sessions.login_cookie(request, None))
+    return resp
+
+
+@post("/logout", status_code=303)
+async def logout(request: Request) -> Response:
+    session = await sessions.load(request)
+    if session is not None:
+        form = await request.form()
+        if not session.check_csrf(form.get("csrf_token")):
+            raise CsrfFailed()
+        await sessions.destroy(request, session.id)
+    resp = Redirect("/portal/login?out=1", status_code=303)
+    resp.set_cookie(sessions.session_cookie(request, None))
+    return resp
+
+
+# --- keys ---------------------------------------------------------------------
+
+def _display(view: dict[str, Any], now: float) -> dict[str, Any]:
+    state = view["state"]
+    label = {"active": "Active", "rolling": "Rolling", "rolled": "Expired (rolled)", "expired": "Expired",
+             "revoked": "Revoked"}.get(state, state)
+    return {**view, "state_label": label, "can_roll": state == "active", "can_revoke": state in ("active", "rolling")}
+
+
+@get("/keys")
+async def keys_list(request: Request) -> Response:
+    ctx = await signed_in(request)
+    ctx.admin.require("keys:read")
+    state = request.query_params.get("state") or "all"
+    if state not in {s for s, _ in STATE_CHOICES}:
+        state = "all"
+    q = (request.query_params.get("q") or "").strip()[:200]
+    cursor = request.query_params.get("cursor") or None
+    if cursor and len(cursor) > 200:
+        cursor = None
+    page = await ctx.core.service.list(ctx.tenant_id, state=state, limit=PAGE_SIZE, cursor=cursor, search=q or None)
+    rows, next_cursor = page.items, page.next_cursor
+    now = ctx.core.clock()
+    items = [_display(key_view(r, now, ctx.core.settings), now) for r in rows]
+    grace_value, grace_unit = _grace_default(ctx.core.settings.default_grace_seconds)
+    return await ctx.page(
+        "keys.html", nav="keys", title="API keys", items=items, state=state, q=q, cursor=cursor,
+        next_cursor=next_cursor, states=STATE_CHOICES, grace_value=grace_value, grace_unit=grace_unit,
+        grace_units=GRACE_UNITS, can_write="keys:write" in ctx.admin.scopes,
+        gateway_cache_seconds=ctx.core.settings.gateway_cache_seconds,
+        max_grace_seconds=ctx.core.settings.max_grace_seconds,
+    )
+
+
+def _new_form_context(ctx: Ctx, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"title": "Create an API key", "values": values or {"expiry": "never", "expiry_days": "90"},
+            "form_nonce": ctx.session.new_form_nonce(), "prefix": ctx.admin.tenant.info.key_prefix}
+
+
+@get("/keys/new")
+async def key_new_form(request: Request) -> Response:
+    ctx = await signed_in(request)
+    ctx.admin.require("keys:write")
+    return await ctx.page("key_new.html", nav="keys", **_new_form_context(ctx))
+
+
+def parse_scopes(raw: str) -> list[str]:
+    out: list[str] = []
+    for s in re.split(r"[\s,]+", raw or ""):
+        if s and s not in out:
+            out.append(s)
+    return out
+
+
+def _mint_values(form: Any) -> dict[str, str]:
+    values = {k: form.get(k) for k in ("name", "subject", "scopes", "expiry", "expiry_days")}
+    return {k: v if isinstance(v, str) else "" for k, v in values.items()}
+
+
+def _parse_mint_form(values: dict[str, str]) -> KeySpec:
+    name = values["name"].strip()
+    if not name:
+        raise InvalidInput("Give the key a name, so you can find it again.")
+    if len(name) > 200:
+        raise InvalidInput("The name is longer than 200 characters.")
+    subject = values["subject"].strip() or None
+    expires_in = None
+    if values["expiry"] == "days":
+        try:
+            days = int(values["expiry_days"])
+        except ValueError:
+            raise InvalidInput("The expiry must be a whole number of days.") from None
+        if not 1 <= days <= MAX_EXPIRY_DAYS:
+            raise InvalidInput(f"The expiry must be between 1 and {MAX_EXPIRY_DAYS} days.")
+        expires_in = days * 86400
+    elif values["expiry"] not in ("never", ""):
+        raise InvalidInput("Choose an expiry.")
+    return KeySpec(name=name, subject=subject, scopes=parse_scopes(values["scopes"]), expires_in=expires_in)
+
+
+def _secret_page_headers() -> dict[str, str]:
+    return {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache", "Expires": "0"}
+
+
+@post("/keys", status_code=201)
+async def key_create(request: Request) -> Response:
+    ctx, form = await signed_in_post(request)
+    ctx.admin.require("keys:write")
+    if not ctx.session.use_form_nonce(form.get("form_nonce")):
+        # a reload or a second click: never mint twice from one form
+        await ctx.save()
+        return await ctx.page(
+            "error.html", 409, nav="keys", title="Already submitted", code=409,
+            detail="This form was already sent and its key was shown once. Keys are never shown again: "
+                   "if you did not copy it, revoke it and create a new one.",
+        )
+    core = ctx.core
+    values = _mint_values(form)
+    try:
+        spec = _parse_mint_form(values)
+        with core.metrics.mint_seconds.labels(ctx.admin.tenant.info.algorithm).time():
+            row, minted = await core.service.mint(ctx.tenant_id, spec, ctx.admin.actor)
+    except InvalidInput as exc:
+        return await ctx.page("key_new.html", 422, nav="keys", error=exc.detail, **_new_form_context(ctx, values))
+    now = core.clock()
+    return await ctx.page(
+        "key_secret.html", 201, nav="keys", headers=_secret_page_headers(), title="Key created",
+        key=minted.key, view=_display(key_view(row, now, core.settings), now), previous=None,
+        gateway_cache_seconds=core.settings.gateway_cache_seconds,
+    )
+
+
+def _grace_default(seconds: int) -> tuple[int, str]:
+    for unit, n in reversed(GRACE_UNITS[:3]):  # hours, minutes, seconds
+        if seconds % n == 0 and seconds >= n:
+            return seconds // n, unit
+    return seconds, "seconds"
+
+
+def _parse_grace(form: Any, max_seconds: int) -> int:
+    raw_value, unit = form.get("grace_value"), form.get("grace_unit")
+    factor = dict(GRACE_UNITS).get(unit if isinstance(unit, str) else "")
+    try:
+        value = float(raw_value) if isinstance(raw_value, str) else None
+    except ValueError:
+        value = None
+    if factor is None or value is None or value != value or value < 0:
+        raise InvalidInput("The grace period must be a number of seconds, minutes, hours or days, 0 or more.")
+    seconds = int(round(value * factor))
+    if seconds > max_seconds:
+        raise InvalidInput(f"The grace period can be at most {max_seconds // 86400} days.")
+    return seconds
+
+
+async def _get_key(ctx: Ctx, key_id: KeyId) -> ApiKey:
+    return await ctx.core.service.get(ctx.tenant_id, key_id)
+
+
+@get("/keys/{key_id:str}/roll")
+async def key_roll_form(request: Request, key_id: KeyId) -> Response:
+    ctx = await signed_in(request)
+    ctx.admin.require("keys:write")
+    row = await _get_key(ctx, key_id)
+    now = ctx.core.clock()
+    grace_value, grace_unit = _grace_default(ctx.core.settings.default_grace_seconds)
+    return await ctx.page(
+        "key_roll.html", nav="keys", title="Roll a key", view=_display(key_view(row, now, ctx.core.settings), now),
+        grace_value=grace_value, grace_unit=grace_unit, grace_units=GRACE_UNITS,
+        max_grace_seconds=ctx.core.settings.max_grace_seconds,
+    )
+
+
+@post("/keys/{key_id:str}/roll", status_code=201)
+async def key_roll(request: Request, key_id: KeyId) -> Response:
+    ctx, form = await signed_in_post(request)
+    ctx.admin.require("keys:write")
+    core = ctx.core
+    grace = _parse_grace(form, core.settings.max_grace_seconds)
+    new, minted, old = await core.service.roll(ctx.tenant_id, key_id, ctx.admin.actor, grace_seconds=grace)
+    now = core.clock()
+    return await ctx.page(
+        "key_secret.html", 201, nav="keys", headers=_secret_page_headers(), title="Key rolled",
+        key=minted.key, view=_display(key_view(new, now, core.settings), now),
+        previous=_display(key_view(old, now, core.settings), now), grace_seconds=grace,
+        gateway_cache_seconds=core.settings.gateway_cache_seconds,
+    )
+
+
+@get("/keys/{key_id:str}/revoke")
+async def key_revoke_form(request: Request, key_id: KeyId) -> Response:
+    ctx = await signed_in(request)
+    ctx.admin.require("keys:write")
+    row = await _get_key(ctx, key_id)
+    now = ctx.core.clock()
+    return await ctx.page("key_revoke.html", nav="keys", title="Revoke a key",
+                          view=_display(key_view(row, now, ctx.core.settings), now),
+                          gateway_cache_seconds=ctx.core.settings.gateway_cache_seconds)
+
+
+@post("/keys/{key_id:str}/revoke", status_code=303)
+async def key_revoke(request: Request, key_id: KeyId) -> Response:
+    ctx, form = await signed_in_post(request)
+    ctx.admin.require("keys:write")
+    row = await ctx.core.service.revoke(ctx.tenant_id, key_id, ctx.admin.actor)
+    label = f"“{row.name}” " if row.name else ""
+    ctx.session.add_flash("ok", f"Key {label}({row.prefix}…{row.last4}) is revoked: it left the JWKS.")
+    await ctx.save()
+    return Redirect("/portal/keys", status_code=303)
+
+
+# --- audit --------------------------------------------------------------------
+
+def _details(d: dict[str, Any] | None) -> list[tuple[str, str]]:
+    out = []
+    for k, v in (d or {}).items():
+        if isinstance(v, list):
+            v = " ".join(str(x) for x in v) or "—"
+        out.append((str(k), "—" if v is None else str(v)))
+    return out
+
+
+@get("/audit")
+async def audit(request: Request) -> Response:
+    ctx = await signed_in(request)
+    ctx.admin.require("keys:read")
+    before = request.query_params.get("before")
+    before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
+    events = await ctx.core.service.audit(ctx.tenant_id, limit=AUDIT_PAGE_SIZE, before_id=before_id)
+    rows = [{**audit_view(e), "detail_items": _details(e.details)} for e in events]
+    return await ctx.page(
+        "audit.html", nav="audit", title="Audit log", events=rows, before_id=before_id, self_kid=ctx.admin.kid,
+        next_before=events[-1].id if len(events) == AUDIT_PAGE_SIZE else None,
+    )
+
+
+HANDLERS = [portal_home, login_form, login, logout, keys_list, key_new_form, key_create, key_roll_form, key_roll,
+            key_revoke_form, key_revoke, audit]

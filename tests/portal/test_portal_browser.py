@@ -1,0 +1,281 @@
+"""The developer portal in a real browser: headless Chromium (Debian's package)
+driven by Playwright against a real `authserver serve` process.
+
+Chromium missing: the test fails when CI is set, and is skipped otherwise.
+Never run `playwright install`: we use /usr/bin/chromium.
+
+Screenshots go to a temporary directory; set AUTHSERVER_TEST_SCREENSHOTS=docs/screenshots
+to refresh the ones in the repository.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import httpx
+import jwt as pyjwt
+import pytest
+
+from _env import IN_CI
+from _proc import Server, cli, free_port
+
+REPO = Path(__file__).resolve().parents[2]
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+
+
+def _chromium() -> str:
+    exe = os.environ.get("AUTHSERVER_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if importlib.util.find_spec("playwright") is None:
+        missing = "the playwright package is not installed (pip install -e '.[test]')"
+    else:
+        missing = None if Path(exe).exists() else "chromium is not installed (apt-get install -y chromium)"
+    if missing:
+        if IN_CI:
+            pytest.fail(f"{missing}; CI is set, so the browser test must run")
+        pytest.skip(missing)
+    return exe
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    """`authserver serve` on a free 127.0.0.1 port, a temporary SQLite file,
+    the default tenant created before the start."""
+    tmp = Path(tempfile.mkdtemp(prefix="portal-browser-"))
+    port = free_port()
+    env = {
+        "AUTHSERVER_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'authserver.db'}",
+        "AUTHSERVER_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "AUTHSERVER_REDIS_URL": "",
+        "AUTHSERVER_LOG_JSON": "false",
+    }
+    admin_key = cli(env, "tenant", "create", "default", "--json")["admin_key"]
+    server = Server(env, port=port, log_dir=tmp).start()
+    try:
+        yield server, admin_key
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def shots(tmp_path):
+    target = os.environ.get("AUTHSERVER_TEST_SCREENSHOTS")
+    out = (REPO / target) if target and not os.path.isabs(target) else Path(target) if target else tmp_path
+    out.mkdir(parents=True, exist_ok=True)
+
+    def shot(page, name: str) -> None:
+        page.screenshot(path=str(out / f"{name}.png"), full_page=True)
+
+    return shot
+
+
+@pytest.fixture
+def page(browser, live_server):
+    server, _ = live_server
+    context = browser.new_context(base_url=server.url, viewport={"width": 1280, "height": 820},
+                                  color_scheme="light", locale="en-US")
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    problems: list[str] = []
+    pg.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    pg.on("console", lambda msg: problems.append(f"console {msg.type}: {msg.text}")
+          if msg.type == "error" and "the server responded with a status of 4" not in msg.text else None)
+    yield pg
+    context.close()
+    assert problems == [], problems  # e.g. a CSP violation or a script error
+
+
+def jwks(server) -> dict:
+    return httpx.get(f"{server.url}/t/default/.well-known/jwks.json", timeout=5).json()
+
+
+def verify(server, key: str) -> dict:
+    """Check a key as a gateway would: PyJWT against the served JWKS."""
+    assert key.startswith("sk_live_"), key[:12]
+    token = key[len("sk_live_"):]
+    kid = pyjwt.get_unverified_header(token)["kid"]
+    jwk = next(k for k in jwks(server)["keys"] if k["kid"] == kid)
+    return pyjwt.decode(token, pyjwt.PyJWK(jwk).key, algorithms=[jwk["alg"]], audience="api://default",
+                        issuer=f"{server.url}/t/default")
+
+
+def sign_in(page, admin_key: str) -> None:
+    page.goto("/portal/login")
+    page.get_by_label("Admin key").fill(admin_key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/portal/keys")
+
+
+def copy_key(page) -> str:
+    """Click Copy and read the clipboard back; the key stays masked."""
+    secret = page.locator("#secret-key")
+    assert secret.get_attribute("type") == "password"
+    page.evaluate("navigator.clipboard.writeText('')")
+    page.get_by_role("button", name="Copy").click()
+    page.get_by_text("The key is on your clipboard.").wait_for()
+    assert secret.get_attribute("type") == "password"  # copying did not reveal it
+    key = page.evaluate("navigator.clipboard.readText()")
+    assert key == secret.input_value()
+    return key
+
+
+def test_rejected_sign_in(page, live_server, shots):
+    server, admin_key = live_server
+    page.goto("/portal/login")
+    page.get_by_label("Admin key").fill(admin_key[:-8] + "AAAAAAAA")
+    with page.expect_response(re.compile(r"/portal/login$")) as answer:
+        page.get_by_role("button", name="Sign in").click()
+    assert answer.value.status == 401
+    page.get_by_text("Sign-in failed. Check the admin key and try again.").wait_for()
+    assert page.get_by_label("Admin key").input_value() == ""  # never echoed back
+    assert page.get_by_label("Admin key").get_attribute("aria-invalid") == "true"
+    shots(page, "login-rejected")
+    page.goto("/portal/keys")
+    page.wait_for_url("**/portal/login")
+
+
+def test_portal_sign_in_create_copy_roll_revoke(page, live_server, shots):
+    server, admin_key = live_server
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10)
+
+    page.goto("/portal/login")
+    headers = page.goto("/portal/login").all_headers()
+    assert headers["x-frame-options"] == "DENY" and "script-src 'self'" in headers["content-security-policy"]
+    shots(page, "login")
+    sign_in(page, admin_key)
+    assert page.get_by_role("heading", name="API keys").is_visible()
+    assert "Tenant default" in page.locator(".who").inner_text()
+    # cookies: the session id only, HttpOnly and SameSite=Strict; no admin key
+    cookies = {c["name"]: c for c in page.context.cookies()}
+    session = cookies["authserver_portal"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert all(admin_key.split(".")[-1] not in c["value"] for c in cookies.values())
+
+    # a few keys made through the API, so the list has something to show
+    for body in ({"name": "billing service", "subject": "team-billing", "scopes": ["invoices:read", "invoices:write"]},
+                 {"name": "mobile app (iOS)", "subject": "team-mobile", "scopes": ["read"], "expires_in": 90 * 86400},
+                 {"name": "old CI runner", "subject": "team-platform", "scopes": ["deploy"]}):
+        r = api.post("/v1/keys", json={**body, "algorithm": "ES256"})
+        assert r.status_code == 201
+    old_ci = r.json()["id"]
+
+    # --- create ---------------------------------------------------------------
+    page.get_by_role("link", name="Create a key").first.click()
+    page.get_by_label("Name").fill("analytics exporter")
+    page.get_by_label("Subject (optional)").fill("team-data")
+    page.get_by_label("Scopes (optional)").fill("events:read, reports:read")
+    page.get_by_label("Expires after").check()
+    page.get_by_label("Number of days").fill("30")
+    shots(page, "key-new")
+    with page.expect_response(lambda r: r.url.endswith("/portal/keys") and r.request.method == "POST") as answer:
+        page.get_by_role("button", name="Create key").click()
+    assert answer.value.status == 201
+    assert "no-store" in answer.value.headers["cache-control"]
+    page.get_by_role("heading", name="Key created").wait_for()
+    assert page.get_by_text("Copy this key now. You won't see it again.").is_visible()
+    secret = page.locator("#secret-key")
+    assert secret.get_attribute("type") == "password"
+    shots(page, "key-created")
+    key = copy_key(page)
+    assert key not in page.locator("body").inner_text()  # masked: not on screen
+    claims = verify(server, key)
+    assert claims["sub"] == "team-data" and claims["scope"] == "events:read reports:read"
+    assert claims["exp"] - claims["iat"] == 30 * 86400
+    # reveal toggles the mask, and back
+    reveal = page.get_by_role("button", name="Reveal")
+    reveal.click()
+    assert secret.get_attribute("type") == "text"
+    assert page.get_by_role("button", name="Hide").get_attribute("aria-pressed") == "true"
+    page.get_by_role("button", name="Hide").click()
+    assert secret.get_attribute("type") == "password"
+
+    # the list shows its hint, never the key
+    page.get_by_role("link", name="back to the keys").click()
+    page.wait_for_url("**/portal/keys")
+    assert key not in page.content()
+    row = page.locator(f'tr[data-key-id="{claims["jti"]}"]')
+    assert f"sk_live_…{key[-4:]}" in row.inner_text() and "Active" in row.inner_text()
+
+    # --- roll, through the dialog -----------------------------------------------
+    row.get_by_role("link", name="Roll…").click()
+    dialog = page.locator("#roll-dialog")
+    dialog.wait_for(state="visible")
+    assert "analytics exporter" in dialog.inner_text()
+    assert dialog.get_by_label("Grace period amount").input_value() == "24"
+    assert dialog.get_by_label("Grace period unit").input_value() == "hours"
+    dialog.get_by_label("Grace period amount").fill("2")
+    shots(page, "roll-dialog")
+    with page.expect_response(lambda r: r.url.endswith("/roll") and r.request.method == "POST") as answer:
+        dialog.get_by_role("button", name="Roll key").click()
+    assert answer.value.status == 201
+    page.get_by_role("heading", name="Key rolled").wait_for()
+    new_key = copy_key(page)
+    new_claims = verify(server, new_key)
+    assert new_claims["sub"] == "team-data" and new_claims["jti"] != claims["jti"]
+    kids = [k["kid"] for k in jwks(server)["keys"]]
+    assert claims["jti"] in kids and new_claims["jti"] in kids  # both during the grace period
+    verify(server, key)  # the old key still verifies
+    old = api.get(f"/v1/keys/{claims['jti']}").json()
+    assert old["state"] == "rolling" and old["grace_ends_at"] - old["created_at"] >= 7200
+
+    # --- revoke, through the dialog ---------------------------------------------
+    page.goto("/portal/keys")
+    assert "Rolling" in page.locator(f'tr[data-key-id="{claims["jti"]}"]').inner_text()
+    page.locator(f'tr[data-key-id="{old_ci}"]').get_by_role("link", name="Revoke…").click()
+    dialog = page.locator("#revoke-dialog")
+    dialog.wait_for(state="visible")
+    assert "old CI runner" in dialog.inner_text()
+    dialog.get_by_role("button", name="Cancel").click()
+    dialog.wait_for(state="hidden")
+    assert old_ci in [k["kid"] for k in jwks(server)["keys"]]  # cancel changes nothing
+    page.locator(f'tr[data-key-id="{old_ci}"]').get_by_role("link", name="Revoke…").click()
+    dialog.get_by_role("button", name="Revoke key").click()
+    page.get_by_text("is revoked: it left the JWKS.").wait_for()
+    assert old_ci not in [k["kid"] for k in jwks(server)["keys"]]
+    assert "Revoked" in page.locator(f'tr[data-key-id="{old_ci}"]').inner_text()
+    shots(page, "keys")
+
+    # filter and search
+    page.get_by_label("State").select_option("revoked")
+    page.wait_for_url(re.compile(r"state=revoked"))
+    assert page.locator("tbody tr").count() == 1
+    page.get_by_label("Search").fill("TEAM-DATA")
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(r"q=TEAM-DATA"))
+    assert page.get_by_text("No key matches this filter.").is_visible()
+
+    # --- audit ------------------------------------------------------------------
+    page.get_by_role("link", name="Audit log").click()
+    page.wait_for_url("**/portal/audit")
+    text = page.locator("table").inner_text()
+    for action in ("key.revoke", "key.roll", "key.mint", "tenant.create"):
+        assert action in text
+    shots(page, "audit")
+
+    # --- sign out ---------------------------------------------------------------
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/portal/login?out=1")
+    assert page.get_by_text("You are signed out.").is_visible()
+    page.goto("/portal/keys")
+    page.wait_for_url("**/portal/login")
+    api.close()
