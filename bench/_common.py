@@ -1,0 +1,265 @@
+"""Shared pieces: machine facts, process memory, percentiles, load generation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from typing import Callable
+
+try:
+    from tqdm import tqdm
+except ImportError:  # progress bars are a nicety
+    tqdm = None
+
+
+def tool(name: str) -> str | None:
+    """An external tool (wrk, nginx), or None. ``BENCH_WRK`` / ``BENCH_NGINX``
+    override the lookup: a path, or ``none`` to force the pure-Python fallback."""
+    override = os.environ.get(f"BENCH_{name.upper()}")
+    if override is not None:
+        return None if override.lower() in ("", "0", "none", "no", "off") else override
+    return shutil.which(name) or (f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None)
+
+
+def death_signal() -> Callable[[], None] | None:
+    """A preexec_fn: the child gets SIGTERM if the bench process dies without
+    cleaning up (SIGKILL, a crash); normal exits stop children explicitly."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:  # runs in the child
+        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+
+    return preexec
+
+
+def progress(iterable, desc: str, total: int | None = None):
+    if tqdm is None:
+        return iterable
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = 0
+    try:
+        mem_kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
+    except (OSError, AttributeError):
+        pass
+    from authserver.quickstart_envoy import find_envoy
+
+    envoy = find_envoy()
+    envoy_version = ""
+    if envoy:
+        out = subprocess.run([envoy, "--version"], capture_output=True, text=True, timeout=30).stdout
+        m = re.search(r"/(\d+\.\d+\.\d+)/", out)
+        envoy_version = m.group(1) if m else out.strip()[:80]
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "envoy": envoy_version,
+        "wrk": bool(tool("wrk")),
+        "nginx": bool(tool("nginx")),
+        # what the HTTP load runs and the JWKS baseline actually used
+        "load_generator": "wrk" if tool("wrk") else "python-asyncio",
+        "static_baseline": "nginx" if tool("nginx") else "python-http.server",
+    }
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(round(p / 100 * (len(s) - 1)))))
+    return s[k]
+
+
+def slope(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of ys on xs."""
+    if len(xs) < 2:
+        return float("nan")
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / den if den else float("nan")
+
+
+@dataclass
+class Load:
+    """One load run: latency percentiles in ms, requests/s, the tool used, and
+    whether every answer had the expected status (a fast 401 is no latency figure)."""
+
+    p50_ms: float
+    p99_ms: float
+    rps: float
+    tool: str
+    ok: bool
+    requests: int = 0
+    errors: int = 0  # unexpected statuses, socket errors, timeouts
+
+    def as_dict(self) -> dict:
+        return {"p50_ms": round(self.p50_ms, 3), "p99_ms": round(self.p99_ms, 3), "rps": round(self.rps, 1),
+                "tool": self.tool, "ok": self.ok, "requests": self.requests, "errors": self.errors}
+
+
+def _wrk_ms(value: str) -> float:
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", value)
+    if not m:
+        return float("nan")
+    v, unit = float(m.group(1)), m.group(2)
+    return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60_000}[unit]
+
+
+def parse_wrk(out: str, expect: int = 200) -> Load:
+    """Parse `wrk --latency` output (wrk counts a status >= 400 as non-2xx/3xx)."""
+    dist = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"^\s*(\d+) requests in", out, re.M)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    requests = int(total.group(1)) if total else 0
+    bad_status = int(non2xx.group(1)) if non2xx else 0
+    if expect >= 400:  # every answer should be non-2xx
+        bad_status = requests - bad_status
+    errors = bad_status + (sum(int(x) for x in sock.groups()) if sock else 0)
+    return Load(_wrk_ms(dist.get("50", "nan")), _wrk_ms(dist.get("99", "nan")),
+                float(rps.group(1)) if rps else float("nan"), "wrk", requests > 0 and errors == 0, requests, errors)
+
+
+def load(url: str, headers: dict[str, str] | None = None, *, seconds: float = 3.0, connections: int = 4,
+         expect: int = 200) -> Load:
+    """HTTP/1.1 keep-alive load on loopback, one load thread: `wrk --latency`
+    when installed, else an asyncio generator (slower: it caps req/s lower)."""
+    if not url.startswith("http://127.0.0.1"):
+        raise ValueError("load only targets loopback")
+    wrk = tool("wrk")
+    # check the answer first: a fast 401 is not a latency figure
+    import httpx
+
+    status = httpx.get(url, headers=headers, timeout=10).status_code
+    if wrk:
+        cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s"]
+        for k, v in (headers or {}).items():
+            cmd += ["-H", f"{k}: {v}"]
+        out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60,
+                             preexec_fn=death_signal()).stdout
+        result = parse_wrk(out, expect)
+    else:
+        result = _asyncio_load(url, headers or {}, seconds, connections, expect)
+    result.ok = result.ok and status == expect
+    return result
+
+
+def _asyncio_load(url: str, headers: dict[str, str], seconds: float, connections: int, expect: int) -> Load:
+    host_port, _, path = url[len("http://"):].partition("/")
+    host, _, port = host_port.partition(":")
+    request = (f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+    latencies: list[float] = []
+    errors = 0
+
+    async def conn(deadline: float) -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                m = re.search(rb"content-length:\s*(\d+)", head, re.I)
+                if m:
+                    await reader.readexactly(int(m.group(1)))
+                elif re.search(rb"transfer-encoding:\s*chunked", head, re.I):
+                    raise RuntimeError("the asyncio load generator does not read chunked bodies")
+                latencies.append((time.perf_counter() - t0) * 1000)
+                if int(head.split(b" ", 2)[1]) != expect:
+                    errors += 1
+        finally:
+            writer.close()
+
+    async def main() -> float:
+        start = time.perf_counter()
+        await asyncio.gather(*(conn(start + seconds) for _ in range(connections)))
+        return time.perf_counter() - start
+
+    elapsed = asyncio.run(main())
+    return Load(pct(latencies, 50), pct(latencies, 99), len(latencies) / elapsed, "python-asyncio",
+                bool(latencies) and errors == 0, len(latencies), errors)
+
+
+class StaticServer:
+    """Serves in-memory documents by path on loopback, from a thread of this
+    process (synthetic JWKS for Envoy, fetched once per cache period)."""
+
+    def __init__(self, documents: dict[str, bytes]) -> None:
+        from ._static import handler_for
+
+        self.documents = documents
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler_for(documents))
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "StaticServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition",
+               alive: Callable[[], bool] | None = None):
+    """Poll ``pred`` until truthy (bounded); ``alive`` false means give up at once."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        if alive is not None and not alive():
+            raise RuntimeError(f"{what}: the process died (last {last!r})")
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as exc:  # not ready yet
+            last = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what}: not within {timeout}s (last {last!r})")

@@ -1,0 +1,168 @@
+"""Envoy in front of an echo upstream, fetching JWKS documents we serve."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import httpx
+
+from authserver.gateways import envoy_config
+from authserver.quickstart_envoy import EnvoyProcess
+
+from ._common import death_signal, wait_until
+
+ISSUER = "http://bench.invalid/t/bench"
+AUDIENCE = "api://bench"
+PREFIX = "sk_live_"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """Envoy as `authserver gateway envoy` configures it, answering 200 itself;
+    JWKS from ``jwks_base`` (our server or a StaticServer)."""
+
+    def __init__(self, jwks_base: str, *, tenant_id: str = "bench", issuer: str = ISSUER, audience: str = AUDIENCE,
+                 shard_count: int = 1, cache_duration: int = 600) -> None:
+        self.tenant = SimpleNamespace(id=tenant_id, issuer=issuer, audience=audience, key_prefix=PREFIX,
+                                      shard_count=shard_count)
+        self.settings = SimpleNamespace(gateway_cache_seconds=cache_duration, public_url=jwks_base,
+                                        host="127.0.0.1", port=0)
+        self.port = free_port()
+        self.admin_port = free_port()
+        config = envoy_config(self.tenant, self.settings, upstream="127.0.0.1:9",
+                              listen=f"127.0.0.1:{self.port}", admin=f"127.0.0.1:{self.admin_port}",
+                              cache_duration=cache_duration)
+        # measure the gateway, not an upstream: Envoy answers 200 itself once
+        # jwt_authn (and claim forwarding) passed the request
+        hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:  # shard routes keep their match
+            del route["route"]
+            route["direct_response"] = {"status": 200, "body": {"inline_string": "ok"}}
+        self.envoy = EnvoyProcess(config)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/bench"
+
+    def start(self, probe_key: str, timeout: float = 300) -> "Gateway":
+        self.envoy.start()
+        wait_until(lambda: self.status(probe_key) == 200, timeout, interval=0.2,
+                   what=f"envoy accepts the probe key (log {self.envoy.log_path})", alive=self.envoy.alive)
+        return self
+
+    def status(self, key: str) -> int:
+        return httpx.get(self.url, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code
+
+    def stop(self) -> None:
+        self.envoy.stop()
+
+    def __enter__(self) -> "Gateway":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.stop()
+        _cleanup(self.envoy.workdir, failed=exc_type is not None, what="envoy")
+
+
+def _cleanup(path: Path, *, failed: bool, what: str) -> None:
+    """Remove a work directory (databases of 100k keys add up); keep it, and
+    say where, when the measurement failed, for its log."""
+    if failed:
+        print(f"[bench] {what} files kept in {path}", file=sys.stderr)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def tenant_docs(tenant_id: str, shards: dict[int | None, bytes]) -> dict[str, bytes]:
+    out = {}
+    for shard, body in shards.items():
+        path = (f"/t/{tenant_id}/.well-known/jwks.json" if shard is None
+                else f"/t/{tenant_id}/shards/{shard}/jwks.json")
+        out[path] = body
+    return out
+
+
+class AuthServer:
+    """`authserver serve` on a temp database, for the server-side benchmarks."""
+
+    def __init__(self, env: dict[str, str] | None = None, db_url: str | None = None) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-authserver-"))
+        self.port = free_port()
+        self.env = {**os.environ, "AUTHSERVER_DATABASE_URL": db_url or f"sqlite:///{self.dir / 'bench.db'}",
+                    "AUTHSERVER_HOST": "127.0.0.1", "AUTHSERVER_PORT": str(self.port),
+                    "AUTHSERVER_PUBLIC_URL": f"http://127.0.0.1:{self.port}", "AUTHSERVER_LOG_LEVEL": "WARNING",
+                    "AUTHSERVER_RATE_LIMIT_ADMIN_PER_MINUTE": "0", **(env or {})}
+        self.proc: subprocess.Popen | None = None
+        self.admin_key = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "authserver", *args], env=self.env, capture_output=True,
+                             text=True, timeout=600)
+        if out.returncode != 0:
+            raise RuntimeError(out.stderr)
+        return out.stdout
+
+    def create_tenant(self, tenant_id: str = "default", algorithm: str = "RS256") -> str:
+        import json
+
+        self.admin_key = json.loads(self.cli("tenant", "create", tenant_id, "--json", "--algorithm", algorithm))[
+            "admin_key"]
+        return self.admin_key
+
+    def start(self, timeout: float = 300) -> "AuthServer":
+        log = open(self.dir / "server.log", "ab")
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "authserver", "serve"], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         preexec_fn=death_signal())
+        finally:
+            log.close()
+        wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200, timeout,
+                   interval=0.1, what=f"authserver ready (log {self.dir / 'server.log'})",
+                   alive=lambda: self.proc.poll() is None)
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def log(self) -> str:
+        path = self.dir / "server.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def __enter__(self) -> "AuthServer":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        self.stop()
+        _cleanup(self.dir, failed=exc_type is not None, what="authserver")
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+
+def now() -> float:
+    return time.perf_counter()

@@ -1,0 +1,300 @@
+"""Write results as JSON, a Markdown summary and PNG plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+
+def _mib(b: float) -> str:
+    return f"{b / 1048576:.1f} MiB"
+
+
+def _n(x: float, digits: int = 0) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:,.{digits}f}"
+
+
+def _load_cells(d: dict) -> str:
+    return f"{d['p50_ms']} / {d['p99_ms']}" + ("" if d.get("ok", True) else " (!)")
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    tools = (f"load generator {m.get('load_generator', 'wrk' if m.get('wrk') else 'python-asyncio')}, "
+             f"JWKS baseline {m.get('static_baseline', 'nginx' if m.get('nginx') else 'python-http.server')}")
+    out = [f"# Benchmark results ({'quick' if results['quick'] else 'full'} run)", "",
+           f"{m['date']} on {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM, Linux {m['kernel']}, "
+           f"Python {m['python']}, Envoy {m['envoy']}; {tools}; everything on loopback, one Envoy worker "
+           "(`--concurrency 1`). Ratios compare figures taken in the same run; the load generator shares the "
+           "machine's cores.", ""]
+    if results["quick"]:
+        out += ["**Quick run**: small key counts, one algorithm, 1-2 s loads, a short Envoy cache. It proves the "
+                "harness works; do not quote its numbers.", ""]
+    opts = results.get("options") or {}
+    if opts.get("max_keys"):
+        out += [f"**Reduced scale**: key counts up to {opts['max_keys']:,} only (`--max-keys`).", ""]
+    if results.get("errors"):
+        out += ["## Failed suites", ""] + [f"- `{k}`: {v}" for k, v in results["errors"].items()] + [""]
+    s = results["suites"]
+
+    def section(name: str, render) -> None:
+        if name not in s:
+            return
+        before = len(out)
+        try:
+            render(s[name])
+        except (KeyError, TypeError, IndexError) as exc:  # e.g. an older results.json kept by --merge
+            del out[before:]
+            out.extend([f"## {name}", "", f"_(results in an older format: re-run this suite; {exc!r})_", ""])
+
+    add = out.extend
+
+    def _gateway(g: dict) -> None:
+        add(["## Gateway (Envoy) memory and latency vs keys in one JWKS", "",
+                "| alg | keys | JWKS | Envoy RSS | p50 / p99 ms, key first | p50 / p99 ms, key last | "
+                "req/s first | req/s last |",
+                "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"])
+        for r in g["rows"]:
+            out.append(f"| {r['alg']} | {r['keys']:,} | {_mib(r['jwks_bytes'])} | {_mib(r['envoy_rss'])} | "
+                       f"{_load_cells(r['first'])} | {_load_cells(r['last'])} | {_n(r['first']['rps'])} | "
+                       f"{_n(r['last']['rps'])} |")
+        add(["", "| alg | Envoy RSS per key (slope) | JWKS bytes per key | keys under the 32 MiB cap | "
+                "largest set | p50 / p99 key last there vs 1 key | req/s there vs 1 key |",
+                "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"])
+        for alg, v in g["summary"].items():
+            out.append(f"| {alg} | {_n(v['rss_bytes_per_key'])} B | {v['jwks_bytes_per_key']} B | "
+                       f"{v['max_keys_under_cap']:,} | {v['largest']:,} | {v.get('p50_last_vs_1_key', 'n/a')}x / "
+                       f"{v['p99_last_vs_1_key']}x | {v.get('rps_last_vs_1_key', 'n/a')}x |")
+        add(["", f"_{g['note']}_", ""])
+
+    section("gateway", _gateway)
+
+    def _million(x: dict) -> None:
+        add(["## Past one JWKS: sharded tenant", "",
+                f"{x['keys']:,} {x['alg']} keys in {x['shards']} shards of {x['keys_per_shard']:,} "
+                f"(prefix-routed providers), {_mib(x['jwks_bytes'])} of JWKS; Envoy ready in {x['ready_s']} s.", "",
+                "| | p50 (ms) | p99 (ms) | req/s | Envoy RSS |", "| --- | ---: | ---: | ---: | ---: |",
+                f"| {x['keys']:,} keys, sharded | {x['sharded']['p50_ms']} | {x['sharded']['p99_ms']} | "
+                f"{_n(x['sharded']['rps'])} | {_mib(x['envoy_rss'])} |",
+                f"| 1,000 keys, one JWKS | {x['baseline_1k']['p50_ms']} | {x['baseline_1k']['p99_ms']} | "
+                f"{_n(x['baseline_1k']['rps'])} | {_mib(x['baseline_rss'])} |", "",
+                f"p99 ratio sharded / 1k: **{x['p99_ratio_sharded_to_1k']}**; Envoy RSS per key: "
+                f"**{x['envoy_rss_bytes_per_key']} B**. _{x['note']}_", ""])
+
+    section("million", _million)
+
+    def _server_memory(sm: dict) -> None:
+        add(["## Server memory per live key", "", "| alg | keys | authserver RSS | JWKS |",
+                "| --- | ---: | ---: | ---: |"])
+        add([f"| {r['alg']} | {r['keys']:,} | {_mib(r['server_rss'])} | {_mib(r['jwks_bytes'])} |"
+                for r in sm["rows"]])
+        add(["", "Slope: " + ", ".join(f"{a} {_n(v)} B/key" for a, v in sm["rss_bytes_per_key"].items())
+                + f". _{sm['note']}_", ""])
+
+    section("server_memory", _server_memory)
+
+    def _jwks_serving(j: dict) -> None:
+        base = j.get("baseline", "nginx")
+        add(["## JWKS endpoint: authserver vs a static file", "",
+                f"{j['alg']} keys; `{m.get('load_generator', 'wrk')}`, {j['connections']} connections, "
+                f"{j['seconds_per_load']} s per load; the same bytes served by {base} from a file; order A B A "
+                "(authserver, baseline, authserver again).", "",
+                "| keys | JWKS (gzip) | server | req/s | p50 (ms) | p99 (ms) |",
+                "| ---: | ---: | --- | ---: | ---: | ---: |"])
+        for row in j["sizes"]:
+            size = f"{row['jwks_bytes']:,} B ({row['gzip_bytes']:,} B)"
+            for label, key in (("authserver (uvicorn)", "ours"), (base, "baseline"),
+                               ("authserver again", "ours_again")):
+                d = row[key]
+                out.append(f"| {row['keys']:,} | {size} | {label} | {_n(d['rps'])} | {d['p50_ms']} | {d['p99_ms']} |")
+        add([""] + [f"At {row['keys']:,} keys: authserver / {base} req/s **{row['rps_ratio_ours_to_baseline']}**, "
+                    f"p99 **{row['p99_ratio_ours_to_baseline']}**." for row in j["sizes"]])
+        add(["", "Reflecting one change (revoke one key, publish another) and rendering again:", "",
+                "| alg | keys | JWKS | JWKSDocument median / p99 (ms) | TenantKeys median / p99 (ms) | "
+                "TenantKeys + gzip median / p99 (ms) |", "| --- | ---: | ---: | --- | --- | --- |"])
+        for rb in j["rebuild"]:
+            out.append(f"| {rb['alg']} | {rb['keys']:,} | {_mib(rb['jwks_bytes'])} | "
+                       f"{rb['jwksdocument']['median_ms']} / "
+                       f"{rb['jwksdocument']['p99_ms']} | {rb['tenantkeys']['median_ms']} / "
+                       f"{rb['tenantkeys']['p99_ms']} | {rb['tenantkeys_with_gzip']['median_ms']} / "
+                       f"{rb['tenantkeys_with_gzip']['p99_ms']} |")
+        add(["", f"_{j['note']}_", ""])
+
+    section("jwks_serving", _jwks_serving)
+
+    def _mint(mi: dict) -> None:
+        raw = mi["raw_keygen_per_s"]
+        add(["## Mint (RS256, key generation included)", "",
+                "| clients | p50 (ms) | p99 (ms) | keys/s | vs raw generation, 2 threads |",
+                "| ---: | ---: | ---: | ---: | ---: |"])
+        add([f"| {lv['clients']} | {lv['p50_ms']} | {lv['p99_ms']} | {lv['keys_per_s']} | "
+                f"{lv.get('vs_raw_2_threads', 'n/a')} |" for lv in mi["levels"]])
+        add(["", f"Raw `cryptography` RSA-2048 generation, same run: {raw['1_thread']}/s in 1 thread, "
+                f"{raw['2_threads']}/s in 2; best mint rate / raw 2-thread rate: **{mi['best_vs_raw_2_threads']}**."])
+        st = mi.get("steady")
+        if st:
+            line = (f"Steady {st['rate_per_s']} mints/s: without pool p50 {st['no_pool']['p50_ms']} ms / p99 "
+                    f"{st['no_pool']['p99_ms']} ms; with a 64-keypair pool p50 {st['pool']['p50_ms']} ms / p99 "
+                    f"{st['pool']['p99_ms']} ms")
+            if "floor_eddsa" in st:
+                line += (f"; the same request path with EdDSA (key generation ~0.03 ms), the floor a pool can "
+                         f"reach: p50 {st['floor_eddsa']['p50_ms']} ms / p99 {st['floor_eddsa']['p99_ms']} ms")
+            add(["", line + "."])
+        if mi.get("note"):
+            add(["", f"_{mi['note']}_"])
+        add([""])
+
+    section("mint", _mint)
+
+    def _propagation(p: dict) -> None:
+        rv, ac, ia = p["revocation_s"], p["activation_s"], p["instant_activation_s"]
+
+        def cell(d: dict, k: str) -> str:
+            return str(d.get(k, "n/a"))
+
+        add(["## Revocation and activation through Envoy", "",
+                f"Envoy `cache_duration` **{p['cache_duration_s']} s** (shortened for the benchmark; the default "
+                "is 300 s); Envoy polled with the key every ~20 ms.", "",
+                "| | p50 (s) | p99 (s) | max (s) | n |", "| --- | ---: | ---: | ---: | ---: |",
+                f"| revoke returned -> Envoy refuses | {rv['p50']} | {cell(rv, 'p99')} | {rv['max']} | {rv['n']} |",
+                f"| mint returned -> Envoy accepts | {ac['p50']} | {cell(ac, 'p99')} | {ac['max']} | {ac['n']} |",
+                f"| same, instant activation | {ia['p50']} | {cell(ia, 'p99')} | {ia['max']} | {ia['n']} |", "",
+                f"With instant activation {ia['accepted_at_first_call']} of {ia['n']} new keys worked at the first "
+                "call."])
+        if p.get("note"):
+            add(["", f"_{p['note']}_"])
+        add([""])
+
+    section("propagation", _propagation)
+
+    return "\n".join(out)
+
+
+def plots(results: dict, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+
+    def save(fig, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        made.append(name)
+
+    s = results["suites"]
+    tag = " (quick run)" if results["quick"] else ""
+
+    def plot(name: str, draw) -> None:
+        if name not in s:
+            return
+        try:
+            draw(s[name])
+        except (KeyError, TypeError, IndexError, ValueError) as exc:  # an older results.json (--merge)
+            plt.close("all")
+            print(f"[bench] no plot for {name}: {exc!r}", file=sys.stderr)
+
+    def _gateway(d: dict) -> None:
+        rows = d["rows"]
+        fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.2))
+        for alg in sorted({r["alg"] for r in rows}):
+            mine = [r for r in rows if r["alg"] == alg]
+            xs = [r["keys"] for r in mine]
+            line = a1.plot(xs, [r["envoy_rss"] / 1048576 for r in mine], marker="o", label=alg)[0]
+            c = line.get_color()
+            a2.plot(xs, [r["last"]["p50_ms"] for r in mine], marker="o", color=c, label=f"{alg} key last")
+            a2.plot(xs, [r["first"]["p50_ms"] for r in mine], marker="x", color=c, linestyle="--",
+                    label=f"{alg} key first")
+            a3.plot(xs, [r["last"]["p99_ms"] for r in mine], marker="o", color=c, label=f"{alg} key last")
+            a3.plot(xs, [r["first"]["p99_ms"] for r in mine], marker="x", color=c, linestyle="--",
+                    label=f"{alg} key first")
+        a1.set(xlabel="keys in the JWKS", ylabel="Envoy RSS (MiB)", title="Gateway memory" + tag)
+        a2.set(xlabel="keys in the JWKS", ylabel="p50 latency (ms)", title="Gateway latency, p50")
+        a3.set(xlabel="keys in the JWKS", ylabel="p99 latency (ms)", title="Gateway latency, p99")
+        for a in (a1, a2, a3):
+            a.legend(fontsize=7)
+            a.grid(alpha=0.3)
+        save(fig, "gateway.png")
+
+    plot("gateway", _gateway)
+
+    def _server_memory(d: dict) -> None:
+        rows = d["rows"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for alg in sorted({r["alg"] for r in rows}):
+            mine = [r for r in rows if r["alg"] == alg]
+            ax.plot([r["keys"] for r in mine], [r["server_rss"] / 1048576 for r in mine], marker="o", label=alg)
+        ax.set(xlabel="live keys", ylabel="authserver RSS (MiB)", title="Server memory" + tag)
+        ax.legend()
+        ax.grid(alpha=0.3)
+        save(fig, "server_memory.png")
+
+    plot("server_memory", _server_memory)
+
+    def _jwks_serving(j: dict) -> None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        labels, ours, base = [], [], []
+        for row in j["sizes"]:
+            labels.append(f"{row['keys']:,} keys")
+            ours.append((row["ours"]["rps"] + row["ours_again"]["rps"]) / 2)
+            base.append(row["baseline"]["rps"])
+        xs = range(len(labels))
+        ax.bar([x - 0.2 for x in xs], ours, width=0.4, label="authserver (mean of A and A')")
+        ax.bar([x + 0.2 for x in xs], base, width=0.4, label=j.get("baseline", "nginx"))
+        ax.set_xticks(list(xs), labels)
+        ax.set(ylabel="requests/s", title=f"JWKS endpoint ({j['alg']})" + tag)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+        save(fig, "jwks_serving.png")
+
+    plot("jwks_serving", _jwks_serving)
+
+    def _mint(mi: dict) -> None:
+        lv = mi["levels"]
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+        a1.plot([x["clients"] for x in lv], [x["keys_per_s"] for x in lv], marker="o", label="mint keys/s")
+        a1.axhline(mi["raw_keygen_per_s"]["2_threads"], color="gray", linestyle="--",
+                   label="raw RSA-2048 generation, 2 threads")
+        a1.axhline(mi["raw_keygen_per_s"]["1_thread"], color="gray", linestyle=":",
+                   label="raw RSA-2048 generation, 1 thread")
+        a1.set(xlabel="concurrent clients", ylabel="keys/s", title="Mint throughput (RS256)" + tag)
+        a2.plot([x["clients"] for x in lv], [x["p50_ms"] for x in lv], marker="o", label="p50")
+        a2.plot([x["clients"] for x in lv], [x["p99_ms"] for x in lv], marker="x", label="p99")
+        a2.set(xlabel="concurrent clients", ylabel="latency (ms)", title="Mint latency (RS256)")
+        for a in (a1, a2):
+            a.legend(fontsize=8)
+            a.grid(alpha=0.3)
+        save(fig, "mint.png")
+
+    plot("mint", _mint)
+
+    def _propagation(p: dict) -> None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, key in (("revocation", "revocation_s"), ("activation", "activation_s"),
+                           ("instant activation", "instant_activation_s")):
+            xs = sorted(p[key].get("samples", []))
+            if xs:
+                ax.step([0.0, *xs], [0.0, *((i + 1) / len(xs) for i in range(len(xs)))], where="post", label=label)
+        ax.axvline(p["cache_duration_s"], color="gray", linestyle="--", label="cache_duration")
+        ax.set(xlabel="seconds after the API call returned", ylabel="fraction of keys",
+               title=f"Through Envoy (cache {p['cache_duration_s']} s)" + tag)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        save(fig, "propagation.png")
+
+    plot("propagation", _propagation)
+
+    return made
+
+
+def write(results: dict, out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(markdown(results) + "\n")
+    return [out / "results.json", out / "results.md", *(out / p for p in plots(results, out))]

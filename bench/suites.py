@@ -1,0 +1,546 @@
+"""The measurements. Each suite takes (quick: bool) and returns a dict."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+import keys
+
+from ._common import StaticServer, death_signal, load, pct, progress, rss_bytes, slope, tool, wait_until
+from ._keys import ENVOY_CAP, bytes_per_key, fits, jwks_body, serialized, synthetic_jwk
+from ._stack import AUDIENCE, ISSUER, PREFIX, AuthServer, Gateway, tenant_docs
+
+
+# set by `python -m bench --cache-duration S --max-keys N`
+OPTIONS: dict = {"cache_duration": None, "max_keys": None}
+
+
+def _cap(counts: list[int]) -> list[int]:
+    """Key counts within --max-keys (a reduced-scale run), keeping at least the smallest."""
+    limit = OPTIONS["max_keys"]
+    if not limit:
+        return counts
+    kept = [n for n in counts if n <= limit]
+    return kept if kept else counts[:1]
+
+
+def _real(alg: str) -> keys.MintedKey:
+    return keys.mint({"iss": ISSUER, "aud": AUDIENCE}, algorithm=alg, prefix=PREFIX)
+
+
+def _hdr(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+# --- 1, 2: gateway memory and latency vs key count ---------------------------
+
+def _counts(alg: str, quick: bool) -> list[int]:
+    """Key counts for one algorithm: the fixed ladder up to Envoy's 32 MiB cap,
+    plus a point near the cap when it is well past the ladder's last one."""
+    if quick:
+        return [1, 512, 2048]
+    per_key = bytes_per_key(alg)
+    counts = [n for n in (1, 1024, 8192, 32768, 65536, 131072, 262144) if fits(alg, n, per_key)]
+    near_cap = int(0.92 * ENVOY_CAP / per_key) // 1024 * 1024
+    if near_cap > counts[-1] * 1.1 and fits(alg, near_cap, per_key):
+        counts.append(near_cap)
+    return counts
+
+
+def gateway(quick: bool) -> dict:
+    algs = ["EdDSA"] if quick else ["RS256", "ES256", "EdDSA"]
+    seconds = 1 if quick else 3
+    rows = []
+    for alg in algs:
+        counts = _cap(_counts(alg, quick))
+        # the two validated keys are real minted keys, first and last in the set;
+        # the keys between are synthetic. Each JWK is serialized as the server
+        # serializes it; the server sorts by kid, here the order is pinned so
+        # that "last" is the worst case of Envoy's linear kid scan.
+        first, last = _real(alg), _real(alg)
+        head, tail = serialized(first.public_jwk), serialized(last.public_jwk)
+        middle: list[bytes] = []
+        for n in progress(counts, f"gateway {alg}"):
+            while len(middle) < n - 2:
+                middle.append(serialized(synthetic_jwk(alg)))
+            parts = [head] if n == 1 else [head, *middle, tail]
+            body = jwks_body(parts)
+            with StaticServer(tenant_docs("bench", {None: body})) as static, Gateway(static.url) as gw:
+                t0 = time.perf_counter()
+                gw.start(first.key)
+                ready = time.perf_counter() - t0
+                # after the JWKS was fetched and a request validated
+                rss = rss_bytes(gw.envoy.pid)
+                lf = load(gw.url, _hdr(first.key), seconds=seconds)
+                ll = load(gw.url, _hdr(last.key if n > 1 else first.key), seconds=seconds)
+                rss_after = rss_bytes(gw.envoy.pid)
+            rows.append({"alg": alg, "keys": len(parts), "jwks_bytes": len(body), "envoy_rss": rss,
+                         "envoy_rss_after_load": rss_after, "ready_s": round(ready, 2),
+                         "first": lf.as_dict(), "last": ll.as_dict(),
+                         "real_keys": min(2, len(parts)), "synthetic_keys": len(parts) - min(2, len(parts))})
+    summary = {}
+    for alg in algs:
+        mine = [r for r in rows if r["alg"] == alg]
+        base = mine[0]
+        per_key = bytes_per_key(alg)
+        summary[alg] = {
+            "rss_bytes_per_key": round(slope([r["keys"] for r in mine], [r["envoy_rss"] for r in mine]), 1),
+            "jwks_bytes_per_key": round(statistics.fmean(r["jwks_bytes"] / r["keys"] for r in mine[1:] or mine), 1),
+            "max_keys_under_cap": int(ENVOY_CAP / per_key),
+            "p50_last_vs_1_key": round(mine[-1]["last"]["p50_ms"] / base["first"]["p50_ms"], 2),
+            "p99_last_vs_1_key": round(mine[-1]["last"]["p99_ms"] / base["first"]["p99_ms"], 2),
+            "rps_last_vs_1_key": round(mine[-1]["last"]["rps"] / base["first"]["rps"], 3),
+            "largest": mine[-1]["keys"],
+        }
+    return {"rows": rows, "summary": summary, "cap_bytes": ENVOY_CAP, "seconds_per_load": seconds,
+            "synthetic": True,
+            "note": "SYNTHETIC KEYS: all but 2 keys per set are synthetic. RSA: random odd 2048-bit moduli with "
+                    "e=65537 (parsed like real keys; fine for memory and scan cost); ES256/EdDSA: real public keys "
+                    "whose private halves were dropped. The 2 validated keys are real minted keys, first and last "
+                    "in the set (the server sorts by kid; the order here is pinned). Served from memory by a static "
+                    "server; Envoy "
+                    "one worker, answering 200 itself (direct_response). RSS read from /proc/PID/status VmRSS after "
+                    "the JWKS was fetched and one request validated; slope is least squares."}
+
+
+# --- 3: server memory per live key -------------------------------------------
+
+def _seed(db: Path, tenant: str, alg: str, count: int, batch: int = 5000) -> None:
+    """Insert ``count`` live API keys with synthetic public JWKs, in bulk, through
+    the ORM model (so new columns with defaults keep working), before the server starts."""
+    from sqlalchemy import create_engine, insert
+    from sqlalchemy.orm import Session
+
+    from authserver.db.models import ApiKey
+
+    engine = create_engine(f"sqlite:///{db}")
+    now = int(time.time())
+    try:
+        with Session(engine) as session:
+            rows: list[dict] = []
+            for i in range(count):
+                jwk = synthetic_jwk(alg)
+                rows.append({"id": jwk["kid"], "tenant_id": tenant, "kind": "api", "name": f"seed{i}",
+                             "subject": jwk["kid"], "scopes": [], "prefix": PREFIX, "last4": "xxxx",
+                             "algorithm": alg, "public_jwk": jwk, "meta": {}, "rate_limits": None,
+                             "created_at": now, "expires_at": None, "revoked_at": None, "grace_ends_at": None,
+                             "rolled_from": None, "rolled_to": None, "changed_at": now * 1000, "shard": None,
+                             "published_at": now})
+                if len(rows) >= batch:
+                    session.execute(insert(ApiKey), rows)
+                    rows.clear()
+            if rows:
+                session.execute(insert(ApiKey), rows)
+            session.commit()
+    finally:
+        engine.dispose()
+
+
+def server_memory(quick: bool) -> dict:
+    algs = ["EdDSA"] if quick else ["RS256", "ES256", "EdDSA"]
+    counts = _cap([0, 1000, 4000] if quick else [0, 10000, 50000, 100000])
+    rows = []
+    for alg in algs:
+        for n in progress(counts, f"server memory {alg}"):
+            with AuthServer() as srv:
+                srv.create_tenant("default", alg)
+                t0 = time.perf_counter()
+                _seed(srv.dir / "bench.db", "default", alg, n)
+                seed_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                srv.start()
+                start_s = time.perf_counter() - t0
+                rss_started = rss_bytes(srv.proc.pid)
+                r = httpx.get(f"{srv.url}/.well-known/jwks.json", timeout=60)
+                assert r.status_code == 200 and r.content.count(b'"kid"') >= n, r.status_code
+                time.sleep(0.5)
+                rows.append({"alg": alg, "keys": n, "server_rss": rss_bytes(srv.proc.pid),
+                             "server_rss_before_first_jwks": rss_started, "jwks_bytes": len(r.content),
+                             "seed_s": round(seed_s, 2), "start_s": round(start_s, 2)})
+    summary = {alg: round(slope([r["keys"] for r in rows if r["alg"] == alg],
+                                [r["server_rss"] for r in rows if r["alg"] == alg]), 1) for alg in algs}
+    return {"rows": rows, "rss_bytes_per_key": summary, "synthetic": True,
+            "note": "SYNTHETIC KEYS: live API keys seeded straight into the SQLite database (SQLAlchemy bulk "
+                    "insert) before `authserver serve` starts; RSA: random odd 2048-bit moduli, ES256/EdDSA: real "
+                    "public keys. RSS (VmRSS) read after the first JWKS request rendered the document; slope is "
+                    "least squares."}
+
+
+# --- 4: JWKS endpoint vs nginx, rebuild time ----------------------------------
+
+class _Baseline:
+    """The same JWKS bytes from a file: nginx (1 worker) when installed, else a
+    minimal Python static server process (``bench._static``). Always stopped."""
+
+    def __init__(self, body: bytes) -> None:
+        from ._stack import free_port
+
+        self.root = Path(tempfile.mkdtemp(prefix="bench-static-"))
+        (self.root / "jwks.json").write_bytes(body)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.kind = "nginx" if tool("nginx") else "python-http.server"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/jwks.json"
+
+    def __enter__(self) -> "_Baseline":
+        root, port = self.root, self.port
+        if self.kind == "nginx":
+            conf = root / "nginx.conf"
+            conf.write_text(f"""
+worker_processes 1; daemon off; pid {root}/nginx.pid; error_log {root}/error.log;
+events {{ worker_connections 1024; }}
+http {{ access_log off; client_body_temp_path {root}; proxy_temp_path {root}; fastcgi_temp_path {root};
+  uwsgi_temp_path {root}; scgi_temp_path {root}; sendfile on; tcp_nopush on; keepalive_requests 1000000;
+  server {{ listen 127.0.0.1:{port}; root {root};
+    location / {{ default_type application/json; etag on; }} }} }}
+""")
+            cmd = [tool("nginx"), "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)]
+        else:
+            cmd = [sys.executable, "-m", "bench._static", "--port", str(port), f"/jwks.json={root / 'jwks.json'}"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdin=subprocess.DEVNULL, preexec_fn=death_signal())
+        try:
+            wait_until(lambda: httpx.get(self.url, timeout=1).status_code == 200, 20, what=f"{self.kind} up",
+                       alive=lambda: self.proc.poll() is None)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def jwks_serving(quick: bool) -> dict:
+    alg = "EdDSA" if quick else "RS256"
+    sizes = _cap([200] if quick else [1000, 10000])
+    seconds, connections = (2, 16) if quick else (5, 16)
+    out: dict = {"alg": alg, "connections": connections, "seconds_per_load": seconds, "sizes": []}
+    for n in progress(sizes, "jwks serving"):
+        row: dict = {"keys": n}
+        with AuthServer() as srv:
+            srv.create_tenant("default", alg)
+            _seed(srv.dir / "bench.db", "default", alg, n)
+            srv.start()
+            url = f"{srv.url}/.well-known/jwks.json"
+            body = httpx.get(url, timeout=60).content  # renders and caches the document
+            row["jwks_bytes"] = len(body)
+            row["gzip_bytes"] = len(gzip.compress(body))
+            # A B A: ours, the baseline on the same bytes, ours again (drift check)
+            row["ours"] = load(url, seconds=seconds, connections=connections).as_dict()
+            with _Baseline(body) as base:
+                out["baseline"] = base.kind
+                row["baseline"] = load(base.url, seconds=seconds, connections=connections).as_dict()
+            row["ours_again"] = load(url, seconds=seconds, connections=connections).as_dict()
+        ours_rps = statistics.fmean([row["ours"]["rps"], row["ours_again"]["rps"]])
+        ours_p99 = statistics.fmean([row["ours"]["p99_ms"], row["ours_again"]["p99_ms"]])
+        row["rps_ratio_ours_to_baseline"] = round(ours_rps / row["baseline"]["rps"], 3)
+        row["p99_ratio_ours_to_baseline"] = round(ours_p99 / row["baseline"]["p99_ms"], 3)
+        out["sizes"].append(row)
+    rebuild_n = min(20_000 if quick else 100_000, OPTIONS["max_keys"] or 1 << 62)
+    out["rebuild"] = [_rebuild(a, rebuild_n, reps=10 if quick else 30)
+                      for a in (["EdDSA"] if quick else ["RS256", "EdDSA"])]
+    out["note"] = ("keys seeded into the database (synthetic public keys); load without Accept-Encoding (identity "
+                   "bodies on both sides); the authserver serves its cached rendering")
+    return out
+
+
+def _rebuild(alg: str, n: int, reps: int) -> dict:
+    """Time to reflect one change at n keys (revoke one key, publish another)
+    and render again: with keys.JWKSDocument alone, and through the server's
+    TenantKeys (which also parses the new key for verification), plus gzip."""
+    from authserver.keycache import PublishedKey, TenantInfo, TenantKeys
+
+    jwks = [synthetic_jwk(alg) for _ in progress(range(n + reps), f"rebuild {alg}: keys")]
+    doc = keys.JWKSDocument(sentinel=keys.sentinel_jwk(alg))
+    for j in jwks[:n]:
+        doc.add(j)
+    doc.render()
+    t_doc = []
+    for i in range(reps):
+        t0 = time.perf_counter()
+        doc.remove(jwks[i]["kid"])
+        doc.add(jwks[n + i])
+        doc.render()
+        t_doc.append((time.perf_counter() - t0) * 1000)
+    del doc
+
+    def published(jwk: dict) -> PublishedKey:
+        return PublishedKey(jwk["kid"], "bench", "api", jwk["kid"], (), (), None, None, {}, jwk)
+
+    info = TenantInfo("bench", ISSUER, AUDIENCE, ISSUER + "/admin", PREFIX, alg)
+    tk = TenantKeys(info, keys.sentinel_jwk(alg), time.time)
+    for j in progress(jwks[:n], f"rebuild {alg}: TenantKeys"):
+        tk.put(published(j))
+    tk.jwks().gzipped
+    t_tk, t_gz = [], []
+    for i in range(reps):
+        t0 = time.perf_counter()
+        tk.remove(jwks[i]["kid"])
+        tk.put(published(jwks[n + i]))
+        served = tk.jwks()
+        t1 = time.perf_counter()
+        served.gzipped
+        t_tk.append((t1 - t0) * 1000)
+        t_gz.append((time.perf_counter() - t0) * 1000)
+
+    def stats(ts: list[float]) -> dict:
+        return {"median_ms": round(statistics.median(ts), 2), "p99_ms": round(pct(ts, 99), 2)}
+
+    return {"alg": alg, "keys": n, "reps": reps, "jwks_bytes": len(served.body),
+            "jwksdocument": stats(t_doc), "tenantkeys": stats(t_tk), "tenantkeys_with_gzip": stats(t_gz)}
+
+
+# --- 5: mint latency and throughput vs raw generation; the pool ---------------
+
+def _raw_rsa_rate(threads: int, seconds: float) -> float:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    count = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def work(i: int) -> None:
+        while time.perf_counter() < stop:
+            rsa.generate_private_key(65537, 2048)
+            count[i] += 1
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(count) / (time.perf_counter() - t0)
+
+
+async def _mint_burst(url: str, headers: dict, clients: int, per_client: int) -> tuple[list[float], float]:
+    lat: list[float] = []
+    async with httpx.AsyncClient(headers=headers, timeout=60) as c:
+        async def one_client() -> None:
+            for _ in range(per_client):
+                t0 = time.perf_counter()
+                r = await c.post(f"{url}/v1/keys", json={})
+                assert r.status_code == 201, r.text
+                lat.append((time.perf_counter() - t0) * 1000)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one_client() for _ in range(clients)))
+        return lat, time.perf_counter() - t0
+
+
+async def _mint_steady(url: str, headers: dict, rate: float, seconds: float) -> list[float]:
+    lat: list[float] = []
+    async with httpx.AsyncClient(headers=headers, timeout=60) as c:
+        async def one() -> None:
+            t0 = time.perf_counter()
+            r = await c.post(f"{url}/v1/keys", json={})
+            assert r.status_code == 201
+            lat.append((time.perf_counter() - t0) * 1000)
+
+        tasks = []
+        start = time.perf_counter()
+        i = 0
+        while time.perf_counter() - start < seconds:
+            tasks.append(asyncio.create_task(one()))
+            i += 1
+            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        await asyncio.gather(*tasks)
+    return lat
+
+
+def mint(quick: bool) -> dict:
+    levels = [1, 2, 4] if quick else [1, 2, 4, 8]
+    per = 4 if quick else 30
+    out: dict = {"alg": "RS256", "levels": []}
+    raw1 = _raw_rsa_rate(1, 1.5 if quick else 4)
+    raw2 = _raw_rsa_rate(2, 1.5 if quick else 4)
+    out["raw_keygen_per_s"] = {"1_thread": round(raw1, 1), "2_threads": round(raw2, 1)}
+    with AuthServer() as srv:
+        srv.create_tenant("default", "RS256")
+        srv.start()
+        for c in progress(levels, "mint concurrency"):
+            lat, elapsed = asyncio.run(_mint_burst(srv.url, srv.headers(), c, per))
+            out["levels"].append({"clients": c, "p50_ms": round(pct(lat, 50), 1), "p99_ms": round(pct(lat, 99), 1),
+                                  "keys_per_s": round(len(lat) / elapsed, 1), "n": len(lat),
+                                  "vs_raw_2_threads": round(len(lat) / elapsed / raw2, 3),
+                                  "samples_ms": [round(x, 2) for x in lat]})
+    best = max(lv["keys_per_s"] for lv in out["levels"])
+    out["best_vs_raw_2_threads"] = round(best / raw2, 3)
+    out["note"] = ("httpx async clients, each minting one key after another (POST /v1/keys), against one "
+                   "`authserver serve`; raw = cryptography rsa.generate_private_key(65537, 2048) in threads, same "
+                   "run, same cores (the load generator shares them)")
+    # a steady rate well below capacity, without and with the keypair pool
+    rate, seconds = (4, 3) if quick else (8, 15)
+    steady = {}
+    # floor: the same request path with EdDSA, whose key generation costs ~0.03 ms
+    for label, alg, env in (("no_pool", "RS256", {}), ("pool", "RS256", {"AUTHSERVER_MINT_POOL_SIZE": "64"}),
+                            ("floor_eddsa", "EdDSA", {})):
+        with AuthServer(env) as srv:
+            srv.create_tenant("default", alg)
+            srv.start()
+            time.sleep(2 if quick else 4)  # let a pool fill (enough for the run); the same idle time for all
+            lat = asyncio.run(_mint_steady(srv.url, srv.headers(), rate, seconds))
+            steady[label] = {"p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "n": len(lat)}
+    out["steady"] = {"rate_per_s": rate, **steady}
+    return out
+
+
+# --- 6: revocation and activation through Envoy -------------------------------
+
+DEFAULT_GATEWAY_CACHE_S = 300  # AUTHSERVER_GATEWAY_CACHE_SECONDS default
+
+
+def propagation(quick: bool) -> dict:
+    cache = OPTIONS["cache_duration"] or (2 if quick else 5)
+    reps = 4 if quick else 20
+    reps = min(reps, max(3, int(900 / (1.5 * cache))))  # keep the suite within ~15 minutes
+    out: dict = {"cache_duration_s": cache, "alg": "EdDSA", "poll_interval_s": 0.02,
+                 "note": f"Envoy cache_duration {cache} s, shortened for the benchmark (the default is "
+                         f"{DEFAULT_GATEWAY_CACHE_S} s); revocations start at a random point of the refresh cycle, "
+                         "so the time is ~uniform over [0, cache_duration] plus one JWKS fetch"}
+    env = {"AUTHSERVER_GATEWAY_CACHE_SECONDS": str(cache)}
+    with AuthServer(env) as srv:
+        srv.create_tenant("default", "EdDSA")
+        ks = [json.loads(srv.cli("keys", "mint", "--json"))["key"] for _ in range(reps)]
+        srv.start()
+        info = httpx.get(f"{srv.url}/.well-known/openid-configuration").json()
+        with Gateway(srv.url, tenant_id="default", issuer=info["issuer"], audience="api://default",
+                     cache_duration=cache) as gw:
+            gw.start(ks[0])
+            for k in ks:
+                wait_until(lambda: gw.status(k) == 200, cache + 10, what="key accepted")
+            times = []
+            rng = random.Random(1)
+            for k in progress(ks, "revocations"):
+                # revoke at a random point of Envoy's refresh cycle, not right after a refresh
+                time.sleep(rng.uniform(0, cache))
+                kid = keys.unverified_kid(k)
+                r = httpx.delete(f"{srv.url}/v1/keys/{kid}", headers=srv.headers())
+                assert r.status_code == 200
+                t0 = time.perf_counter()
+                wait_until(lambda: gw.status(k) == 401, cache + 10, interval=0.02, what="revocation at Envoy")
+                times.append(time.perf_counter() - t0)
+            out["revocation_s"] = {"p50": round(pct(times, 50), 3), "p99": round(pct(times, 99), 3),
+                                   "max": round(max(times), 3), "n": len(times),
+                                   "samples": [round(t, 3) for t in times]}
+            out["activation_s"] = _activation(srv, gw, reps=max(2, reps // 4), cache=cache)
+    out["instant_activation_s"] = _instant_activation(quick, cache)
+    return out
+
+
+def _activation(srv: AuthServer, gw: Gateway, reps: int, cache: int) -> dict:
+    times = []
+    rng = random.Random(2)
+    for _ in range(reps):
+        time.sleep(rng.uniform(0, cache))
+        r = httpx.post(f"{srv.url}/v1/keys", json={}, headers=srv.headers())
+        assert r.status_code == 201, r.text
+        key = r.json()["key"]
+        t0 = time.perf_counter()
+        wait_until(lambda: gw.status(key) == 200, cache + 10, interval=0.02, what="new key accepted")
+        times.append(time.perf_counter() - t0)
+    return {"p50": round(pct(times, 50), 3), "p99": round(pct(times, 99), 3), "max": round(max(times), 3),
+            "n": len(times), "samples": [round(t, 3) for t in times]}
+
+
+def _instant_activation(quick: bool, cache: int) -> dict:
+    env = {"AUTHSERVER_GATEWAY_CACHE_SECONDS": str(cache), "AUTHSERVER_INSTANT_ACTIVATION": "true",
+           "AUTHSERVER_INSTANT_ACTIVATION_POOL_SIZE": "8"}
+    reps = 3 if quick else 6
+    with AuthServer(env) as srv:
+        srv.create_tenant("default", "EdDSA")
+        probe = json.loads(srv.cli("keys", "mint", "--json"))["key"]
+        srv.start()
+        info = httpx.get(f"{srv.url}/.well-known/openid-configuration").json()
+        with Gateway(srv.url, tenant_id="default", issuer=info["issuer"], audience="api://default",
+                     cache_duration=cache) as gw:
+            gw.start(probe)
+            time.sleep(cache + 5 + cache + 1)  # pooled keys age past the cache, and Envoy refreshed since
+            times, first_call_ok = [], 0
+            for _ in range(reps):
+                key = httpx.post(f"{srv.url}/v1/keys", json={}, headers=srv.headers()).json()["key"]
+                t0 = time.perf_counter()
+                first_call_ok += gw.status(key) == 200
+                wait_until(lambda: gw.status(key) == 200, cache + 10, interval=0.02, what="instant key accepted")
+                times.append(time.perf_counter() - t0)
+    return {"p50": round(pct(times, 50), 3), "p99": round(pct(times, 99), 3), "max": round(max(times), 3),
+            "n": len(times), "accepted_at_first_call": first_call_ok, "samples": [round(t, 3) for t in times]}
+
+
+# --- issue 7: a million keys over shards ----------------------------------------
+
+def million(quick: bool) -> dict:
+    total = min(20_000 if quick else 1_000_000, max(OPTIONS["max_keys"] or 1 << 62, 8000))
+    shard_size = 4000 if not quick else 2000
+    shards = -(-total // shard_size)
+    alg = "EdDSA"
+    seconds = 1 if quick else 5
+    real = [_real(alg) for _ in range(shards)]
+    docs: dict = {}
+    t0 = time.perf_counter()
+    remaining = total - shards
+    for s in progress(range(shards), "generating shards"):
+        n = min(shard_size - 1, remaining)
+        remaining -= n
+        parts = [serialized(synthetic_jwk(alg)) for _ in range(n)] + [serialized(real[s].public_jwk)]
+        docs[s] = jwks_body(parts)
+    docs[None] = jwks_body([serialized(keys.sentinel_jwk())])
+    gen_s = time.perf_counter() - t0
+    keys_total = sum(doc.count(b'"kid"') for s, doc in docs.items() if s is not None)
+    # the key we time is the last of its shard; its string carries the shard prefix
+    probe_shard = shards - 1
+    probe = PREFIX + f"s{probe_shard}_" + real[probe_shard].key[len(PREFIX):]
+    out = {"alg": alg, "keys": keys_total, "shards": shards, "keys_per_shard": shard_size,
+           "generate_s": round(gen_s, 1), "jwks_bytes": sum(len(b) for b in docs.values())}
+    with StaticServer(tenant_docs("bench", docs)) as static, Gateway(static.url, shard_count=shards) as gw:
+        t0 = time.perf_counter()
+        gw.start(probe, timeout=1800)
+        # every shard is fetched before the listener opens (async_fetch, fast_listener false)
+        out["ready_s"] = round(time.perf_counter() - t0, 1)
+        out["envoy_rss"] = rss_bytes(gw.envoy.pid)
+        out["sharded"] = load(gw.url, _hdr(probe), seconds=seconds).as_dict()
+    # the same Envoy build with 1k keys in one JWKS, the validated key last
+    small = [_real(alg)]
+    parts = [serialized(synthetic_jwk(alg)) for _ in range(999)] + [serialized(small[0].public_jwk)]
+    with StaticServer(tenant_docs("bench", {None: jwks_body(parts)})) as static, Gateway(static.url) as gw:
+        gw.start(small[0].key)
+        out["baseline_1k"] = load(gw.url, _hdr(small[0].key), seconds=seconds).as_dict()
+        out["baseline_rss"] = rss_bytes(gw.envoy.pid)
+    out["p99_ratio_sharded_to_1k"] = round(out["sharded"]["p99_ms"] / out["baseline_1k"]["p99_ms"], 3)
+    out["envoy_rss_bytes_per_key"] = round((out["envoy_rss"] - out["baseline_rss"]) / (keys_total - 1000), 1)
+    out["note"] = ("one real key per shard (the timed one is last in its shard); the rest are real Ed25519 public "
+                   "keys whose private halves were dropped")
+    return out
+
+
+SUITES = {
+    "gateway": gateway,
+    "server_memory": server_memory,
+    "jwks_serving": jwks_serving,
+    "mint": mint,
+    "propagation": propagation,
+    "million": million,
+}

