@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--count", type=int, help="number of shards")
     group.add_argument("--auto", action="store_true",
                        help="enough shards for twice the live keys at --keys-per-shard each")
-    ts.add_argument("--keys-per-shard", type=int, default=4096,
+    ts.add_argument("--keys-per-shard", type=int, default=2048,
                     help="target shard size; Envoy scans a JWKS linearly, so keep it to a few thousand")
     ts.add_argument("--json", action="store_true")
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import httpx
 
-from authserver.gateways import envoy_config
+from authserver.gateways import envoy_config, routes_of
 from authserver.quickstart_envoy import EnvoyProcess
 
 from ._common import death_signal, wait_until
@@ -49,7 +49,7 @@ class Gateway:
         # measure the gateway, not an upstream: Envoy answers 200 itself once
         # jwt_authn (and claim forwarding) passed the request
         hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:  # shard routes keep their match
+        for route in routes_of(hcm["route_config"]["virtual_hosts"][0]):  # shard routes keep their match
             del route["route"]
             route["direct_response"] = {"status": 200, "body": {"inline_string": "ok"}}
         self.envoy = EnvoyProcess(config)
@@ -66,6 +66,13 @@ class Gateway:
 
     def status(self, key: str) -> int:
         return httpx.get(self.url, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code
+
+    def counter(self, suffix: str) -> int:
+        """Sum of the admin counters whose name ends with ``suffix``
+        (e.g. ``jwt_authn.jwks_fetch_success``)."""
+        text = httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=30).text
+        return sum(int(v) for k, _, v in (line.partition(": ") for line in text.splitlines())
+                   if k.endswith(suffix) and v.isdigit())
 
     def stop(self) -> None:
         self.envoy.stop()

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from .common import HostPort, ScopeRule, jwks_uri, parse_hostport, parse_scope_rule
-from .envoy import CLAIM_HEADERS, envoy_config, provider_name, scope_regex
+from .envoy import CLAIM_HEADERS, envoy_config, provider_name, routes_of, scope_regex
 from .espv2 import espv2_config, espv2_flags
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "provider_name",
     "render_envoy",
     "render_espv2",
+    "routes_of",
     "scope_regex",
 ]
 

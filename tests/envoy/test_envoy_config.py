@@ -21,6 +21,7 @@ from authserver.gateways import (
     parse_hostport,
     parse_scope_rule,
     render_envoy,
+    routes_of,
     scope_regex,
 )
 from authserver.settings import Settings
@@ -129,16 +130,31 @@ def test_sharded_tenant_gets_one_provider_per_shard():
     assert jf["providers"]["authserver_acme_s1"]["from_headers"][0]["value_prefix"] == "Bearer sk_live_s1_"
     assert jf["providers"]["authserver_acme_s1"]["remote_jwks"]["http_uri"]["uri"] == \
         "http://127.0.0.1:8080/t/acme/shards/1/jwks.json"
-    # one route per shard: its key prefix selects exactly one provider
+    # one route per shard: its key prefix selects exactly one provider, found by
+    # a longest-prefix matcher on the Authorization header (one lookup, no scan)
     assert jf["requirement_map"] == {n: {"provider_name": n} for n in jf["providers"]}
-    routes = hcm(cfg)["route_config"]["virtual_hosts"][0]["routes"]
-    assert len(routes) == 4
-    for n, route in enumerate(routes[:3]):
-        (header,) = route["match"]["headers"]
-        assert header == {"name": "authorization", "string_match": {"prefix": f"Bearer sk_live_s{n}_"}}
+    vhost = hcm(cfg)["route_config"]["virtual_hosts"][0]
+    assert "routes" not in vhost
+    tree = vhost["matcher"]["matcher_tree"]
+    assert tree["input"]["typed_config"]["header_name"] == "authorization"
+    by_prefix = tree["prefix_match_map"]["map"]
+    assert list(by_prefix) == [f"Bearer sk_live_s{n}_" for n in range(3)]
+    for n, entry in enumerate(by_prefix.values()):
+        route = entry["action"]["typed_config"]
+        assert route["route"] == {"cluster": "upstream"}
         per_route = route["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]
         assert per_route["requirement_name"] == f"authserver_acme_s{n}"
-    assert routes[-1] == {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+    default = vhost["matcher"]["on_no_match"]["action"]["typed_config"]
+    assert "typed_per_filter_config" not in default and default["route"] == {"cluster": "upstream"}
+    routes = routes_of(vhost)
+    assert len(routes) == 4 and routes[-1] is default
+    # claims are forwarded once, at the virtual host, not per provider (that is linear in shards)
+    assert not any("claim_to_headers" in p for p in jf["providers"].values())
+    assert vhost["request_headers_to_remove"] == ["x-api-key-subject", "x-api-key-scope", "x-api-key-id"]
+    assert [h["header"]["value"] for h in vhost["request_headers_to_add"]] == [
+        f"%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:jwt_payload:{c})%" for c in ("sub", "scope", "jti")]
+    assert routes_of(hcm(envoy_config(tenant(), settings()))["route_config"]["virtual_hosts"][0]) == \
+        [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
     assert jf["rules"] == [{"match": {"prefix": "/"}, "requires": {"provider_name": "authserver_acme"}}]
 
 

@@ -65,7 +65,7 @@ async def _plan(stack, core) -> None:
     await mint("other_tenant", tenant="other", scopes=["read", "write"])
     await mint("solo_only", tenant="solo")
     await mint("shard_a", tenant="sharded")
-    await mint("shard_b", tenant="sharded")
+    await mint("shard_b", tenant="sharded", scopes=["read", "write"], subject="customer-7")
 
     # Two keys published behind the service's back, to see Envoy check `exp`
     # itself: their rows claim no expiry, so the server keeps both JWKs in the
@@ -361,10 +361,16 @@ def test_sharded_tenant_routes_each_key_to_its_shard(stack):
     assert len(providers) == 3  # the main JWKS and two shards
     gw = stack.start_envoy(config, listen, admin, "sharded")
     try:
-        for k in (a, b):
+        spoof = {"x-api-key-scope": "write admin", "x-api-key-subject": "someone-else", "x-api-key-id": "forged"}
+        for k, scope in ((a, None), (b, "read write")):
             r = gw.get("/hello", k["key"])
             assert r.status_code == 200, r.text
-            assert as_json(r)["api_key"]["id"] == k["id"]
+            assert as_json(r)["api_key"] == {"id": k["id"], "subject": k["subject"], "scope": scope}
+            # sharded, the claims are forwarded from the payload metadata; client copies still go
+            r = gw.get("/hello", k["key"], spoof)
+            assert as_json(r)["api_key"] == {"id": k["id"], "subject": k["subject"], "scope": scope}
+            assert "authorization" not in as_json(r)["headers"]
+        assert gw.get("/hello", None, spoof).status_code == 401
         # a key presented under the other shard's prefix is checked against that shard: refused
         swapped = b["prefix"] + a["key"][len(a["prefix"]):]
         assert gw.status(swapped) == 401
