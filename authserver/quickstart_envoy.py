@@ -122,7 +122,7 @@ def find_envoy() -> str | None:
     return shutil.which("envoy")
 
 
-def _death_signal_preexec() -> Any:
+def death_signal_preexec() -> Any:
     """Linux: a preexec function that makes the child get SIGTERM when we die
     without cleaning up (resolved here, so the child only calls into libc)."""
     if not sys.platform.startswith("linux"):
@@ -168,7 +168,7 @@ class EnvoyProcess:
                  "--log-level", self.log_level],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C goes to us; we stop Envoy
-                preexec_fn=_death_signal_preexec(),
+                preexec_fn=death_signal_preexec(),
             )
         finally:
             log.close()

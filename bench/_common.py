@@ -7,7 +7,6 @@ import os
 import platform
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,19 +34,9 @@ def tool(name: str) -> str | None:
 def death_signal() -> Callable[[], None] | None:
     """A preexec_fn: the child gets SIGTERM if the bench process dies without
     cleaning up (SIGKILL, a crash); normal exits stop children explicitly."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
+    from authserver.quickstart_envoy import death_signal_preexec
 
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:  # runs in the child
-        prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-
-    return preexec
+    return death_signal_preexec()
 
 
 def progress(iterable, desc: str, total: int | None = None):

@@ -11,6 +11,7 @@ published, because gateways treat an empty set as a failed fetch.
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import json
 from dataclasses import dataclass
@@ -37,8 +38,11 @@ class JWKSDocument:
     old one forever (see keys.sentinel_jwk)."""
 
     def __init__(self, sentinel: Mapping[str, Any]) -> None:
-        self._parts: dict[str, bytes] = {}  # kept sorted by kid at render time
-        self._unsorted = False
+        self._parts: dict[str, bytes] = {}
+        # sorted as of the last render, side by side: kids and their bytes
+        self._order: list[str] = []
+        self._bodies: list[bytes] = []
+        self._added: list[str] = []  # kids added since, in any order
         self._sentinel = _serialize(sentinel)
         self._rendered: RenderedJWKS | None = None
 
@@ -47,16 +51,28 @@ class JWKSDocument:
         if not isinstance(kid, str) or "alg" not in jwk:
             raise ValueError("every published JWK needs kid and alg")
         part = _serialize(jwk)
-        if kid not in self._parts and self._parts and kid < next(reversed(self._parts)):
-            self._unsorted = True
+        i = self._index(kid)
+        if i is not None:
+            self._bodies[i] = part
+        elif kid not in self._parts:
+            self._added.append(kid)
         self._parts[kid] = part
         self._rendered = None
 
     def remove(self, kid: str) -> bool:
         if self._parts.pop(kid, None) is None:
             return False
+        i = self._index(kid)
+        if i is not None:
+            del self._order[i], self._bodies[i]
+        else:
+            self._added.remove(kid)
         self._rendered = None
         return True
+
+    def _index(self, kid: str) -> int | None:
+        i = bisect.bisect_left(self._order, kid)
+        return i if i < len(self._order) and self._order[i] == kid else None
 
     def __contains__(self, kid: object) -> bool:
         return kid in self._parts
@@ -69,15 +85,26 @@ class JWKSDocument:
 
     def render(self) -> RenderedJWKS:
         if self._rendered is None:
-            if self._unsorted:
-                # dicts keep insertion order; a nearly sorted one re-sorts in linear time
-                self._parts = dict(sorted(self._parts.items()))
-                self._unsorted = False
-            parts = list(self._parts.values())
-            if not parts:
-                parts = [self._sentinel]
-            body = b'{"keys":[' + b",".join(parts) + b"]}"
+            if self._added:
+                self._merge_added()
+            parts = list(self._bodies) or [self._sentinel]
+            parts[0] = b'{"keys":[' + parts[0]
+            parts[-1] = parts[-1] + b"]}"
+            body = b",".join(parts)  # one copy of the whole document
             digest = hashlib.sha256(body).digest()[:18]
             etag = '"' + base64.urlsafe_b64encode(digest).decode("ascii") + '"'
             self._rendered = RenderedJWKS(body, etag, len(parts))
         return self._rendered
+
+    def _merge_added(self) -> None:
+        # a few new kids: binary insertion; many (a bulk load): one sort
+        if len(self._added) <= 64:
+            for kid in self._added:
+                i = bisect.bisect_left(self._order, kid)
+                self._order.insert(i, kid)
+                self._bodies.insert(i, self._parts[kid])
+        else:
+            self._order.extend(self._added)
+            self._order.sort()
+            self._bodies = [self._parts[kid] for kid in self._order]
+        self._added.clear()

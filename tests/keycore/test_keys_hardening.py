@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import keys
-from keys_support import b64, split_key, unb64
+from keys_support import b64, unb64
 
 
 def test_typ_null_is_refused(rs_signer, make_verifier):

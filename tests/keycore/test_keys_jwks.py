@@ -115,6 +115,26 @@ def test_bytes_depend_on_the_set_not_the_order_of_changes(sentinel):
     assert forward.render() == backward.render()
 
 
+def test_order_holds_through_bulk_loads_replacements_and_unrendered_removals(sentinel):
+    jwks = [keys.mint({"iss": ISSUER, "aud": AUDIENCE}, algorithm="EdDSA", clock=lambda: NOW).public_jwk
+            for _ in range(200)]
+    doc = keys.JWKSDocument(sentinel=sentinel)
+    for j in jwks[:150]:  # a bulk load (one sort) ...
+        doc.add(j)
+    doc.render()
+    for j in jwks[150:]:  # ... then a few at a time (binary insertion)
+        doc.add(j)
+    doc.remove(jwks[199]["kid"])  # removed before it was ever rendered
+    doc.remove(jwks[0]["kid"])  # removed after
+    assert jwks[10]["use"] == "sig"
+    renamed = {k: v for k, v in jwks[10].items() if k != "use"}  # the same kid again replaces its bytes
+    doc.add(renamed)
+    served = body(doc)["keys"]
+    assert [k["kid"] for k in served] == sorted(j["kid"] for j in jwks[1:199])
+    assert "use" not in next(k for k in served if k["kid"] == renamed["kid"])
+    assert len(doc) == 198 and doc.render().key_count == 198
+
+
 def test_etag_differs_between_sentinels(published):
     a = keys.JWKSDocument(sentinel=keys.sentinel_jwk())
     b = keys.JWKSDocument(sentinel=keys.sentinel_jwk())

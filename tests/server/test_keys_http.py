@@ -345,7 +345,7 @@ async def test_metrics_follow_the_keys(client, admin_headers, clock):
     active = 'tenant="default"'
     assert await metric(client, "authserver_keys_active", active) == 0
     ed = [await mint(client, admin_headers, algorithm="EdDSA") for _ in range(3)]
-    es = await mint(client, admin_headers, algorithm="ES256", expires_in=10)
+    await mint(client, admin_headers, algorithm="ES256", expires_in=10)
     assert await metric(client, "authserver_keys_active", active) == 4
     await client.delete(f"/v1/keys/{ed[0]['id']}", headers=admin_headers)
     await client.post(f"/v1/keys/{ed[1]['id']}/roll", json={"grace_seconds": 100}, headers=admin_headers)
