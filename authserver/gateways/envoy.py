@@ -224,8 +224,10 @@ def envoy_config(
         # keys without a shard prefix (and requests without a key) meet the main JWKS
         "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": main}}],
     }
-    default_route = {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
-    virtual_host: dict[str, Any] = {"name": "upstream", "domains": ["*"], "routes": [default_route]}
+    def default_route() -> dict[str, Any]:  # a fresh dict each time: no shared (YAML-aliased) parts
+        return {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
+
+    virtual_host: dict[str, Any] = {"name": "upstream", "domains": ["*"], "routes": [default_route()]}
     if len(providers) > 1:
         # Shard routing: the key prefix in the Authorization header picks a
         # route that names that shard's provider, so a request is checked
@@ -253,7 +255,7 @@ def envoy_config(
                 "name": provider_name(tenant.id, shard),
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.config.route.v3.Route",
-                    **default_route,
+                    **default_route(),
                     "typed_per_filter_config": {JWT_FILTER: {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
                         "requirement_name": provider_name(tenant.id, shard),
@@ -271,7 +273,7 @@ def envoy_config(
             },
             # keys without a shard prefix (and requests without a key) meet the main JWKS
             "on_no_match": {"action": {"name": "main", "typed_config": {
-                "@type": "type.googleapis.com/envoy.config.route.v3.Route", **default_route,
+                "@type": "type.googleapis.com/envoy.config.route.v3.Route", **default_route(),
             }}},
         }
 

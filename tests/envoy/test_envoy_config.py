@@ -153,6 +153,10 @@ def test_sharded_tenant_gets_one_provider_per_shard():
     assert vhost["request_headers_to_remove"] == ["x-api-key-subject", "x-api-key-scope", "x-api-key-id"]
     assert [h["header"]["value"] for h in vhost["request_headers_to_add"]] == [
         f"%DYNAMIC_METADATA(envoy.filters.http.jwt_authn:jwt_payload:{c})%" for c in ("sub", "scope", "jti")]
+    # each route its own dicts: the YAML has no anchors/aliases and changing one route changes only it
+    assert "&id" not in render_envoy(tenant(shard_count=3), settings())
+    routes[0]["route"]["cluster"] = "changed"
+    assert routes[1]["route"] == routes[-1]["route"] == {"cluster": "upstream"}
     assert routes_of(hcm(envoy_config(tenant(), settings()))["route_config"]["virtual_hosts"][0]) == \
         [{"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}]
     assert jf["rules"] == [{"match": {"prefix": "/"}, "requires": {"provider_name": "authserver_acme"}}]
