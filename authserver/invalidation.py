@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
+
+from redis.asyncio import Redis
 
 log = logging.getLogger("authserver.invalidation")
 
@@ -21,7 +23,7 @@ log = logging.getLogger("authserver.invalidation")
 class Invalidation:
     def __init__(
         self,
-        redis,
+        redis: Redis,
         channel: str,
         replica_id: str,
         on_notice: Callable[[str, str], Awaitable[None]],
@@ -76,7 +78,7 @@ class Invalidation:
                 backoff = min(backoff * 2, 2.0)
             finally:
                 try:
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves PubSub.aclose unannotated
                 except Exception:
                     pass
 

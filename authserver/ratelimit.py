@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+
+from redis.asyncio import Redis
 
 log = logging.getLogger("authserver.ratelimit")
 
@@ -90,7 +92,7 @@ return {prev, cur}
 class RedisLimiter:
     """Shared limits; falls back to ``fallback`` when Redis errors."""
 
-    def __init__(self, redis, clock: Callable[[], float], namespace: str, fallback: MemoryLimiter,
+    def __init__(self, redis: Redis, clock: Callable[[], float], namespace: str, fallback: MemoryLimiter,
                  on_degraded: Callable[[], None] | None = None) -> None:
         self.redis = redis
         self.clock = clock

@@ -96,7 +96,8 @@ def render_espv2(tenant: Any, settings: Any, *, fmt: str = "yaml", cache_duratio
         f"     {flags[1]}",
         "       ESPv2 does not refetch the JWKS for an unknown kid: a new key works, and a revoked one",
         f"       stops working, after at most {seconds} s (ESPv2's default is 300).",
-        "   e.g. docker run gcr.io/endpoints-release/endpoints-runtime:2 --service=SERVICE --rollout_strategy=managed \\",
+        "   e.g. docker run gcr.io/endpoints-release/endpoints-runtime:2 --service=SERVICE"
+        " --rollout_strategy=managed \\",
         f"          --backend=http://127.0.0.1:8081 {' '.join(flags)}",
         f"   or on Cloud Run (serverless image): --set-env-vars=ESPv2_ARGS=^++^{'++'.join(flags)}",
         "2. Merge the securityDefinitions and security below into your OpenAPI 2.0 document.",

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 __all__ = [
-    "TenantLike",
     "HostPort",
     "ScopeRule",
     "Endpoint",
@@ -20,16 +19,6 @@ __all__ = [
     "shard_ids",
     "shard_prefix",
 ]
-
-
-class TenantLike(Protocol):
-    """What the builders read: ``keycache.TenantInfo`` fits, so does any
-    object with these attributes (``shard_count`` is optional, default 1)."""
-
-    id: str
-    issuer: str
-    audience: str
-    key_prefix: str
 
 
 @dataclass(frozen=True, slots=True)

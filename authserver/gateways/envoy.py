@@ -2,7 +2,8 @@
 
 listener -> http_connection_manager -> jwt_authn -> [rbac: scopes] -> router -> upstream
 
-Why each setting is what it is (see DESIGN.md, "Facts about the gateways"):
+Why each setting is what it is (measured with Envoy 1.40; deploy/envoy/README.md,
+"What is in the config, and why", says more):
 
 - ``from_headers`` with ``value_prefix: "Bearer <tenant prefix>"``: Envoy cuts
   the prefix off, so it sees the bare JWT; a key with another prefix (an admin
@@ -30,7 +31,8 @@ Why each setting is what it is (see DESIGN.md, "Facts about the gateways"):
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .common import (
     HostPort,
@@ -71,7 +73,8 @@ def routes_of(virtual_host: dict[str, Any]) -> list[dict[str, Any]]:
     (the shard routes first, the default route last); the dicts are the
     config's own, so changing one changes the config."""
     if "routes" in virtual_host:
-        return virtual_host["routes"]
+        routes: list[dict[str, Any]] = virtual_host["routes"]
+        return routes
     m = virtual_host["matcher"]
     return ([e["action"]["typed_config"] for e in m["matcher_tree"]["prefix_match_map"]["map"].values()]
             + [m["on_no_match"]["action"]["typed_config"]])
@@ -169,8 +172,7 @@ def _rbac_filter(rules: Iterable[ScopeRule]) -> dict[str, Any]:
 
 
 def _problem_mapper(status: int, title: str, code: str) -> dict[str, Any]:
-    body = ('{"type":"https://authserver.dev/problems/%s","title":"%s","status":%d,"code":"%s"}'
-            % (code, title, status, code))
+    body = f'{{"type":"https://authserver.dev/problems/{code}","title":"{title}","status":{status},"code":"{code}"}}'
     return {
         "filter": {"status_code_filter": {"comparison": {
             "op": "EQ", "value": {"default_value": status, "runtime_key": f"authserver.local_reply_{status}"},
@@ -286,7 +288,8 @@ def envoy_config(
     })
 
     hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "@type": ("type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                  ".HttpConnectionManager"),
         "stat_prefix": "ingress_http",
         "codec_type": "AUTO",
         "use_remote_address": True,

@@ -73,7 +73,6 @@ async def test_keys_are_independent_and_peek_does_not_count(limiter):
 
 async def test_redis_down_falls_back_to_local_limits():
     import redis.asyncio as aioredis
-
     from _proc import free_port
 
     clock = FakeClock(600_000.0)
