@@ -6,13 +6,16 @@ that are UNIX seconds too, and behave the same on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+# "pending": a pre-published public key that no token uses yet (services/prepublish.py)
+KeyKind = Literal["api", "admin", "pending"]
 
 
 class Base(DeclarativeBase):
@@ -39,7 +42,7 @@ class ApiKey(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # = kid = jti
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(8))  # "api" | "admin"
+    kind: Mapped[KeyKind] = mapped_column(String(8))
     name: Mapped[str | None] = mapped_column(String(200))
     subject: Mapped[str] = mapped_column(String(256))
     scopes: Mapped[list[str]] = mapped_column(JSONType)
@@ -100,4 +103,3 @@ class AuditEvent(Base):
     target: Mapped[str | None] = mapped_column(String(64))
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    note: Mapped[str | None] = mapped_column(Text)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from authserver.db.models import Base
@@ -18,7 +18,7 @@ target_metadata = Base.metadata
 _LOCK_ID = 0x6A776B73  # "jwks"
 
 
-def _run(connection) -> None:
+def _run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
@@ -43,9 +43,16 @@ async def _main(url: str) -> None:
         await engine.dispose()
 
 
+def _url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:  # db.migrate.alembic_config always sets it
+        raise RuntimeError("alembic: no sqlalchemy.url in the configuration")
+    return url
+
+
 if context.is_offline_mode():  # pragma: no cover - `alembic upgrade --sql`
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata, literal_binds=True)
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 else:
-    asyncio.run(_main(config.get_main_option("sqlalchemy.url")))
+    asyncio.run(_main(_url()))

@@ -210,3 +210,59 @@ async def test_concurrent_mints_rolls_and_revokes_keep_jwks_and_db_equal(tenant,
     for kid in rng.sample(sorted(expected), 5):
         jwk = next(k for k in await jwks_keys(again) if k["kid"] == kid)
         assert jwk["alg"] in ("EdDSA", "ES256", "RS256")
+
+
+async def _audit_log_schema(url: str) -> tuple[list[str], list[str], list[dict]]:
+    """audit_log's columns, index names and rows, as the database reports them."""
+    from sqlalchemy import inspect
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            columns, indexes = await conn.run_sync(lambda c: (
+                [col["name"] for col in inspect(c).get_columns("audit_log")],
+                sorted(ix["name"] for ix in inspect(c).get_indexes("audit_log")),
+            ))
+            rows = (await conn.execute(text("SELECT * FROM audit_log ORDER BY id"))).mappings().all()
+            return columns, indexes, [{k: _decoded(v) for k, v in r.items()} for r in rows]
+    finally:
+        await engine.dispose()
+
+
+async def _execute(url: str, sql: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+async def test_migration_0003_drops_audit_note_and_downgrades(database_url):
+    from alembic import command
+
+    from authserver.db.migrate import alembic_config, upgrade_async
+    from authserver.db.models import AuditEvent
+
+    await upgrade_async(database_url, "0002")
+    await _execute(database_url, "INSERT INTO audit_log (tenant_id, at, actor, action, target, details, note) "
+                                 "VALUES ('acme', 1700000000, 'cli', 'tenant.create', 'acme', '{\"a\": 1}', 'old')")
+    row = {"id": 1, "tenant_id": "acme", "at": 1700000000, "actor": "cli", "action": "tenant.create",
+           "target": "acme", "remote_addr": None, "details": {"a": 1}}
+
+    await upgrade_async(database_url)
+    columns, indexes, rows = await _audit_log_schema(database_url)
+    assert columns == [c.name for c in AuditEvent.__table__.columns]  # the model and the migrated schema agree
+    assert "note" not in columns and indexes == ["ix_audit_log_tenant_id"]
+    assert rows == [row]  # the copy SQLite needs kept the row
+    await _execute(database_url, "INSERT INTO audit_log (tenant_id, at, actor, action, details) "
+                                 "VALUES ('acme', 1700000001, 'cli', 'key.mint', '{}')")
+    assert [r["id"] for r in (await _audit_log_schema(database_url))[2]] == [1, 2]  # ids still generated
+
+    await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0002")
+    columns, indexes, rows = await _audit_log_schema(database_url)
+    assert columns[-1] == "note" and indexes == ["ix_audit_log_tenant_id"]
+    assert [r["note"] for r in rows] == [None, None] and rows[0] == {**row, "note": None}
+
+    await upgrade_async(database_url)
+    assert "note" not in (await _audit_log_schema(database_url))[0]
