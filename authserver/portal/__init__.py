@@ -34,4 +34,4 @@ STATIC = create_static_files_router(
     include_in_schema=False,
 )
 
-ROUTES: list = [PORTAL, STATIC]
+ROUTES: list[Router] = [PORTAL, STATIC]

@@ -7,11 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from litestar import MediaType, Request, Response
+from litestar import MediaType, Response
+from litestar.enums import ScopeType
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from .session import AnyRequest
 
 log = logging.getLogger("authserver.portal")
 
@@ -37,16 +40,16 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 _SECURITY_NAMES = {name for name, _ in SECURITY_HEADERS}
 
 
-def security_headers(app):
+def security_headers(app: ASGIApp) -> ASGIApp:
     """ASGI middleware for the portal routes: adds the headers above to every
     answer, error pages and redirects included."""
 
-    async def middleware(scope, receive, send):
-        if scope["type"] != "http":
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
 
-        async def send_with_headers(message):
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _SECURITY_NAMES]
                 message = {**message, "headers": headers + SECURITY_HEADERS}
@@ -62,20 +65,20 @@ def security_headers(app):
 def fmt_time(ts: float | None, empty: str = "—") -> str:
     if ts is None:
         return empty
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def short_time(ts: float | None, empty: str = "—") -> str:
     """For tables whose header says UTC."""
     if ts is None:
         return empty
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def iso_time(ts: float | None) -> str:
     if ts is None:
         return ""
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -115,7 +118,7 @@ def render(template: str, context: dict[str, Any]) -> str:
     return TEMPLATE_CONFIG.engine_instance.get_template(template).render(**context)
 
 
-def page(template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response:
+def page(template: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any) -> Response[str]:
     """An HTML page. Never cached: pages show tenant data, some show a key once."""
     html = render(template, context)
     return Response(
@@ -124,6 +127,6 @@ def page(template: str, status: int = 200, headers: dict[str, str] | None = None
     )
 
 
-def error_page(request: Request, status: int, title: str, detail: str, headers: dict[str, str] | None = None,
-               **context: Any) -> Response:
+def error_page(request: AnyRequest, status: int, title: str, detail: str, headers: dict[str, str] | None = None,
+               **context: Any) -> Response[str]:
     return page("error.html", status, headers, title=title, detail=detail, code=status, **context)

@@ -24,9 +24,9 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
-from litestar import Request, Response
+from litestar import Request
 from litestar.datastructures import Cookie
 from litestar.stores.base import Store
 
@@ -40,8 +40,11 @@ MAX_FORM_NONCES = 16
 # in-memory session store: a restart invalidates open sign-in forms, nothing else.
 _PROCESS_SECRET = secrets.token_bytes(32)
 
+# the portal neither authenticates through Litestar nor keeps request state
+AnyRequest: TypeAlias = Request[Any, Any, Any]
 
-def is_https(request: Request) -> bool:
+
+def is_https(request: AnyRequest) -> bool:
     from ..api.deps import core_of
 
     return core_of(request).settings.base_url.startswith("https://")
@@ -56,7 +59,7 @@ def login_cookie_name(secure: bool) -> str:
     return "__Host-authserver_portal_signin" if secure else "authserver_portal_signin"
 
 
-def _store(request: Request) -> Store:
+def _store(request: AnyRequest) -> Store:
     return request.app.stores.get(STORE_NAME)
 
 
@@ -83,11 +86,12 @@ class PortalSession:
         }).encode()
 
     @classmethod
-    def from_json(cls, session_id: str, raw: bytes) -> "PortalSession | None":
+    def from_json(cls, session_id: str, raw: bytes) -> PortalSession | None:
         try:
             d = json.loads(raw)
             return cls(session_id, str(d["tenant"]), str(d["kid"]), str(d["csrf"]), float(d["created"]),
-                       [tuple(x) for x in d.get("flash", [])], list(d.get("forms", [])))
+                       [(str(kind), str(message)) for kind, message in d.get("flash", [])],
+                       [str(nonce) for nonce in d.get("forms", [])])
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -119,7 +123,7 @@ class PortalSession:
         return True
 
 
-async def load(request: Request) -> PortalSession | None:
+async def load(request: AnyRequest) -> PortalSession | None:
     session_id = request.cookies.get(cookie_name(is_https(request)))
     if not session_id or len(session_id) > 128:
         return None
@@ -133,12 +137,12 @@ async def load(request: Request) -> PortalSession | None:
     return session
 
 
-async def save(request: Request, session: PortalSession) -> None:
+async def save(request: AnyRequest, session: PortalSession) -> None:
     await _store(request).set(_store_key(session.id), session.to_json(), expires_in=IDLE_SECONDS)
     session.dirty = False
 
 
-async def create(request: Request, tenant: str, kid: str) -> PortalSession:
+async def create(request: AnyRequest, tenant: str, kid: str) -> PortalSession:
     """A new session after sign-in: always a fresh id; any previous one is dropped."""
     store = _store(request)
     old = request.cookies.get(cookie_name(is_https(request)))
@@ -151,18 +155,23 @@ async def create(request: Request, tenant: str, kid: str) -> PortalSession:
     return session
 
 
-async def destroy(request: Request, session_id: str | None = None) -> None:
+async def destroy(request: AnyRequest, session_id: str | None = None) -> None:
     session_id = session_id or request.cookies.get(cookie_name(is_https(request)))
     if session_id:
         await _store(request).delete(_store_key(session_id))
 
 
-def session_cookie(request: Request, session: PortalSession | None) -> Cookie:
+def _cookie(key: str, secure: bool, value: str | None, max_age: int) -> Cookie:
+    """Host-only, HttpOnly, SameSite=Strict; ``value`` None clears the cookie."""
+    if value is None:
+        return Cookie(key=key, value="", max_age=0, expires=0, path="/", httponly=True, secure=secure,
+                      samesite="strict")
+    return Cookie(key=key, value=value, max_age=max_age, path="/", httponly=True, secure=secure, samesite="strict")
+
+
+def session_cookie(request: AnyRequest, session: PortalSession | None) -> Cookie:
     secure = is_https(request)
-    common = dict(key=cookie_name(secure), path="/", httponly=True, secure=secure, samesite="strict")
-    if session is None:
-        return Cookie(value="", max_age=0, expires=0, **common)
-    return Cookie(value=session.id, max_age=MAX_SECONDS, **common)
+    return _cookie(cookie_name(secure), secure, None if session is None else session.id, MAX_SECONDS)
 
 
 # --- sign-in form CSRF (no session yet): a signed double-submit cookie -------
@@ -183,27 +192,18 @@ def valid_login_token(token: Any) -> bool:
     return hmac.compare_digest(sig.encode(), _sign(nonce).encode())
 
 
-def login_token_of(request: Request) -> str | None:
+def login_token_of(request: AnyRequest) -> str | None:
     token = request.cookies.get(login_cookie_name(is_https(request)))
     return token if valid_login_token(token) else None
 
 
-def check_login_csrf(request: Request, form_token: Any) -> bool:
+def check_login_csrf(request: AnyRequest, form_token: Any) -> bool:
     cookie_token = login_token_of(request)
-    return bool(cookie_token) and isinstance(form_token, str) and hmac.compare_digest(
+    return cookie_token is not None and isinstance(form_token, str) and hmac.compare_digest(
         cookie_token.encode(), form_token.encode()
     )
 
 
-def login_cookie(request: Request, token: str | None) -> Cookie:
+def login_cookie(request: AnyRequest, token: str | None) -> Cookie:
     secure = is_https(request)
-    common = dict(key=login_cookie_name(secure), path="/", httponly=True, secure=secure, samesite="strict")
-    if token is None:
-        return Cookie(value="", max_age=0, expires=0, **common)
-    return Cookie(value=token, max_age=LOGIN_CSRF_SECONDS, **common)
-
-
-def attach(response: Response, *cookies: Cookie) -> Response:
-    for c in cookies:
-        response.set_cookie(c)
-    return response
+    return _cookie(login_cookie_name(secure), secure, token, LOGIN_CSRF_SECONDS)
