@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
 
 from .settings import Settings
 
@@ -28,16 +29,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _Handler(logging.StreamHandler[TextIO]):
+    """Ours, so a second create_app in one process does not add another."""
+
+
 def configure_logging(settings: Settings) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     root = logging.getLogger("authserver")
-    if getattr(root, "_authserver_configured", False):
-        root.setLevel(settings.log_level.upper())
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.log_json else logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    if any(isinstance(h, _Handler) for h in root.handlers):
+        return
+    handler = _Handler(sys.stderr)
+    text = logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(JsonFormatter() if settings.log_json else text)
+    root.addHandler(handler)
     root.propagate = False
-    root._authserver_configured = True  # type: ignore[attr-defined]
     logging.Formatter.converter = time.gmtime

@@ -72,7 +72,9 @@ def test_envoy_config_follows_the_gateway_facts():
     assert rj["async_fetch"]["fast_listener"] is False
     assert rj["retry_policy"]["num_retries"] >= 1
     assert jf["rules"] == [{"match": {"prefix": "/"}, "requires": {"provider_name": "authserver_acme"}}]
-    assert [f["name"] for f in hcm(cfg)["http_filters"]] == ["envoy.filters.http.jwt_authn", "envoy.filters.http.router"]
+    assert [f["name"] for f in hcm(cfg)["http_filters"]] == [
+        "envoy.filters.http.jwt_authn", "envoy.filters.http.router",
+    ]
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
     ep = lambda c: c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]  # noqa: E731
     assert ep(clusters["authserver"]) == {"address": "127.0.0.1", "port_value": 8080}
@@ -126,7 +128,9 @@ def test_scope_regex_matches_whole_scope_tokens(scope, value, matches):
 def test_sharded_tenant_gets_one_provider_per_shard():
     cfg = envoy_config(tenant(shard_count=3), settings())
     jf = jwt_filter(cfg)
-    assert list(jf["providers"]) == ["authserver_acme", "authserver_acme_s0", "authserver_acme_s1", "authserver_acme_s2"]
+    assert list(jf["providers"]) == [
+        "authserver_acme", "authserver_acme_s0", "authserver_acme_s1", "authserver_acme_s2",
+    ]
     assert jf["providers"]["authserver_acme_s1"]["from_headers"][0]["value_prefix"] == "Bearer sk_live_s1_"
     assert jf["providers"]["authserver_acme_s1"]["remote_jwks"]["http_uri"]["uri"] == \
         "http://127.0.0.1:8080/t/acme/shards/1/jwks.json"
