@@ -62,23 +62,21 @@ def security_headers(app: ASGIApp) -> ASGIApp:
 
 # --- template filters -------------------------------------------------------
 
+def _utc(ts: float | None, fmt: str, empty: str) -> str:
+    return empty if ts is None else dt.datetime.fromtimestamp(ts, dt.UTC).strftime(fmt)
+
+
 def fmt_time(ts: float | None, empty: str = "—") -> str:
-    if ts is None:
-        return empty
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return _utc(ts, "%Y-%m-%d %H:%M UTC", empty)
 
 
 def short_time(ts: float | None, empty: str = "—") -> str:
     """For tables whose header says UTC."""
-    if ts is None:
-        return empty
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M")
+    return _utc(ts, "%Y-%m-%d %H:%M", empty)
 
 
 def iso_time(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _utc(ts, "%Y-%m-%dT%H:%M:%SZ", "")
 
 
 def fmt_duration(seconds: float | None) -> str:
