@@ -10,16 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from joserfc import jws
-from joserfc.errors import JoseError
 from joserfc.registry import HeaderParameter, HeaderRegistryDict
 
 from ._algorithms import Algorithm, JoseKey
 
-__all__ = ["UNTRUSTED_HEADERS", "JOSEError", "JWSPolicy", "jws_registry", "sign_compact", "verify_compact"]
+__all__ = ["UNTRUSTED_HEADERS", "JWSPolicy", "jws_registry", "sign_compact", "verify_compact"]
 
 UNTRUSTED_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
-JOSEError = JoseError
-
 _REFUSED: HeaderRegistryDict = {name: HeaderParameter(f"{name} (never trusted)", "none") for name in UNTRUSTED_HEADERS}
 
 

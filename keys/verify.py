@@ -17,11 +17,12 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from joserfc.errors import JoseError
 from joserfc.util import urlsafe_b64decode
 
 from ._algorithms import DEFAULT_ALGORITHM, get_algorithm
 from ._claims import check_numeric_dates
-from ._jose import UNTRUSTED_HEADERS, JOSEError, jws_registry, verify_compact
+from ._jose import UNTRUSTED_HEADERS, jws_registry, verify_compact
 from ._jwk import VerificationKey, load_public_jwk
 from .errors import (
     BadSignature,
@@ -222,7 +223,7 @@ class Verifier:
             raise InvalidKeyString() from None
         try:
             ok = verify_compact(header, (h64, p64, s64), key.jose_key, self._policy)
-        except JOSEError:  # a header member of the wrong type (the untrusted ones are refused above)
+        except JoseError:  # a header member of the wrong type (the untrusted ones are refused above)
             raise InvalidKeyString() from None
         if not ok:
             raise BadSignature()
