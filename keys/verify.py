@@ -4,7 +4,9 @@ Stricter than a generic JWT library on purpose: one spelling per token
 (canonical base64url, exactly three parts, no duplicate JSON members), the
 algorithm pinned by the caller *and* by the key's own JWK, a kid required,
 headers that point elsewhere for keys (jku, x5u, jwk, x5c) or demand
-extensions (crit, b64) refused, and time taken from an injected clock.
+extensions (crit, b64) refused, ES256 signatures low-S only, NumericDates
+integers, and time taken from an injected clock. The signature check itself
+is joserfc's, under a registry that enforces the same header rules.
 Every failure raises a :class:`keys.errors.KeyCoreError` subclass.
 """
 
