@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import keys
+import keys.hazmat
 from keys import JWKSDocument, PublicKeySet, Verifier
 
 from .db.models import ApiKey, Tenant
@@ -106,11 +107,11 @@ class TenantKeys:
         self.last_rebuild_seconds = 0.0
         self.api_verifier = Verifier(
             self.api_keys, issuer=info.issuer, audience=info.audience,
-            algorithms=tuple(keys.ALGORITHMS), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
+            algorithms=keys.supported_algorithms(), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
         )
         self.admin_verifier = Verifier(
             self.admin_keys, issuer=info.issuer, audience=info.admin_audience,
-            algorithms=tuple(keys.ALGORITHMS), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
+            algorithms=keys.supported_algorithms(), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
         )
 
     def document(self, shard: int | None = None) -> JWKSDocument:
@@ -236,7 +237,7 @@ class KeyCache:
 
     def verify_admin(self, token: str) -> tuple[TenantKeys, keys.VerifiedKey]:
         """Verify a tenant admin key; raises keys.KeyCoreError."""
-        tenant = self.tenant_of_admin_key(keys.unverified_kid(token))
+        tenant = self.tenant_of_admin_key(keys.hazmat.unverified_kid(token))
         if tenant is None:
             raise keys.UnknownKeyId()
         return tenant, tenant.admin_verifier.verify(token)

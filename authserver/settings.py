@@ -100,9 +100,9 @@ class Settings:
         object.__setattr__(s, "public_url", s.public_url.rstrip("/"))
         import keys  # the algorithm registry; keys/ has no heavy imports
 
-        unknown = [a for a in (s.default_algorithm, *s.pool_algorithms) if a not in keys.ALGORITHMS]
+        unknown = [a for a in (s.default_algorithm, *s.pool_algorithms) if a not in keys.supported_algorithms()]
         if unknown:
-            raise ValueError(f"unknown algorithm(s) {unknown}; known: {sorted(keys.ALGORITHMS)}")
+            raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(keys.supported_algorithms())}")
         if s.gateway_cache_seconds < 1 or s.max_body_bytes < 1024:
             raise ValueError("gateway_cache_seconds >= 1 and max_body_bytes >= 1024")
         return s

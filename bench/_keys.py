@@ -13,7 +13,7 @@ import json
 import secrets
 
 import keys
-from keys._jwk import public_jwk
+from keys import public_jwk
 
 
 def _b64(data: bytes) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 import keys
+import keys.hazmat
 
 from ._common import StaticServer, death_signal, load, pct, progress, rss_bytes, slope, tool, wait_until
 from ._keys import ENVOY_CAP, bytes_per_key, fits, jwks_body, serialized, synthetic_jwk
@@ -437,7 +438,7 @@ def propagation(quick: bool) -> dict:
             for k in progress(ks, "revocations"):
                 # revoke at a random point of Envoy's refresh cycle, not right after a refresh
                 time.sleep(rng.uniform(0, cache))
-                kid = keys.unverified_kid(k)
+                kid = keys.hazmat.unverified_kid(k)
                 r = httpx.delete(f"{srv.url}/v1/keys/{kid}", headers=srv.headers())
                 assert r.status_code == 200
                 t0 = time.perf_counter()

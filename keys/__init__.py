@@ -9,12 +9,16 @@ signature), publish their public JWKs, and verify them strictly::
     verifier = keys.Verifier(keyset, issuer="https://auth.example/t/acme", audience="acme-api")
     verifier.verify(minted.key).kid == minted.kid
 
-Errors: see :mod:`keys.errors`.
+Errors: see :mod:`keys.errors`. Low-level names that are easy to misuse
+(``unverified_kid``, ``mint_with_keypair``, ``KeypairPool``, the mutable
+``ALGORITHMS`` registry and ``register``) live in :mod:`keys.hazmat`.
 """
 
-from ._algorithms import ALGORITHMS, DEFAULT_ALGORITHM, Algorithm, get_algorithm, register
+from typing import Any as _Any
+
+from ._algorithms import DEFAULT_ALGORITHM, Algorithm, get_algorithm, supported_algorithms
 from ._jwk import VerificationKey, load_public_jwk, public_jwk, public_only, sentinel_jwk, thumbprint
-from ._mint import MintedKey, mint, mint_with_keypair
+from ._mint import MintedKey, mint
 from .errors import (
     BadSignature,
     ExpiredToken,
@@ -30,7 +34,6 @@ from .errors import (
     WrongPrefix,
 )
 from .jwks import JWKSDocument, RenderedJWKS
-from .pool import KeypairPool
 from .keystring import (
     KEY_STRING_PATTERN,
     KEY_STRING_REGEX,
@@ -40,15 +43,14 @@ from .keystring import (
     parse_key_string,
     validate_prefix,
 )
-from .verify import UNTRUSTED_HEADERS, KeyLookup, PublicKeySet, VerifiedKey, Verifier, unverified_kid
+from .verify import UNTRUSTED_HEADERS, KeyLookup, PublicKeySet, VerifiedKey, Verifier
 
 __all__ = [
     # algorithms
-    "ALGORITHMS",
     "DEFAULT_ALGORITHM",
     "Algorithm",
     "get_algorithm",
-    "register",
+    "supported_algorithms",
     # JWKs
     "VerificationKey",
     "load_public_jwk",
@@ -59,7 +61,6 @@ __all__ = [
     # minting
     "MintedKey",
     "mint",
-    "mint_with_keypair",
     # key strings
     "KEY_STRING_PATTERN",
     "KEY_STRING_REGEX",
@@ -74,9 +75,6 @@ __all__ = [
     "PublicKeySet",
     "VerifiedKey",
     "Verifier",
-    "unverified_kid",
-    # pre-generated keypairs
-    "KeypairPool",
     # JWKS document
     "JWKSDocument",
     "RenderedJWKS",
@@ -94,3 +92,18 @@ __all__ = [
     "ExpiredToken",
     "NotYetValid",
 ]
+
+# Moved to keys.hazmat in issue 11; old spellings keep working (with a warning)
+# until every caller imports them from there.
+_MOVED = frozenset({"ALGORITHMS", "register", "unverified_kid", "mint_with_keypair", "KeypairPool"})
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _MOVED:
+        import warnings
+
+        from . import hazmat
+
+        warnings.warn(f"keys.{name} moved to keys.hazmat.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(hazmat, name)
+    raise AttributeError(f"module 'keys' has no attribute {name!r}")

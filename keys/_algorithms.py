@@ -1,41 +1,48 @@
 """Signing algorithms as registered data.
 
-Each entry knows how to make a keypair, sign once, verify, and which JWK shape
-its public key has. Adding an algorithm (PS384, RSA-3072 under its own name...)
-is one ``register()`` call; nothing else in the package switches on names.
+An entry names the JWS "alg" we publish, the JWK shape of its keys, how to make
+a keypair, and which joserfc algorithm model signs and verifies with it.
+Adding an algorithm (PS384, RSA-3072 under its own name...) is one
+``register()`` call; nothing else in the package switches on names.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import (
-    decode_dss_signature,
-    encode_dss_signature,
-)
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from joserfc.jwa import JWSAlgModel
+from joserfc.jwk import ECKey, OKPKey, RSAKey
+from joserfc.jws import JWSRegistry
 
 from .errors import UnsupportedAlgorithm
 
-__all__ = ["Algorithm", "ALGORITHMS", "DEFAULT_ALGORITHM", "get_algorithm", "register"]
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_ALGORITHM",
+    "Algorithm",
+    "JoseKey",
+    "get_algorithm",
+    "register",
+    "supported_algorithms",
+]
 
 PrivateKey = Any  # rsa/ec/ed25519 private key from cryptography
 PublicKey = Any
+JoseKey = RSAKey | ECKey | OKPKey
 
 
 @dataclass(frozen=True, slots=True)
 class Algorithm:
-    name: str  # the JWS "alg" value
+    name: str  # the JWS "alg" value we publish and write into headers
     kty: str  # JWK key type of its public key
     crv: str | None  # JWK curve, for EC and OKP
     generate: Callable[[], PrivateKey]
-    sign: Callable[[PrivateKey, bytes], bytes]
-    # raises cryptography.exceptions.InvalidSignature (or ValueError) on mismatch
-    verify: Callable[[PublicKey, bytes, bytes], None]
-    public_key_type: type
+    jws: JWSAlgModel  # joserfc's signer/verifier for it
+    key_type: type[JoseKey]  # joserfc key class for its JWKs
+    public_key_type: type[Any]
     min_rsa_bits: int = 0  # refuse weaker RSA keys when loading a JWK
     approx_jwk_bytes: int = 0  # serialized public JWK, for capacity planning
 
@@ -56,78 +63,72 @@ def get_algorithm(name: str) -> Algorithm:
         raise UnsupportedAlgorithm(f"algorithm {name!r} is not supported") from None
 
 
-# --- RSA -------------------------------------------------------------------
-
-def _rsa_generator(bits: int) -> Callable[[], rsa.RSAPrivateKey]:
-    return lambda: rsa.generate_private_key(public_exponent=65537, key_size=bits)
-
-
-def _pkcs1(hash_: hashes.HashAlgorithm):
-    def sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
-        return key.sign(data, padding.PKCS1v15(), hash_)
-
-    def verify(key: rsa.RSAPublicKey, data: bytes, sig: bytes) -> None:
-        key.verify(sig, data, padding.PKCS1v15(), hash_)
-
-    return sign, verify
+def supported_algorithms() -> tuple[str, ...]:
+    """The registered algorithm names, sorted (read-only)."""
+    return tuple(sorted(ALGORITHMS))
 
 
-def _pss(hash_: hashes.HashAlgorithm):
-    def pad() -> padding.PSS:
-        return padding.PSS(mgf=padding.MGF1(hash_), salt_length=hash_.digest_size)
+class LowSECDSA(JWSAlgModel):
+    """joserfc's ECDSA with one spelling per signature.
 
-    def sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
-        return key.sign(data, pad(), hash_)
+    (r, s) and (r, n - s) both verify; a verifier that takes both lets anyone
+    turn one token into two. We write s <= n/2 and accept nothing else.
+    """
 
-    def verify(key: rsa.RSAPublicKey, data: bytes, sig: bytes) -> None:
-        key.verify(sig, data, pad(), hash_)
+    key_type = "EC"
 
-    return sign, verify
+    def __init__(self, inner: JWSAlgModel, order: int, size: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.description = f"{inner.description}, low-S only"
+        self.order = order
+        self.size = size
 
+    def check_key(self, key: Any) -> None:
+        self.inner.check_key(key)
 
-# --- ECDSA: JWS wants raw r||s, cryptography speaks DER ---------------------
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        sig = self.inner.sign(msg, key)
+        s = int.from_bytes(sig[self.size:], "big")
+        if s > self.order // 2:
+            sig = sig[: self.size] + (self.order - s).to_bytes(self.size, "big")
+        return sig
 
-def _ecdsa(curve: ec.EllipticCurve, hash_: hashes.HashAlgorithm, size: int):
-    def sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
-        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hash_)))
-        return r.to_bytes(size, "big") + s.to_bytes(size, "big")
-
-    def verify(key: ec.EllipticCurvePublicKey, data: bytes, sig: bytes) -> None:
-        if len(sig) != 2 * size:
-            raise InvalidSignature("wrong ECDSA signature length")
-        r = int.from_bytes(sig[:size], "big")
-        s = int.from_bytes(sig[size:], "big")
-        key.verify(encode_dss_signature(r, s), data, ec.ECDSA(hash_))
-
-    return sign, verify
-
-
-def _ed25519_sign(key: ed25519.Ed25519PrivateKey, data: bytes) -> bytes:
-    return key.sign(data)
+    def verify(self, msg: bytes, sig: bytes, key: Any) -> bool:
+        if len(sig) != 2 * self.size or int.from_bytes(sig[self.size:], "big") > self.order // 2:
+            return False
+        return bool(self.inner.verify(msg, sig, key))
 
 
-def _ed25519_verify(key: ed25519.Ed25519PublicKey, data: bytes, sig: bytes) -> None:
-    key.verify(sig, data)
+# joserfc's own models (``Ed25519`` is its name for what gateways call EdDSA;
+# its ``EdDSA`` entry warns as deprecated, so we never ask for it by name).
+_JOSE = JWSRegistry.algorithms
+_P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 
-_rs256_sign, _rs256_verify = _pkcs1(hashes.SHA256())
-_ps256_sign, _ps256_verify = _pss(hashes.SHA256())
-_es256_sign, _es256_verify = _ecdsa(ec.SECP256R1(), hashes.SHA256(), 32)
+def _rsa_2048() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _p256() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
 
 register(Algorithm(
-    "RS256", "RSA", None, _rsa_generator(2048), _rs256_sign, _rs256_verify,
-    rsa.RSAPublicKey, min_rsa_bits=2048, approx_jwk_bytes=430,
+    "RS256", "RSA", None, _rsa_2048, _JOSE["RS256"], RSAKey, rsa.RSAPublicKey,
+    min_rsa_bits=2048, approx_jwk_bytes=430,
 ))
 register(Algorithm(
-    "PS256", "RSA", None, _rsa_generator(2048), _ps256_sign, _ps256_verify,
-    rsa.RSAPublicKey, min_rsa_bits=2048, approx_jwk_bytes=430,
+    "PS256", "RSA", None, _rsa_2048, _JOSE["PS256"], RSAKey, rsa.RSAPublicKey,
+    min_rsa_bits=2048, approx_jwk_bytes=430,
 ))
 register(Algorithm(
-    "ES256", "EC", "P-256", lambda: ec.generate_private_key(ec.SECP256R1()),
-    _es256_sign, _es256_verify, ec.EllipticCurvePublicKey, approx_jwk_bytes=180,
+    "ES256", "EC", "P-256", _p256, LowSECDSA(_JOSE["ES256"], _P256_ORDER, 32), ECKey,
+    ec.EllipticCurvePublicKey, approx_jwk_bytes=180,
 ))
 # Gateways (Envoy 1.40) know Ed25519 under the JWS name "EdDSA".
 register(Algorithm(
-    "EdDSA", "OKP", "Ed25519", ed25519.Ed25519PrivateKey.generate,
-    _ed25519_sign, _ed25519_verify, ed25519.Ed25519PublicKey, approx_jwk_bytes=140,
+    "EdDSA", "OKP", "Ed25519", ed25519.Ed25519PrivateKey.generate, _JOSE["Ed25519"], OKPKey,
+    ed25519.Ed25519PublicKey, approx_jwk_bytes=140,
 ))
+

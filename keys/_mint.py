@@ -1,20 +1,24 @@
 """Mint-and-burn: a fresh keypair per API key, used for one signature.
 
-The private key lives only in a local variable of ``_sign_once`` and is gone
-when it returns: it is not stored on any object, cached, logged or returned.
-What comes back holds only public data and the key string itself.
+The private key lives only in locals of ``_sign_once`` (the raw key and its
+joserfc wrapper) and is gone when it returns: it is not stored on any object,
+cached, logged or returned. What comes back holds only public data and the key
+string itself.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from functools import cache
+from typing import Any
 
 from ._algorithms import DEFAULT_ALGORITHM, Algorithm, PrivateKey, get_algorithm
-from ._b64 import b64url_encode
-from ._jwk import public_jwk
+from ._claims import check_numeric_dates
+from ._jose import JWSPolicy, jws_registry, sign_compact
+from ._jwk import bind_public, published_jwk, signing_key
 from .keystring import format_key_string, validate_prefix
 
 __all__ = ["MintedKey", "mint", "mint_with_keypair"]
@@ -45,19 +49,26 @@ def _json(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
+@cache
+def _policy(alg: Algorithm) -> JWSPolicy:
+    return jws_registry([alg])
+
+
 def _sign_once(
     private_key: PrivateKey, alg: Algorithm, claims: Mapping[str, Any], prefix: str, now: float
 ) -> MintedKey:
-    jwk = public_jwk(private_key.public_key(), alg)
+    public = bind_public(private_key.public_key(), alg)
+    jwk = published_jwk(public, alg)
     kid = jwk["kid"]
     payload = {k: v for k, v in claims.items() if v is not None}
     payload.setdefault("sub", kid)
     payload.setdefault("iat", int(now))
     payload["jti"] = kid
+    check_numeric_dates(payload, ValueError)  # never mint what our verifier refuses
     header = {"alg": alg.name, "kid": kid, "typ": "JWT"}
-    signing_input = f"{b64url_encode(_json(header))}.{b64url_encode(_json(payload))}"
-    signature = alg.sign(private_key, signing_input.encode("ascii"))
-    jwt = f"{signing_input}.{b64url_encode(signature)}"
+    signer = signing_key(private_key, public, alg)
+    jwt = sign_compact(header, _json(payload), signer, _policy(alg))
+    del signer, private_key
     return MintedKey(format_key_string(prefix, jwt), kid, jwk, payload)
 
 
@@ -78,6 +89,7 @@ def mint(
     """Generate a keypair, sign ``claims`` once, forget the private key.
 
     ``jti`` is set to the key id; ``sub`` defaults to it; ``iat`` to now.
+    ``exp``/``nbf``/``iat`` must be integers (NumericDate, year 0..9999).
     CPU-bound (RSA-2048 generation takes ~35 ms): call it off the event loop.
     """
     _check(claims, prefix)

@@ -14,8 +14,9 @@ import base64
 import bisect
 import hashlib
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from ._jwk import public_only
 

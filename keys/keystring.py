@@ -10,8 +10,8 @@ There is no checksum suffix: it would glue onto the signature for gateways.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Collection
 
 from .errors import InvalidKeyString, WrongPrefix
 

@@ -4,21 +4,27 @@ Stricter than a generic JWT library on purpose: one spelling per token
 (canonical base64url, exactly three parts, no duplicate JSON members), the
 algorithm pinned by the caller *and* by the key's own JWK, a kid required,
 headers that point elsewhere for keys (jku, x5u, jwk, x5c) or demand
-extensions (crit, b64) refused, and time taken from an injected clock.
+extensions (crit, b64) refused, ES256 signatures low-S only, NumericDates
+integers, and time taken from an injected clock. The signature check itself
+is joserfc's, under a registry that enforces the same header rules.
 Every failure raises a :class:`keys.errors.KeyCoreError` subclass.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Collection, Mapping, Protocol
+from typing import Any, Protocol
 
-from cryptography.exceptions import InvalidSignature
+from joserfc.errors import JoseError
+from joserfc.util import urlsafe_b64decode
 
 from ._algorithms import DEFAULT_ALGORITHM, get_algorithm
-from ._b64 import b64url_decode_strict
+from ._claims import check_numeric_dates
+from ._jose import UNTRUSTED_HEADERS, jws_registry, verify_compact
 from ._jwk import VerificationKey, load_public_jwk
 from .errors import (
     BadSignature,
@@ -36,7 +42,6 @@ from .keystring import parse_key_string
 
 __all__ = ["KeyLookup", "PublicKeySet", "VerifiedKey", "Verifier", "UNTRUSTED_HEADERS", "unverified_kid"]
 
-UNTRUSTED_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
 DEFAULT_MAX_TOKEN_BYTES = 8192
 
 
@@ -56,10 +61,9 @@ class PublicKeySet:
             self.add(jwk)
 
     @classmethod
-    def from_jwks_document(cls, document: Mapping[str, Any] | bytes | str) -> "PublicKeySet":
-        if not isinstance(document, Mapping):
-            document = json.loads(document)
-        return cls(document["keys"])
+    def from_jwks_document(cls, document: Mapping[str, Any] | bytes | str) -> PublicKeySet:
+        parsed: Mapping[str, Any] = document if isinstance(document, Mapping) else json.loads(document)
+        return cls(parsed["keys"])
 
     def add(self, jwk: Mapping[str, Any]) -> VerificationKey:
         key = load_public_jwk(jwk)
@@ -89,7 +93,8 @@ class VerifiedKey:
 
     @property
     def subject(self) -> str | None:
-        return self.claims.get("sub")
+        sub = self.claims.get("sub")
+        return sub if isinstance(sub, str) else None
 
     @property
     def scopes(self) -> frozenset[str]:
@@ -110,22 +115,32 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN/Infinity: an exp of NaN would never expire
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 reads as infinity
+        raise ValueError("number out of range")
+    return value
+
+
+def _b64decode(segment: str) -> bytes:
+    """Canonical base64url only (joserfc's decoder refuses padding and stray bits)."""
+    return urlsafe_b64decode(segment.encode("ascii"))
+
+
+# one decoder, built once (json.loads with hooks builds a new one per call)
+_DECODER = json.JSONDecoder(
+    object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant, parse_float=_finite_float
+)
+
+
 def _json_object(segment: str) -> dict[str, Any]:
     try:
-        obj = json.loads(
-            b64url_decode_strict(segment).decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
+        obj = _DECODER.decode(_b64decode(segment).decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidKeyString() from None
     if not isinstance(obj, dict):
         raise InvalidKeyString()
     return obj
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def unverified_kid(key_string: str, max_token_bytes: int = DEFAULT_MAX_TOKEN_BYTES) -> str:
@@ -147,7 +162,8 @@ class Verifier:
     ``verify`` returns a :class:`VerifiedKey` or raises. Claim checks:
     ``iss`` equal to ``issuer``; ``aud`` equal to (or a list containing)
     ``audience``; ``exp``/``nbf``/``iat`` against ``clock()`` with ``leeway``
-    seconds (``future_leeway`` for nbf/iat, if given); ``jti`` equal to the kid (each of our keys signs exactly one token).
+    seconds (``future_leeway`` for nbf/iat, if given), each an integer NumericDate;
+    ``jti`` equal to the kid (each of our keys signs exactly one token).
     """
 
     def __init__(
@@ -169,6 +185,7 @@ class Verifier:
         for name in algorithms:
             get_algorithm(name)  # only registered, asymmetric algorithms
         self.keys = keys
+        self._policy = jws_registry(get_algorithm(name) for name in sorted(set(algorithms)))
         self.issuer = issuer
         self.audience = audience
         self.algorithms = frozenset(algorithms)
@@ -203,13 +220,15 @@ class Verifier:
         if not s64:
             raise InvalidKeyString()
         try:
-            signature = b64url_decode_strict(s64)
+            _b64decode(s64)  # canonical, or it is another spelling of some token
         except ValueError:
             raise InvalidKeyString() from None
         try:
-            key.algorithm.verify(key.public_key, f"{h64}.{p64}".encode("ascii"), signature)
-        except (InvalidSignature, ValueError):
-            raise BadSignature() from None
+            ok = verify_compact(header, (h64, p64, s64), key.jose_key, self._policy)
+        except JoseError:  # a header member of the wrong type (the untrusted ones are refused above)
+            raise InvalidKeyString() from None
+        if not ok:
+            raise BadSignature()
         claims = _json_object(p64)
         self._check_claims(claims, key.kid, now)
         return VerifiedKey(key.kid, key.algorithm.name, parsed.prefix, claims, header)
@@ -243,9 +262,7 @@ class Verifier:
                 raise InvalidClaims("wrong audience")
         if self.require_jti_is_kid and claims.get("jti") != kid:
             raise InvalidClaims("jti does not match the key id")
-        for name in ("exp", "nbf", "iat"):
-            if name in claims and not _is_number(claims[name]):
-                raise InvalidClaims(f"{name} is not a number")
+        check_numeric_dates(claims, InvalidClaims)
         if "exp" in claims and now >= claims["exp"] + self.leeway:
             raise ExpiredToken()
         if "nbf" in claims and now + self.future_leeway < claims["nbf"]:

@@ -108,7 +108,7 @@ def _discovery(request: Request, tenant_id: str) -> dict:
         "grant_types_supported": [],
         "token_endpoint_auth_methods_supported": ["none"],
         # any key of the tenant may use any of these (the algorithm is per key)
-        "id_token_signing_alg_values_supported": sorted(keys.ALGORITHMS),
+        "id_token_signing_alg_values_supported": list(keys.supported_algorithms()),
         "subject_types_supported": ["public"],
         "scopes_supported": [],
         "service_documentation": f"{base}/schema",

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping
 
 import keys
+import keys.hazmat
 
 log = logging.getLogger("authserver.keygen")
 
@@ -43,8 +44,8 @@ class KeyGenerator:
         self.refill_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keygen-refill",
                                                   initializer=_lowest_cpu_priority)
         self._clock = clock
-        self.pools: dict[str, keys.KeypairPool] = {
-            alg: keys.KeypairPool(alg, pool_size, pool_max_age, clock) for alg in pool_algorithms
+        self.pools: dict[str, keys.hazmat.KeypairPool] = {
+            alg: keys.hazmat.KeypairPool(alg, pool_size, pool_max_age, clock) for alg in pool_algorithms
         } if pool_size > 0 else {}
         self._wake = asyncio.Event()
         self.pool_hits = 0

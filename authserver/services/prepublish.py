@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from sqlalchemy import delete
 
 import keys
+import keys.hazmat
 
 from ..db.models import ApiKey
 
@@ -37,15 +38,15 @@ class Prepublisher:
         self.pool_size = pool_size
         self.max_age = max_age
         self.min_age = min_age  # gateway cache duration plus a margin
-        self.pools: dict[str, keys.KeypairPool] = {}
+        self.pools: dict[str, keys.hazmat.KeypairPool] = {}
         self.published: set[str] = set()  # kids whose pending row is committed
         self._wake = asyncio.Event()
 
-    def pool(self, tenant_id: str) -> keys.KeypairPool:
+    def pool(self, tenant_id: str) -> keys.hazmat.KeypairPool:
         pool = self.pools.get(tenant_id)
         if pool is None:
             algorithm = self.service.tenant(tenant_id).info.algorithm
-            pool = self.pools[tenant_id] = keys.KeypairPool(algorithm, self.pool_size, self.max_age,
+            pool = self.pools[tenant_id] = keys.hazmat.KeypairPool(algorithm, self.pool_size, self.max_age,
                                                              self.service.clock)
         return pool
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from keys_support import AUDIENCE, ISSUER, NOW, Signer
 
 import keys
-from keys_support import AUDIENCE, ISSUER, NOW, Signer
 
 
 @pytest.fixture(scope="session")

@@ -29,6 +29,7 @@ AUDIENCE = "acme-api"
 PREFIX = "sk_live_"
 B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 DROP = object()  # claims(x=DROP) / header(x=DROP) removes member x
 
 
@@ -60,15 +61,25 @@ def decode_segment(segment: str) -> Any:
     return json.loads(unb64(segment))
 
 
+def flip_s(signature: bytes) -> bytes:
+    """The other valid ES256 signature for the same input: (r, n - s)."""
+    s = int.from_bytes(signature[32:], "big")
+    return signature[:32] + (P256_ORDER - s).to_bytes(32, "big")
+
+
 def raw_sign(alg: str, private_key: Any, data: bytes) -> bytes:
-    """JWS signatures straight from `cryptography`, not via keys/."""
+    """JWS signatures straight from `cryptography`, not via keys/.
+
+    ES256 comes out low-S (s <= n/2), the one spelling our verifier accepts;
+    "ES256-high-s" forges the other one."""
     if alg == "RS256":
         return private_key.sign(data, padding.PKCS1v15(), hashes.SHA256())
     if alg == "PS256":
         pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
         return private_key.sign(data, pss, hashes.SHA256())
-    if alg == "ES256":
+    if alg in ("ES256", "ES256-high-s"):
         r, s = decode_dss_signature(private_key.sign(data, ec.ECDSA(hashes.SHA256())))
+        s = min(s, P256_ORDER - s) if alg == "ES256" else max(s, P256_ORDER - s)
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
     if alg == "EdDSA":
         return private_key.sign(data)

@@ -3,14 +3,18 @@ without the web stack."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import keys
 import keys.errors
+import keys.hazmat
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,15 +35,62 @@ CODES = {
 }
 
 
+PUBLIC = {
+    "DEFAULT_ALGORITHM", "Algorithm", "get_algorithm", "supported_algorithms",
+    "VerificationKey", "load_public_jwk", "public_jwk", "public_only", "sentinel_jwk", "thumbprint",
+    "MintedKey", "mint",
+    "KEY_STRING_PATTERN", "KEY_STRING_REGEX", "PREFIX_PATTERN", "ParsedKeyString", "format_key_string",
+    "parse_key_string", "validate_prefix",
+    "UNTRUSTED_HEADERS", "KeyLookup", "PublicKeySet", "VerifiedKey", "Verifier",
+    "JWKSDocument", "RenderedJWKS",
+    *CODES,
+}
+HAZMAT = {"ALGORITHMS", "KeypairPool", "mint_with_keypair", "register", "unverified_kid"}
+
+
+def _public_members(module) -> set[str]:
+    return {name for name, value in vars(module).items() if not name.startswith("_") and not inspect.ismodule(value)}
+
+
 def test_all_names_exactly_the_public_members():
-    exported = {
-        name for name, value in vars(keys).items()
-        if not name.startswith("_") and not inspect.ismodule(value)
-    }
     assert len(keys.__all__) == len(set(keys.__all__)), "duplicates in __all__"
-    assert set(keys.__all__) == exported
+    assert set(keys.__all__) == _public_members(keys) == PUBLIC
     for name in keys.__all__:
         assert getattr(keys, name) is not None, name
+
+
+def test_hazmat_names_are_exactly_the_risky_ones():
+    assert len(keys.hazmat.__all__) == len(set(keys.hazmat.__all__))
+    assert set(keys.hazmat.__all__) == _public_members(keys.hazmat) == HAZMAT
+    assert not HAZMAT & set(keys.__all__)
+
+
+def test_moved_names_still_resolve_from_keys_with_a_warning():
+    for name in HAZMAT:
+        with pytest.warns(DeprecationWarning, match=f"keys.hazmat.{name}"):
+            assert getattr(keys, name) is getattr(keys.hazmat, name)
+    with pytest.raises(AttributeError):
+        keys.no_such_name  # noqa: B018
+
+
+def test_supported_algorithms_is_a_sorted_read_only_view():
+    names = keys.supported_algorithms()
+    assert names == ("ES256", "EdDSA", "PS256", "RS256") == tuple(sorted(keys.hazmat.ALGORITHMS))
+    assert isinstance(names, tuple)
+
+
+def test_every_submodule_declares_all():
+    for path in sorted((REPO / "keys").glob("*.py")):
+        module = importlib.import_module(f"keys.{path.stem}" if path.stem != "__init__" else "keys")
+        assert isinstance(getattr(module, "__all__", None), list), path.name
+        for name in module.__all__:
+            assert hasattr(module, name), f"{path.name}: {name}"
+
+
+def test_package_ships_py_typed():
+    assert (REPO / "keys" / "py.typed").is_file()
+    package_data = (REPO / "pyproject.toml").read_text(encoding="utf-8").split("[tool.setuptools.package-data]")[1]
+    assert 'keys = ["py.typed"]' in package_data
 
 
 def test_every_error_is_exported_from_the_package():
@@ -72,10 +123,11 @@ def test_errors_carry_code_and_description():
 
 
 # Everything the service needs that keys/ must not: the web stack, the
-# database, the cache, the service package and the JOSE libraries we test with.
+# database, the cache, the service package and the JOSE libraries we only test
+# with. joserfc and cryptography are keys/'s own dependencies.
 BLOCKED = [
     "litestar", "sqlalchemy", "redis", "authserver", "uvicorn", "alembic", "aiosqlite", "asyncpg",
-    "prometheus_client", "jinja2", "yaml", "msgspec", "httpx", "jwt", "jwcrypto", "joserfc",
+    "prometheus_client", "jinja2", "yaml", "msgspec", "httpx", "jwt", "jwcrypto",
 ]
 
 IMPORT_SCRIPT = textwrap.dedent(
@@ -100,6 +152,8 @@ IMPORT_SCRIPT = textwrap.dedent(
     doc = keys.JWKSDocument(sentinel=keys.sentinel_jwk())
     doc.add(minted.public_jwk)
     doc.render()
+    import keys.hazmat
+    assert "joserfc" in sys.modules
     loaded = sorted(n for n in sys.modules if n.split(".")[0] in blocked and sys.modules[n] is not None)
     assert not loaded, loaded
     print("OK", minted.kid)

@@ -17,12 +17,24 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from keys_support import (
+    AUDIENCE,
+    B64URL_ALPHABET,
+    DROP,
+    ISSUER,
+    NOW,
+    PREFIX,
+    Signer,
+    b64,
+    b64json,
+    decode_segment,
+    load_json,
+    raw_sign,
+    split_key,
+    unb64,
+)
 
 import keys
-from keys_support import (
-    AUDIENCE, B64URL_ALPHABET, DROP, ISSUER, NOW, PREFIX, Signer, b64, b64json, decode_segment, raw_sign,
-    load_json, split_key, unb64,
-)
 
 LIVE = PREFIX
 RFC8037_A4 = next(v for v in load_json("signatures.json")["vectors"] if v["alg"] == "EdDSA")["compact"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from keys_support import b64, unb64
 
 import keys
-from keys_support import b64, unb64
 
 
 def test_typ_null_is_refused(rs_signer, make_verifier):

@@ -7,10 +7,10 @@ import re
 
 import pytest
 from jwcrypto import jwk as jwcrypto_jwk
+from keys_support import AUDIENCE, ISSUER, NOW, PRIVATE_MEMBERS
 
 import keys
 import keys.jwks
-from keys_support import AUDIENCE, ISSUER, NOW, PRIVATE_MEMBERS
 
 
 @pytest.fixture(scope="module")

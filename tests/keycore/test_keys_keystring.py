@@ -7,9 +7,9 @@ import json
 import random
 
 import pytest
+from keys_support import AUDIENCE, B64URL_ALPHABET, ISSUER, NOW
 
 import keys
-from keys_support import AUDIENCE, B64URL_ALPHABET, ISSUER, NOW
 
 
 @pytest.fixture(scope="module")

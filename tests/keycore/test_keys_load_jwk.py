@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from keys_support import B64URL_ALPHABET, load_json, unb64
 
 import keys
-from keys_support import B64URL_ALPHABET, load_json, unb64
 
 RFC7638 = load_json("thumbprints.json")["vectors"][0]
 RSA_JWK = {**RFC7638["jwk"], "kid": RFC7638["thumbprint"]}  # 2048-bit RSA, alg RS256

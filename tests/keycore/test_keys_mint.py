@@ -18,11 +18,12 @@ from joserfc.jwk import JWKRegistry
 from joserfc.jwt import JWTClaimsRegistry
 from jwcrypto import jwk as jwcrypto_jwk
 from jwcrypto import jwt as jwcrypto_jwt
-
-import keys
 from keys_support import AUDIENCE, ISSUER, NOW, PRIVATE_MEMBERS, decode_segment, split_key
 
-ALGS = sorted(keys.ALGORITHMS)
+import keys
+import keys.hazmat
+
+ALGS = list(keys.supported_algorithms())
 EXP = 4_102_444_800  # 2100-01-01: a hard expiry that real-time libraries still accept
 PUBLIC_MEMBERS = {"RSA": {"n", "e"}, "EC": {"crv", "x", "y"}, "OKP": {"crv", "x"}}
 
@@ -185,7 +186,7 @@ def _baseline_refcount() -> int:
 
 
 def _capturing(monkeypatch, alg: str) -> list:
-    original = keys.ALGORITHMS[alg]
+    original = keys.hazmat.ALGORITHMS[alg]
     captured: list = []
 
     def generate():
@@ -193,7 +194,7 @@ def _capturing(monkeypatch, alg: str) -> list:
         captured.append(key)
         return key
 
-    monkeypatch.setitem(keys.ALGORITHMS, alg, dataclasses.replace(original, generate=generate))
+    monkeypatch.setitem(keys.hazmat.ALGORITHMS, alg, dataclasses.replace(original, generate=generate))
     return captured
 
 
@@ -225,7 +226,7 @@ def test_mint_with_keypair_keeps_no_reference(monkeypatch):
         captured.append(key)
         return key
 
-    m = keys.mint_with_keypair(take, {"iss": ISSUER, "aud": AUDIENCE}, algorithm="ES256", clock=lambda: NOW)
+    m = keys.hazmat.mint_with_keypair(take, {"iss": ISSUER, "aud": AUDIENCE}, algorithm="ES256", clock=lambda: NOW)
     assert len(captured) == 1
     gc.collect()
     baseline = _baseline_refcount()
@@ -243,7 +244,7 @@ def test_mint_with_keypair_signs_with_the_given_key():
         calls.append(1)
         return key
 
-    m = keys.mint_with_keypair(take, {"iss": ISSUER, "aud": AUDIENCE, "sub": "u"},
+    m = keys.hazmat.mint_with_keypair(take, {"iss": ISSUER, "aud": AUDIENCE, "sub": "u"},
                                algorithm="ES256", prefix="sk_test_", clock=lambda: NOW)
     assert calls == [1]
     assert m.kid == expected_kid and m.prefix == "sk_test_" and m.claims["sub"] == "u"
@@ -254,7 +255,7 @@ def test_mint_with_keypair_signs_with_the_given_key():
 def test_mint_with_keypair_refuses_a_key_of_the_wrong_type():
     key = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(keys.KeyCoreError):
-        keys.mint_with_keypair(lambda: key, {}, algorithm="RS256")
+        keys.hazmat.mint_with_keypair(lambda: key, {}, algorithm="RS256")
 
 
 def test_repr_never_shows_the_token(minted):
@@ -276,7 +277,7 @@ def test_mint_refuses_jti(claims, monkeypatch):
         keys.mint(claims, algorithm="EdDSA")
     assert captured == []  # refused before any keypair was generated
     with pytest.raises(ValueError):
-        keys.mint_with_keypair(lambda: pytest.fail("must not take a key"), claims, algorithm="EdDSA")
+        keys.hazmat.mint_with_keypair(lambda: pytest.fail("must not take a key"), claims, algorithm="EdDSA")
 
 
 @pytest.mark.parametrize("prefix", ["", "SK_", "sk", "sk-live_", "_sk_", "sk live_", "sk_live", "a" * 17 + "_",
@@ -287,7 +288,7 @@ def test_mint_refuses_bad_prefix(prefix, monkeypatch):
         keys.mint({}, algorithm="EdDSA", prefix=prefix)
     assert captured == []
     with pytest.raises(ValueError):
-        keys.mint_with_keypair(lambda: pytest.fail("must not take a key"), {}, algorithm="EdDSA", prefix=prefix)
+        keys.hazmat.mint_with_keypair(lambda: pytest.fail("must not take a key"), {}, algorithm="EdDSA", prefix=prefix)
 
 
 @pytest.mark.parametrize("alg", ["none", "HS256", "RS512", "ES512", "Ed25519", "rs256", None])

@@ -1,4 +1,4 @@
-"""keys.KeypairPool and the server's fast-mint path."""
+"""keys.hazmat.KeypairPool and the server's fast-mint path."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import jwt as pyjwt
 import pytest
 
 import keys
+import keys.hazmat
 
 
 class Clock:
@@ -20,7 +21,7 @@ class Clock:
 
 def test_pool_fills_to_capacity_and_mints_verifiable_keys():
     clock = Clock()
-    pool = keys.KeypairPool("ES256", 3, max_age=60, clock=clock)
+    pool = keys.hazmat.KeypairPool("ES256", 3, max_age=60, clock=clock)
     while pool.fill_one():
         pass
     assert len(pool) == 3 and pool.fill_one() is None
@@ -34,7 +35,7 @@ def test_pool_fills_to_capacity_and_mints_verifiable_keys():
 
 def test_pool_respects_min_age_and_evicts_old_keypairs():
     clock = Clock()
-    pool = keys.KeypairPool("EdDSA", 2, max_age=100, clock=clock)
+    pool = keys.hazmat.KeypairPool("EdDSA", 2, max_age=100, clock=clock)
     pool.fill_one()
     assert pool.mint({}, prefix="sk_live_", min_age=10, clock=clock) is None  # too young
     assert pool.public_jwks(older_than=10) == []
@@ -55,8 +56,8 @@ def test_pooled_private_key_is_released_after_signing(monkeypatch):
         captured.append(key)
         return key
 
-    monkeypatch.setitem(keys.ALGORITHMS, "EdDSA", dataclasses.replace(alg, generate=generate))
-    pool = keys.KeypairPool("EdDSA", 1, max_age=60)
+    monkeypatch.setitem(keys.hazmat.ALGORITHMS, "EdDSA", dataclasses.replace(alg, generate=generate))
+    pool = keys.hazmat.KeypairPool("EdDSA", 1, max_age=60)
     pool.fill_one()
     held_by_pool = sys.getrefcount(captured[0])
     pool.mint({}, prefix="sk_live_")
@@ -67,9 +68,9 @@ def test_pooled_private_key_is_released_after_signing(monkeypatch):
 
 def test_pool_rejects_bad_configuration():
     with pytest.raises(ValueError):
-        keys.KeypairPool("RS256", 0, 60)
+        keys.hazmat.KeypairPool("RS256", 0, 60)
     with pytest.raises(keys.UnsupportedAlgorithm):
-        keys.KeypairPool("HS256", 1, 60)
+        keys.hazmat.KeypairPool("HS256", 1, 60)
 
 
 async def test_server_mints_from_the_pool(tenant, client_factory):
