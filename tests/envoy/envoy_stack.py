@@ -128,7 +128,7 @@ class Stack:
         from authserver.settings import Settings
 
         return Settings(database_url=self.db_url, public_url=self.url, gateway_cache_seconds=CACHE_SECONDS,
-                        log_json=False).validated()
+                        log_json=False)
 
     # --- before the server starts: the service layer on the same database ---
 

@@ -42,7 +42,7 @@ def tenant(**kw):
 
 
 def settings(**kw) -> Settings:
-    return Settings(**{"public_url": "http://127.0.0.1:8080", **kw}).validated()
+    return Settings(**{"public_url": "http://127.0.0.1:8080", **kw})
 
 
 def hcm(cfg):
