@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .core import Core
 from .settings import Settings
+
+if TYPE_CHECKING:  # the service stack is imported when a command opens it, not by `authserver --help`
+    from .core import Core
 
 __all__ = ["check_sqlite_path", "open_core"]
 
@@ -28,6 +31,8 @@ def check_sqlite_path(settings: Settings) -> None:
 @asynccontextmanager
 async def open_core(settings: Settings) -> AsyncIterator[Core]:
     """A Core on migrated, loaded data; released on exit."""
+    from .core import Core
+
     check_sqlite_path(settings)
     core = Core.build(settings)
     try:  # a failed migration or load still releases the engine and threads

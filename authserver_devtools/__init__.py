@@ -9,9 +9,9 @@ nothing from ``authserver`` at import time.
 
 from __future__ import annotations
 
-from .echo import EchoUpstream
 from .envoy import EnvoyProcess, find_envoy
 from .procs import death_signal_preexec, free_port
+from .upstream import EchoUpstream
 from .wait import wait_for_status, wait_for_value, wait_until, wait_until_async
 
 __all__ = [
