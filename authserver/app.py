@@ -22,7 +22,7 @@ from .settings import Settings
 
 
 def create_app(settings: Settings | None = None, *, clock: Callable[[], float] = time.time) -> Litestar:
-    settings = (settings or Settings.from_env()).validated()
+    settings = settings or Settings.from_env()
     configure_logging(settings)
     core = Core.build(settings, clock)
 

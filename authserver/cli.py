@@ -13,38 +13,30 @@ import json
 import re
 import sys
 import time
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
+from .offline import check_sqlite_path, open_core
 from .settings import Settings
+
+__all__ = ["build_parser", "main"]
+
+if TYPE_CHECKING:  # argparse's own name for what add_subparsers() returns (generic in the stubs only)
+    _Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+# what set_defaults(func=...) names: a command, given the settings and its arguments
+Command = Callable[[Settings, argparse.Namespace], int | Coroutine[Any, Any, int]]
 
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False))
 
 
-@asynccontextmanager
-async def _core(settings: Settings) -> AsyncIterator[Any]:
-    from .core import Core
-
-    core = Core.build(settings)
-    try:  # a failed migration or load still releases the engine and threads
-        if settings.run_migrations:
-            from .db.migrate import upgrade_async
-
-            await upgrade_async(settings.database_url)
-        await core.service.load()
-        yield core
-    finally:
-        core.keygen.close()
-        await core.engine.dispose()
-
-
 def _fmt_time(ts: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts)) if ts else "-"
 
 
-def _print_keys(rows: list[dict]) -> None:
+def _print_keys(rows: list[dict[str, Any]]) -> None:
     cols = ("id", "name", "hint", "state", "scopes", "created", "expires")
     table = [
         (r["id"], r["name"] or "", r["hint"], r["state"], " ".join(r["scopes"]), _fmt_time(r["created_at"]),
@@ -52,25 +44,18 @@ def _print_keys(rows: list[dict]) -> None:
         for r in rows
     ]
     widths = [max([len(c)] + [len(str(t[i])) for t in table]) for i, c in enumerate(cols)]
-    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
     for t in table:
-        print("  ".join(str(v).ljust(w) for v, w in zip(t, widths)))
+        print("  ".join(str(v).ljust(w) for v, w in zip(t, widths, strict=True)))
 
 
-def _curl_example(settings: Settings, tenant_id: str, admin_key: str) -> str:
-    base = f"http://{settings.host}:{settings.port}"
-    return (
-        f"  export ADMIN_KEY='{admin_key}'\n"
-        f"  curl -s -X POST {base}/v1/keys -H \"Authorization: Bearer $ADMIN_KEY\" \\\n"
-        f"       -H 'Content-Type: application/json' -d '{{\"name\": \"my first key\", \"scopes\": [\"read\"]}}'\n"
-        f"  curl -s {base}/t/{tenant_id}/.well-known/jwks.json"
-    )
+# --- commands: one function each, named by the parser's set_defaults(func=...) ---
 
 
 async def _cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> int:
     from .services import Actor
 
-    async with _core(settings) as core:
+    async with open_core(settings) as core:
         info, admin = await core.service.create_tenant(
             args.tenant, audience=args.audience, key_prefix=args.prefix, algorithm=args.algorithm, actor=Actor("cli")
         )
@@ -88,7 +73,7 @@ async def _cmd_tenant_shards(settings: Settings, args: argparse.Namespace) -> in
 
     from .services import Actor
 
-    async with _core(settings) as core:
+    async with open_core(settings) as core:
         tk = core.service.tenant(args.tenant)
         count = args.count
         if args.auto:
@@ -102,43 +87,77 @@ async def _cmd_tenant_shards(settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
-async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+async def _cmd_keys_mint(settings: Settings, args: argparse.Namespace) -> int:
     from .services import Actor, KeySpec
     from .services.apikeys import key_view
 
-    actor = Actor("cli")
-    async with _core(settings) as core:
+    async with open_core(settings) as core:
         svc, now = core.service, core.clock()
-        if args.keys_cmd == "mint":
-            spec = KeySpec(name=args.name, subject=args.subject, scopes=args.scope or [],
-                           expires_in=args.expires_in, algorithm=args.algorithm)
-            row, minted = await svc.mint(args.tenant, spec, actor)
-            out = key_view(row, now, settings) | {"key": minted.key}
-            if args.json:
-                _print_json(out)
-            else:
-                print(f"minted {row.id} ({row.algorithm}); the key, shown once:\n{minted.key}")
-        elif args.keys_cmd == "list":
-            page = await svc.list(args.tenant, state=args.state, limit=args.limit)
-            rows = [key_view(r, now, settings) for r in page.items]
-            _print_json(rows) if args.json else _print_keys(rows)
-        elif args.keys_cmd == "get":
-            view = key_view(await svc.get(args.tenant, args.key_id), now, settings)
-            _print_json(view) if args.json else _print_keys([view])
-        elif args.keys_cmd == "roll":
-            new, minted, old = await svc.roll(args.tenant, args.key_id, actor, grace_seconds=args.grace)
-            if args.json:
-                _print_json(key_view(new, now, settings) | {"key": minted.key, "previous": key_view(old, now, settings)})
-            else:
-                print(f"rolled {old.id} -> {new.id}; old key valid until {_fmt_time(old.grace_ends_at)}")
-                print(f"new key, shown once:\n{minted.key}")
-        elif args.keys_cmd == "revoke":
-            row = await svc.revoke(args.tenant, args.key_id, actor)
-            _print_json(key_view(row, now, settings)) if args.json else print(f"revoked {row.id}")
+        spec = KeySpec(name=args.name, subject=args.subject, scopes=args.scope or [],
+                       expires_in=args.expires_in, algorithm=args.algorithm)
+        row, minted = await svc.mint(args.tenant, spec, Actor("cli"))
+        out = key_view(row, now, settings) | {"key": minted.key}
+        if args.json:
+            _print_json(out)
+        else:
+            print(f"minted {row.id} ({row.algorithm}); the key, shown once:\n{minted.key}")
     return 0
 
 
-def _cmd_serve(settings: Settings) -> int:
+async def _cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    from .services.apikeys import key_view
+
+    async with open_core(settings) as core:
+        svc, now = core.service, core.clock()
+        page = await svc.list(args.tenant, state=args.state, limit=args.limit)
+        rows = [key_view(r, now, settings) for r in page.items]
+        _print_json(rows) if args.json else _print_keys(rows)
+    return 0
+
+
+async def _cmd_keys_get(settings: Settings, args: argparse.Namespace) -> int:
+    from .services.apikeys import key_view
+
+    async with open_core(settings) as core:
+        svc, now = core.service, core.clock()
+        view = key_view(await svc.get(args.tenant, args.key_id), now, settings)
+        _print_json(view) if args.json else _print_keys([view])
+    return 0
+
+
+async def _cmd_keys_roll(settings: Settings, args: argparse.Namespace) -> int:
+    from .services import Actor
+    from .services.apikeys import key_view
+
+    async with open_core(settings) as core:
+        svc, now = core.service, core.clock()
+        new, minted, old = await svc.roll(args.tenant, args.key_id, Actor("cli"), grace_seconds=args.grace)
+        if args.json:
+            _print_json(key_view(new, now, settings) | {"key": minted.key, "previous": key_view(old, now, settings)})
+        else:
+            print(f"rolled {old.id} -> {new.id}; old key valid until {_fmt_time(old.grace_ends_at)}")
+            print(f"new key, shown once:\n{minted.key}")
+    return 0
+
+
+async def _cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from .services import Actor
+    from .services.apikeys import key_view
+
+    async with open_core(settings) as core:
+        svc, now = core.service, core.clock()
+        row = await svc.revoke(args.tenant, args.key_id, Actor("cli"))
+        _print_json(key_view(row, now, settings)) if args.json else print(f"revoked {row.id}")
+    return 0
+
+
+async def _cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
+    from .gateways import cli_gateway
+
+    return await cli_gateway(settings, args)
+
+
+def _serve(settings: Settings) -> int:
     import uvicorn
 
     from .app import create_app
@@ -148,54 +167,48 @@ def _cmd_serve(settings: Settings) -> int:
     return 0
 
 
-async def _quickstart_setup(settings: Settings, tenant_id: str) -> tuple[str, str]:
-    from .services import Actor, KeySpec
-    from .keycache import ADMIN_SCOPES
-
-    async with _core(settings) as core:
-        if core.cache.get(tenant_id) is None:
-            _, admin = await core.service.create_tenant(tenant_id, actor=Actor("cli"))
-            return "created", admin.key
-        _, admin = await core.service.mint(tenant_id, KeySpec(name="admin", scopes=list(ADMIN_SCOPES)),
-                                           Actor("cli"), kind="admin")
-        return "existing", admin.key
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    check_sqlite_path(settings)
+    return _serve(settings)
 
 
 def _cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
-    tenant_id = settings.default_tenant
-    how, admin_key = asyncio.run(_quickstart_setup(settings, tenant_id))
-    print(f"authserver quickstart: tenant '{tenant_id}' ({how}), database {settings.database_url}")
-    print("Admin key for the management API (shown once, store it now):\n")
-    print(f"  {admin_key}\n")
-    print("Try it:\n" + _curl_example(settings, tenant_id, admin_key) + "\n")
-    if getattr(args, "with_envoy", False) and not args.no_serve:
-        from .quickstart_envoy import run
+    from . import quickstart
 
-        return run(settings, args, tenant_id, admin_key)
+    tenant_id = settings.default_tenant
+    how, admin_key = asyncio.run(quickstart.setup(settings, tenant_id))
+    quickstart.print_admin_key(settings, tenant_id, how, admin_key)
     if args.no_serve:
         return 0
+    if args.with_envoy:
+        return quickstart.run_with_envoy(settings, tenant_id, listen=args.envoy_listen,
+                                         cache_duration=args.envoy_cache_duration)
     print(f"Serving on http://{settings.host}:{settings.port}  (Ctrl-C to stop)", flush=True)
-    return _cmd_serve(settings)
+    return _serve(settings)
 
 
-def _cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+def _cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     from .db.migrate import upgrade
 
+    check_sqlite_path(settings)
     upgrade(settings.database_url, args.revision)
     print(f"database at {args.revision}")
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="authserver", description="JWKS authorization server for API keys")
-    p.add_argument("--database-url", help="overrides AUTHSERVER_DATABASE_URL")
-    sub = p.add_subparsers(dest="cmd", required=True)
+# --- the parser ---
 
+
+def _add_serve(sub: _Subparsers) -> None:
     s = sub.add_parser("serve", help="run the HTTP server")
     s.add_argument("--host")
     s.add_argument("--port", type=int)
+    s.set_defaults(func=_cmd_serve)
 
-    q = sub.add_parser("quickstart", help="create the default tenant on the embedded database, print an admin key, serve")
+
+def _add_quickstart(sub: _Subparsers) -> None:
+    q = sub.add_parser("quickstart",
+                       help="create the default tenant on the embedded database, print an admin key, serve")
     q.add_argument("--host")
     q.add_argument("--port", type=int)
     q.add_argument("--no-serve", action="store_true", help="set up and print, but do not serve")
@@ -204,12 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--envoy-listen", default="127.0.0.1:10000", metavar="HOST:PORT")
     q.add_argument("--envoy-cache-duration", type=int, default=5, metavar="SECONDS",
                    help="the demo Envoy's JWKS refresh period (default 5)")
+    q.set_defaults(func=_cmd_quickstart)
 
+
+def _add_db(sub: _Subparsers) -> None:
     d = sub.add_parser("db", help="database migrations")
     dsub = d.add_subparsers(dest="db_cmd", required=True)
     up = dsub.add_parser("upgrade", help="apply migrations")
     up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=_cmd_db_upgrade)
 
+
+def _add_tenant(sub: _Subparsers) -> None:
     t = sub.add_parser("tenant", help="tenants")
     tsub = t.add_subparsers(dest="tenant_cmd", required=True)
     tc = tsub.add_parser("create", help="create a tenant and print its first admin key")
@@ -218,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("--prefix", default="sk_live_")
     tc.add_argument("--algorithm")
     tc.add_argument("--json", action="store_true")
+    tc.set_defaults(func=_cmd_tenant_create)
     ts = tsub.add_parser("shards", help="spread new keys over more JWKS shards (shards only grow)")
     ts.add_argument("tenant")
     group = ts.add_mutually_exclusive_group(required=True)
@@ -227,11 +247,21 @@ def build_parser() -> argparse.ArgumentParser:
     ts.add_argument("--keys-per-shard", type=int, default=2048,
                     help="target shard size; Envoy scans a JWKS linearly, so keep it to a few thousand")
     ts.add_argument("--json", action="store_true")
+    ts.set_defaults(func=_cmd_tenant_shards)
 
+
+_KEY_COMMANDS: dict[str, Command] = {
+    "mint": _cmd_keys_mint, "list": _cmd_keys_list, "get": _cmd_keys_get, "roll": _cmd_keys_roll,
+    "revoke": _cmd_keys_revoke,
+}
+
+
+def _add_keys(sub: _Subparsers) -> None:
     k = sub.add_parser("keys", help="API keys")
     ksub = k.add_subparsers(dest="keys_cmd", required=True)
-    for name in ("mint", "list", "get", "roll", "revoke"):
+    for name, func in _KEY_COMMANDS.items():
         kp = ksub.add_parser(name)
+        kp.set_defaults(func=func)
         kp.add_argument("--tenant", default=None, help="tenant id (default: the default tenant)")
         kp.add_argument("--json", action="store_true")
         if name in ("get", "roll", "revoke"):
@@ -248,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "roll":
             kp.add_argument("--grace", type=int, default=None, help="seconds the old key stays valid")
 
+
+def _add_gateway(sub: _Subparsers) -> None:
     g = sub.add_parser("gateway", help="print a gateway configuration")
     gsub = g.add_subparsers(dest="gateway_cmd", required=True)
     ge = gsub.add_parser("envoy", help="Envoy jwt_authn config")
@@ -267,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
         gp.add_argument("--authserver-url", default=None,
                         help="where the gateway fetches the JWKS (default: AUTHSERVER_PUBLIC_URL)")
         gp.add_argument("--format", choices=("yaml", "json"), default="yaml")
+        gp.set_defaults(func=_cmd_gateway)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="authserver", description="JWKS authorization server for API keys")
+    p.add_argument("--database-url", help="overrides AUTHSERVER_DATABASE_URL")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_gateway):
+        add(sub)
     return p
 
 
@@ -298,75 +339,62 @@ def _db_location(url: str) -> str:
         return "(unparseable URL)"
 
 
-def _check_sqlite_path(settings: Settings) -> None:
-    """A missing directory would surface as a driver error from a worker thread."""
-    if not settings.is_sqlite:
-        return
-    from pathlib import Path
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if args.database_url:
+        overrides["database_url"] = args.database_url
+    for name in ("host", "port"):  # serve and quickstart only
+        if vars(args).get(name):
+            overrides[name] = vars(args)[name]
+    return Settings.from_env(**overrides)
 
-    from sqlalchemy.engine import make_url
 
-    path = make_url(settings.database_url).database
-    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).resolve().parent.is_dir():
-        raise ValueError(f"the directory of the SQLite database {path!r} does not exist")
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    if vars(args).get("tenant", "") is None:  # keys and gateway: --tenant defaults to the default tenant
+        args.tenant = settings.default_tenant
+    func: Command = args.func
+    outcome = func(settings, args)
+    return asyncio.run(outcome) if isinstance(outcome, Coroutine) else outcome
+
+
+def _failure(exc: Exception, settings: Settings | None) -> int:
+    """One 'error: ...' line on stderr for what a user can fix; the exit code."""
+    from sqlalchemy.exc import ArgumentError
+
+    from .errors import ServiceError
+
+    url = settings.database_url if settings else "?"
+    if isinstance(exc, ServiceError):
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    if isinstance(exc, ValueError):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(exc, ArgumentError):
+        print(f"error: unsupported database URL {_db_location(url)} ({exc})", file=sys.stderr)
+        return 2
+    # unreachable server, wrong credentials, unwritable file: say so, no traceback
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
+    print(f"error: cannot use the database at {_db_location(url)}: {type(exc).__name__}: {reason}",
+          file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = _key_id_last(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
-    overrides: dict[str, Any] = {}
-    if args.database_url:
-        overrides["database_url"] = args.database_url
-    for name in ("host", "port"):
-        if getattr(args, name, None):
-            overrides[name] = getattr(args, name)
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from .errors import ServiceError
 
     settings = None
     try:
-        settings = Settings.from_env(**overrides)
-        if args.cmd in ("keys", "tenant", "quickstart", "db", "serve"):
-            _check_sqlite_path(settings)
-        if getattr(args, "tenant", None) is None and args.cmd in ("keys", "gateway"):
-            args.tenant = settings.default_tenant
-        if args.cmd == "serve":
-            return _cmd_serve(settings)
-        if args.cmd == "quickstart":
-            return _cmd_quickstart(settings, args)
-        if args.cmd == "db":
-            return _cmd_db(settings, args)
-        if args.cmd == "tenant" and args.tenant_cmd == "shards":
-            return asyncio.run(_cmd_tenant_shards(settings, args))
-        if args.cmd == "tenant":
-            return asyncio.run(_cmd_tenant_create(settings, args))
-        if args.cmd == "keys":
-            return asyncio.run(_cmd_keys(settings, args))
-        if args.cmd == "gateway":
-            from .gateways import cli_gateway
-
-            return asyncio.run(cli_gateway(settings, args))
-    except ServiceError as exc:
-        print(f"error: {exc.detail}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ArgumentError as exc:
-        url = settings.database_url if settings else "?"
-        print(f"error: unsupported database URL {_db_location(url)} ({exc})", file=sys.stderr)
-        return 2
-    except (SQLAlchemyError, OSError) as exc:
-        # unreachable server, wrong credentials, unwritable file: say so, no traceback
-        url = settings.database_url if settings else "?"
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:300]
-        print(f"error: cannot use the database at {_db_location(url)}: {type(exc).__name__}: {reason}",
-              file=sys.stderr)
-        return 1
+        settings = _settings(args)
+        return _run(settings, args)
+    except (ServiceError, ValueError, ArgumentError, SQLAlchemyError, OSError) as exc:
+        return _failure(exc, settings)
     except KeyboardInterrupt:
         return 130
-    return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

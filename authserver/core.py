@@ -44,7 +44,6 @@ class Core:
 
     @classmethod
     def build(cls, settings: Settings, clock: Callable[[], float] = time.time) -> "Core":
-        settings = settings.validated()
         engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
         cache = KeyCache(clock)

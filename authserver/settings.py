@@ -1,19 +1,35 @@
 """All configuration, read once from the environment into one typed object.
 
 Every variable is ``AUTHSERVER_<FIELD>`` (upper case). Nothing else in the
-service reads ``os.environ``.
+service reads ``os.environ``. A ``Settings`` is validated when it is built
+(``Settings(...)``, ``Settings.from_env()`` or ``settings.replace(...)``):
+the ranges are declared on the fields, the rules between fields are in
+``__post_init__``; an invalid value raises ValueError naming its variable.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Annotated, Any
 
-__all__ = ["Settings"]
+import msgspec
+from msgspec import Meta
+from msgspec.structs import force_setattr
+
+import keys  # the algorithm registry; keys/ has no heavy imports
+
+__all__ = ["DEFAULT_SQLITE_URL", "Settings"]
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./authserver.db"
+
+# the spellings of a boolean accepted in the environment (case-insensitive)
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+NonNegInt = Annotated[int, Meta(ge=0)]
+PositiveInt = Annotated[int, Meta(ge=1)]
+NonNegFloat = Annotated[float, Meta(ge=0)]
 
 
 def _normalize_db_url(url: str) -> str:
@@ -29,8 +45,11 @@ def _normalize_db_url(url: str) -> str:
     return url
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+def _var(name: str) -> str:
+    return f"AUTHSERVER_{name.upper()}"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str = DEFAULT_SQLITE_URL
     redis_url: str | None = None
     # prefix of every Redis key and channel, so several deployments can share one Redis
@@ -38,77 +57,84 @@ class Settings:
     # the base URL clients and gateways use; default http://{host}:{port}
     public_url: str | None = None
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
     # How long gateways cache the JWKS (Envoy remote_jwks cache_duration): a new
     # key works at the gateway after at most this long; used in mint answers
     # and generated gateway configs.
-    gateway_cache_seconds: int = 300
+    gateway_cache_seconds: PositiveInt = 300
     # HTTP Cache-Control max-age on JWKS responses (for proxies and clients).
-    jwks_max_age_seconds: int = 60
-    default_grace_seconds: int = 86400
-    max_grace_seconds: int = 30 * 86400
-    max_body_bytes: int = 64 * 1024
+    jwks_max_age_seconds: NonNegInt = 60
+    default_grace_seconds: NonNegInt = 86400
+    max_grace_seconds: NonNegInt = 30 * 86400
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024
     default_algorithm: str = "RS256"
     default_tenant: str = "default"
-    page_size_max: int = 500
+    page_size_max: PositiveInt = 500
     # worker threads for key generation (RSA-2048 ~35 ms of CPU each)
-    keygen_threads: int = 2
+    keygen_threads: PositiveInt = 2
     # Fast mint (opt-in): pre-generated keypairs kept in memory only, never written.
-    mint_pool_size: int = 0
+    mint_pool_size: NonNegInt = 0
     mint_pool_algorithms: str = "RS256"  # comma-separated
-    mint_pool_max_age_seconds: float = 3600.0
+    mint_pool_max_age_seconds: NonNegFloat = 3600.0
     # Instant activation (opt-in): publish public halves of pooled keypairs per
     # tenant before issuing them, so a key works at a gateway's first call.
     instant_activation: bool = False
-    instant_activation_pool_size: int = 32
-    instant_activation_max_age_seconds: float = 6 * 3600.0
+    instant_activation_pool_size: NonNegInt = 32
+    instant_activation_max_age_seconds: NonNegFloat = 6 * 3600.0
     log_level: str = "INFO"
     log_json: bool = True
     # Redis: local caches are trusted this long without an invalidation channel
-    degraded_cache_ttl_seconds: float = 2.0
+    degraded_cache_ttl_seconds: NonNegFloat = 2.0
     # rate limits (requests per window); 0 disables one
-    rate_limit_admin_per_minute: int = 600
-    rate_limit_introspect_per_minute: int = 6000
-    rate_limit_auth_failures_per_minute: int = 30
+    rate_limit_admin_per_minute: NonNegInt = 600
+    rate_limit_introspect_per_minute: NonNegInt = 6000
+    rate_limit_auth_failures_per_minute: NonNegInt = 30
     run_migrations: bool = True
 
+    def __post_init__(self) -> None:
+        # A plain constructor call does not check the declared types and
+        # ranges (msgspec does that only when decoding): check them here, so
+        # every Settings is valid whichever way it was built.
+        for field in msgspec.structs.fields(self):
+            value = getattr(self, field.name)
+            try:
+                msgspec.convert(value, field.type)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"{_var(field.name)}={value!r} is not valid: {exc}") from None
+        # normalized once here; msgspec's documented way to finish a frozen struct
+        force_setattr(self, "database_url", _normalize_db_url(self.database_url))
+        public_url = self.public_url or f"http://{self.host}:{self.port}"
+        if not public_url.startswith(("http://", "https://")):
+            raise ValueError("AUTHSERVER_PUBLIC_URL must start with http:// or https://")
+        force_setattr(self, "public_url", public_url.rstrip("/"))
+        unknown = [a for a in (self.default_algorithm, *self.pool_algorithms) if a not in keys.supported_algorithms()]
+        if unknown:
+            raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(keys.supported_algorithms())}")
+
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``AUTHSERVER_*`` variables (unset or empty: the
+        default); ``overrides`` (typed values) win over the environment."""
         env = os.environ if environ is None else environ
+        info = msgspec.inspect.type_info(cls)
+        assert isinstance(info, msgspec.inspect.StructType)
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f"AUTHSERVER_{f.name.upper()}")
+        for field in info.fields:
+            raw = env.get(_var(field.name))
             if raw is None or raw == "":
                 continue
-            values[f.name] = _coerce(f.name, f.type, raw)
+            values[field.name] = _parse(field.name, field.type, raw)
         values.update(overrides)
-        return cls(**values).validated()
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A validated copy with ``changes``."""
+        return msgspec.structs.replace(self, **changes)
 
     @property
     def base_url(self) -> str:
-        assert self.public_url is not None  # set by validated()
+        assert self.public_url is not None  # always set by __post_init__
         return self.public_url
-
-    def validated(self) -> "Settings":
-        s = dataclasses.replace(
-            self,
-            database_url=_normalize_db_url(self.database_url),
-            public_url=self.public_url or f"http://{self.host}:{self.port}",
-        )
-        if not s.public_url.startswith(("http://", "https://")):
-            raise ValueError("AUTHSERVER_PUBLIC_URL must start with http:// or https://")
-        object.__setattr__(s, "public_url", s.public_url.rstrip("/"))
-        import keys  # the algorithm registry; keys/ has no heavy imports
-
-        unknown = [a for a in (s.default_algorithm, *s.pool_algorithms) if a not in keys.supported_algorithms()]
-        if unknown:
-            raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(keys.supported_algorithms())}")
-        if s.gateway_cache_seconds < 1 or s.max_body_bytes < 1024:
-            raise ValueError("gateway_cache_seconds >= 1 and max_body_bytes >= 1024")
-        return s
-
-    def replace(self, **changes: Any) -> "Settings":
-        return dataclasses.replace(self, **changes).validated()
 
     @property
     def pool_algorithms(self) -> tuple[str, ...]:
@@ -119,19 +145,27 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
 
-def _coerce(name: str, type_: Any, raw: str) -> Any:
-    t = str(type_)
+def _parse(name: str, type_: msgspec.inspect.Type, raw: str) -> Any:
+    """One environment string as its field's type (its range checked later)."""
+    text: Any = raw
+    if isinstance(type_, msgspec.inspect.BoolType):
+        lowered = raw.strip().lower()
+        # msgspec takes true/false/1/0; we also take yes/no/on/off, as always
+        text = True if lowered in _TRUE else False if lowered in _FALSE else raw
+    elif isinstance(type_, msgspec.inspect.IntType | msgspec.inspect.FloatType):
+        text = raw.strip()
     try:
-        if t.startswith("int"):
-            return int(raw)
-        if t.startswith("float"):
-            return float(raw)
-        if t.startswith("bool"):
-            if raw.lower() in ("1", "true", "yes", "on"):
-                return True
-            if raw.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-    except ValueError:
-        raise ValueError(f"AUTHSERVER_{name.upper()}={raw!r} is not a valid {t}") from None
-    return raw
+        return msgspec.convert(text, _plain(type_), strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"{_var(name)}={raw!r} is not valid: {exc}") from None
+
+
+def _plain(type_: msgspec.inspect.Type) -> Any:
+    """The Python type to parse a string into; ranges are left to __post_init__."""
+    if isinstance(type_, msgspec.inspect.BoolType):
+        return bool
+    if isinstance(type_, msgspec.inspect.IntType):
+        return int
+    if isinstance(type_, msgspec.inspect.FloatType):
+        return float
+    return str

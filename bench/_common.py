@@ -14,7 +14,8 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
-from typing import Callable
+
+from authserver_devtools import death_signal_preexec, find_envoy
 
 try:
     from tqdm import tqdm
@@ -29,14 +30,6 @@ def tool(name: str) -> str | None:
     if override is not None:
         return None if override.lower() in ("", "0", "none", "no", "off") else override
     return shutil.which(name) or (f"/usr/sbin/{name}" if os.access(f"/usr/sbin/{name}", os.X_OK) else None)
-
-
-def death_signal() -> Callable[[], None] | None:
-    """A preexec_fn: the child gets SIGTERM if the bench process dies without
-    cleaning up (SIGKILL, a crash); normal exits stop children explicitly."""
-    from authserver.quickstart_envoy import death_signal_preexec
-
-    return death_signal_preexec()
 
 
 def progress(iterable, desc: str, total: int | None = None):
@@ -59,8 +52,6 @@ def machine_info() -> dict:
         mem_kb = int(re.search(r"MemTotal:\s+(\d+)", open("/proc/meminfo").read()).group(1))
     except (OSError, AttributeError):
         pass
-    from authserver.quickstart_envoy import find_envoy
-
     envoy = find_envoy()
     envoy_version = ""
     if envoy:
@@ -166,7 +157,7 @@ def load(url: str, headers: dict[str, str] | None = None, *, seconds: float = 3.
         for k, v in (headers or {}).items():
             cmd += ["-H", f"{k}: {v}"]
         out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60,
-                             preexec_fn=death_signal()).stdout
+                             preexec_fn=death_signal_preexec()).stdout
         result = parse_wrk(out, expect)
     else:
         result = _asyncio_load(url, headers or {}, seconds, connections, expect)
@@ -234,21 +225,3 @@ class StaticServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-
-def wait_until(pred: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition",
-               alive: Callable[[], bool] | None = None):
-    """Poll ``pred`` until truthy (bounded); ``alive`` false means give up at once."""
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        if alive is not None and not alive():
-            raise RuntimeError(f"{what}: the process died (last {last!r})")
-        try:
-            last = pred()
-            if last:
-                return last
-        except Exception as exc:  # not ready yet
-            last = exc
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not within {timeout}s (last {last!r})")

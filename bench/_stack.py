@@ -14,21 +14,11 @@ from types import SimpleNamespace
 import httpx
 
 from authserver.gateways import envoy_config, routes_of
-from authserver.quickstart_envoy import EnvoyProcess
-
-from ._common import death_signal, wait_until
+from authserver_devtools import EnvoyProcess, death_signal_preexec, free_port, wait_until
 
 ISSUER = "http://bench.invalid/t/bench"
 AUDIENCE = "api://bench"
 PREFIX = "sk_live_"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Gateway:
@@ -139,7 +129,7 @@ class AuthServer:
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "authserver", "serve"], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         preexec_fn=death_signal())
+                                         preexec_fn=death_signal_preexec())
         finally:
             log.close()
         wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200, timeout,

@@ -19,11 +19,13 @@ import httpx
 
 import keys
 import keys.hazmat
+from authserver_devtools import death_signal_preexec, free_port, wait_until
 
-from ._common import StaticServer, death_signal, load, pct, progress, rss_bytes, slope, tool, wait_until
+from ._common import StaticServer, load, pct, progress, rss_bytes, slope, tool
 from ._keys import ENVOY_CAP, bytes_per_key, fits, jwks_body, serialized, synthetic_jwk
 from ._stack import AUDIENCE, ISSUER, PREFIX, AuthServer, Gateway, tenant_docs
 
+CHECKOUT = Path(__file__).resolve().parent.parent  # bench/ runs from the checkout, it is not installed
 
 # set by `python -m bench --cache-duration S --max-keys N`
 OPTIONS: dict = {"cache_duration": None, "max_keys": None}
@@ -187,8 +189,6 @@ class _Baseline:
     minimal Python static server process (``bench._static``). Always stopped."""
 
     def __init__(self, body: bytes) -> None:
-        from ._stack import free_port
-
         self.root = Path(tempfile.mkdtemp(prefix="bench-static-"))
         (self.root / "jwks.json").write_bytes(body)
         self.port = free_port()
@@ -214,10 +214,12 @@ http {{ access_log off; client_body_temp_path {root}; proxy_temp_path {root}; fa
             cmd = [tool("nginx"), "-p", str(root), "-e", str(root / "error.log"), "-c", str(conf)]
         else:
             cmd = [sys.executable, "-m", "bench._static", "--port", str(port), f"/jwks.json={root / 'jwks.json'}"]
+        # cwd: the checkout, where `python -m bench._static` is found (bench is not installed)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     stdin=subprocess.DEVNULL, preexec_fn=death_signal())
+                                     stdin=subprocess.DEVNULL, preexec_fn=death_signal_preexec(), cwd=CHECKOUT)
         try:
-            wait_until(lambda: httpx.get(self.url, timeout=1).status_code == 200, 20, what=f"{self.kind} up",
+            wait_until(lambda: httpx.get(self.url, timeout=1).status_code == 200, 20, interval=0.05,
+                       what=f"{self.kind} up",
                        alive=lambda: self.proc.poll() is None)
         except BaseException:
             self.__exit__()
@@ -432,7 +434,7 @@ def propagation(quick: bool) -> dict:
                      cache_duration=cache) as gw:
             gw.start(ks[0])
             for k in ks:
-                wait_until(lambda: gw.status(k) == 200, cache + 10, what="key accepted")
+                wait_until(lambda: gw.status(k) == 200, cache + 10, interval=0.05, what="key accepted")
             times = []
             rng = random.Random(1)
             for k in progress(ks, "revocations"):

@@ -4,6 +4,7 @@ killed by the caller's fixture."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -11,32 +12,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import json
 
 import httpx
 
+from authserver_devtools import free_port, wait_until
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(pred, timeout: float, interval: float = 0.02, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-            if last:
-                return last
-        except Exception as exc:  # not ready yet
-            last = exc
-        time.sleep(interval)
-    raise TimeoutError(f"{what} not met within {timeout}s (last: {last!r})")
+__all__ = ["Server", "ThrowawayPostgres", "ThrowawayRedis", "cli", "free_port", "wait_until"]
 
 
 class Server:

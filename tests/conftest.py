@@ -77,7 +77,7 @@ def make_settings(database_url: str):
     def make(**overrides) -> Settings:
         base = dict(database_url=database_url, public_url="http://testserver.local", log_json=False)
         base.update(overrides)
-        return Settings(**base).validated()
+        return Settings(**base)
 
     return make
 

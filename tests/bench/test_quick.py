@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from _env import IN_CI
-from authserver.quickstart_envoy import find_envoy
+from authserver_devtools import find_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,18 +15,16 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-
 from _env import IN_CI
-from _proc import Server, free_port, wait_until
+from _proc import Server
 
-from authserver.quickstart_envoy import EchoUpstream, EnvoyProcess, find_envoy
+from authserver_devtools import EchoUpstream, EnvoyProcess, find_envoy, free_port, wait_for_value, wait_until
 
 CACHE_SECONDS = 2  # the gateways' JWKS refresh period in these tests
 SCOPE_RULES = ("/write=write", "/files=files:write", "/dot=a.b")
@@ -77,26 +75,21 @@ class Gateway:
     def wait_status(self, key: str | None, status: int, timeout: float, path: str = "/hello",
                     interval: float = 0.05) -> float:
         """Seconds until a request answers ``status`` (TimeoutError after ``timeout``)."""
-        t0 = time.monotonic()
-        last = None
-        while time.monotonic() - t0 < timeout:
-            last = self.status(key, path)
-            if last == status:
-                return time.monotonic() - t0
-            time.sleep(interval)
-        raise TimeoutError(f"no {status} within {timeout} s (last {last}); envoy log:\n{self.proc.log()[-3000:]}")
+        try:
+            return wait_for_value(lambda: self.status(key, path), status, timeout, interval=interval,
+                                  what=f"GET {path}")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; envoy log:\n{self.proc.log()[-3000:]}") from None
 
     def wait_ready(self, timeout: float = 30) -> None:
         def up() -> bool:
-            if not self.proc.alive():
-                raise RuntimeError(f"envoy exited:\n{self.proc.log()[-3000:]}")
             return self.http.get(f"http://127.0.0.1:{self.admin_port}/ready").status_code == 200 and \
                 self.http.get(self.url + "/").status_code in (200, 401, 403)
 
         try:
-            wait_until(up, timeout, interval=0.05, what="envoy ready")
-        except TimeoutError:
-            raise TimeoutError(f"envoy not ready within {timeout} s; log:\n{self.proc.log()[-3000:]}") from None
+            wait_until(up, timeout, interval=0.05, what="envoy ready", alive=self.proc.alive)
+        except (TimeoutError, RuntimeError) as exc:
+            raise type(exc)(f"{exc}; envoy log:\n{self.proc.log()[-3000:]}") from None
 
 
 class Stack:
@@ -128,16 +121,16 @@ class Stack:
         from authserver.settings import Settings
 
         return Settings(database_url=self.db_url, public_url=self.url, gateway_cache_seconds=CACHE_SECONDS,
-                        log_json=False).validated()
+                        log_json=False)
 
     # --- before the server starts: the service layer on the same database ---
 
     def setup(self, plan: Any) -> None:
         """``plan(core)`` is an async function run once on the database."""
         async def go() -> None:
-            from authserver.cli import _core
+            from authserver.offline import open_core
 
-            async with _core(self.settings) as core:
+            async with open_core(self.settings) as core:
                 await plan(self, core)
 
         asyncio.run(go())

@@ -42,7 +42,7 @@ def tenant(**kw):
 
 
 def settings(**kw) -> Settings:
-    return Settings(**{"public_url": "http://127.0.0.1:8080", **kw}).validated()
+    return Settings(**{"public_url": "http://127.0.0.1:8080", **kw})
 
 
 def hcm(cfg):
@@ -264,7 +264,7 @@ def test_envoy_accepts_every_variant(envoy_binary, tmp_path):
 @pytest.fixture
 def cli_db(tmp_path, monkeypatch):
     """A database with the default tenant, as `authserver quickstart` leaves it on 127.0.0.1:8080."""
-    from authserver.cli import _core
+    from authserver.offline import open_core
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     for var in [v for v in os.environ if v.startswith("AUTHSERVER_")]:
@@ -272,7 +272,7 @@ def cli_db(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTHSERVER_DATABASE_URL", url)
 
     async def make():
-        async with _core(Settings.from_env()) as core:
+        async with open_core(Settings.from_env()) as core:
             await core.service.create_tenant("default")
 
     asyncio.run(make())

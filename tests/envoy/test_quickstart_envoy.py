@@ -14,22 +14,20 @@ import time
 import httpx
 import pytest
 
-from _proc import free_port
+from authserver_devtools import free_port, wait_until
 
 pytestmark = pytest.mark.envoy
 
 
 def _wait_for(path, pattern: str, proc: subprocess.Popen, timeout: float) -> re.Match:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = path.read_text(errors="replace") if path.exists() else ""
-        m = re.search(pattern, text, re.M)
-        if m:
-            return m
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"{pattern!r} not printed within {timeout} s (exit {proc.poll()}):\n{text[-3000:]}")
+    def text() -> str:
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    try:
+        return wait_until(lambda: re.search(pattern, text(), re.M), timeout, interval=0.1,
+                          what=f"{pattern!r} printed", alive=lambda: proc.poll() is None)
+    except (TimeoutError, RuntimeError) as exc:
+        raise AssertionError(f"{exc} (exit {proc.poll()}):\n{text()[-3000:]}") from None
 
 
 def _run_printed_curl(line: str) -> tuple[int, str]:

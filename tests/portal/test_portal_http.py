@@ -172,14 +172,14 @@ async def test_revoked_admin_key_ends_the_session(tenant, client_factory, make_s
     engine): the portal session ends as soon as this replica sees it."""
     import asyncio
 
-    from authserver.cli import _core
+    from authserver.offline import open_core
     from authserver.services import Actor
 
     client = await client_factory(degraded_cache_ttl_seconds=0.1)
     p = Portal(client)
     await p.login(tenant[1])
     kid = pyjwt.get_unverified_header(tenant[1].removeprefix("sk_admin_"))["kid"]
-    async with _core(make_settings()) as core:
+    async with open_core(make_settings()) as core:
         await core.service.revoke("default", kid, Actor("cli"), kind="admin")
     clock.now = max(clock.now, time.time() + 1)  # the app's clock; the CLI's is the real one
     for _ in range(100):

@@ -197,10 +197,10 @@ async def test_bad_credentials_all_get_the_same_401(client, admin_headers, clock
 
 
 async def test_read_only_admin_key_gets_403_on_writes(make_settings, tenant, client_factory):
-    from authserver.cli import _core
+    from authserver.offline import open_core
     from authserver.services import Actor, KeySpec
 
-    async with _core(make_settings()) as core:
+    async with open_core(make_settings()) as core:
         _, ro = await core.service.mint("default", KeySpec(name="ro", scopes=["keys:read"]), Actor("t"), kind="admin")
     client = await client_factory()
     h = {"Authorization": f"Bearer {ro.key}"}

@@ -173,7 +173,7 @@ async def test_a_running_server_picks_up_cli_changes(run, cli_env):
 
     created = json.loads(run("tenant", "create", "default", "--json", "--algorithm", "EdDSA").stdout)
     settings = Settings(database_url=cli_env["AUTHSERVER_DATABASE_URL"], public_url="http://cli.test",
-                        log_json=False).validated()
+                        log_json=False)
     async with AsyncTestClient(app=create_app(settings), base_url="http://cli.test") as client:
         h = {"Authorization": f"Bearer {created['admin_key']}"}
         assert (await client.get("/v1/keys", headers=h)).status_code == 200  # the CLI's admin key works

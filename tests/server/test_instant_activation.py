@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
+import functools
 
 import jwt as pyjwt
 
+from authserver_devtools import wait_until_async
 
-async def wait_for(pred, timeout=20.0):
-    for _ in range(int(timeout / 0.05)):
-        if pred():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met")
+wait_for = functools.partial(wait_until_async, timeout=20.0, interval=0.05)
 
 
 async def test_minted_key_was_published_a_cache_period_before(tenant, client_factory, clock):

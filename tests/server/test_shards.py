@@ -5,14 +5,14 @@ from __future__ import annotations
 import jwt as pyjwt
 import pytest
 
-from authserver.cli import _core
+from authserver.offline import open_core
 
 
 @pytest.fixture
 async def sharded(make_settings):
     from authserver.services import Actor
 
-    async with _core(make_settings()) as core:
+    async with open_core(make_settings()) as core:
         _, admin = await core.service.create_tenant("default", algorithm="EdDSA")
         await core.service.set_shard_count("default", 3, Actor("test"))
     return admin.key
@@ -66,7 +66,7 @@ async def test_shards_only_grow_and_old_keys_keep_working(make_settings, client_
     from authserver.services import Actor, KeySpec
 
     settings = make_settings()
-    async with _core(settings) as core:
+    async with open_core(settings) as core:
         _, admin = await core.service.create_tenant("default", algorithm="ES256")
         _, old = await core.service.mint("default", KeySpec(name="unsharded"), Actor("t"))
         await core.service.set_shard_count("default", 2, Actor("t"))

