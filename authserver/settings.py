@@ -9,6 +9,7 @@ the ranges are declared on the fields, the rules between fields are in
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any
@@ -95,12 +96,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         # A plain constructor call does not check the declared types and
         # ranges (msgspec does that only when decoding): check them here, so
         # every Settings is valid whichever way it was built.
-        for field in msgspec.structs.fields(self):
-            value = getattr(self, field.name)
+        for name, type_ in _declared(type(self)):
+            value = getattr(self, name)
             try:
-                msgspec.convert(value, field.type)
+                msgspec.convert(value, type_)
             except msgspec.ValidationError as exc:
-                raise ValueError(f"{_var(field.name)}={value!r} is not valid: {exc}") from None
+                raise ValueError(f"{_var(name)}={value!r} is not valid: {exc}") from None
         # normalized once here; msgspec's documented way to finish a frozen struct
         force_setattr(self, "database_url", _normalize_db_url(self.database_url))
         public_url = self.public_url or f"http://{self.host}:{self.port}"
@@ -116,10 +117,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         """Settings from ``AUTHSERVER_*`` variables (unset or empty: the
         default); ``overrides`` (typed values) win over the environment."""
         env = os.environ if environ is None else environ
-        info = msgspec.inspect.type_info(cls)
-        assert isinstance(info, msgspec.inspect.StructType)
         values: dict[str, Any] = {}
-        for field in info.fields:
+        for field in _inspected(cls).fields:
             raw = env.get(_var(field.name))
             if raw is None or raw == "":
                 continue
@@ -143,6 +142,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+@functools.cache
+def _declared(cls: type[Settings]) -> tuple[tuple[str, Any], ...]:
+    """Each field's name and declared type (with its Meta range), resolved once."""
+    return tuple((f.name, f.type) for f in msgspec.structs.fields(cls))
+
+
+@functools.cache
+def _inspected(cls: type[Settings]) -> msgspec.inspect.StructType:
+    info = msgspec.inspect.type_info(cls)
+    assert isinstance(info, msgspec.inspect.StructType)
+    return info
 
 
 def _parse(name: str, type_: msgspec.inspect.Type, raw: str) -> Any:
