@@ -19,6 +19,17 @@ def create_engine(url: str) -> AsyncEngine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+            # The driver would BEGIN only at the first write, so a transaction's
+            # reads (SELECT ... FOR UPDATE means nothing to SQLite) would see rows
+            # another writer changes before our UPDATE: a roll could re-publish a
+            # key revoked meanwhile. We begin ourselves, below.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:  # pragma: no cover - driver hook
+            # IMMEDIATE takes the write lock up front: read-modify-write
+            # transactions are serialized, as row locks do on PostgreSQL.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True, pool_timeout=5)
