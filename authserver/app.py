@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
 
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
-from . import __version__
-from . import portal
+from . import __version__, portal
 from .api import management, public
 from .api.deps import add_ratelimit_headers
 from .core import Core

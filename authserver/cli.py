@@ -103,15 +103,16 @@ async def _cmd_tenant_shards(settings: Settings, args: argparse.Namespace) -> in
 
 
 async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    from .services import Actor, KeySpec
-    from .services.apikeys import key_view
+    from .api.views import key_view
+    from .schemas import key_spec
+    from .services import Actor
 
     actor = Actor("cli")
     async with _core(settings) as core:
         svc, now = core.service, core.clock()
         if args.keys_cmd == "mint":
-            spec = KeySpec(name=args.name, subject=args.subject, scopes=args.scope or [],
-                           expires_in=args.expires_in, algorithm=args.algorithm)
+            spec = key_spec({"name": args.name, "subject": args.subject, "scopes": args.scope or [],
+                             "expires_in": args.expires_in, "algorithm": args.algorithm})
             row, minted = await svc.mint(args.tenant, spec, actor)
             out = key_view(row, now, settings) | {"key": minted.key}
             if args.json:
@@ -119,7 +120,7 @@ async def _cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 print(f"minted {row.id} ({row.algorithm}); the key, shown once:\n{minted.key}")
         elif args.keys_cmd == "list":
-            page = await svc.list(args.tenant, state=args.state, limit=args.limit)
+            page = await svc.list_keys(args.tenant, state=args.state, limit=args.limit)
             rows = [key_view(r, now, settings) for r in page.items]
             _print_json(rows) if args.json else _print_keys(rows)
         elif args.keys_cmd == "get":

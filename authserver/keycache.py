@@ -14,8 +14,9 @@ from __future__ import annotations
 import gzip
 import heapq
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import keys
 from keys import JWKSDocument, PublicKeySet, Verifier
@@ -39,7 +40,7 @@ class TenantInfo:
     shard_count: int = 1  # 1: one JWKS; more: keys spread over shard JWKS documents
 
     @classmethod
-    def from_row(cls, row: Tenant) -> "TenantInfo":
+    def from_row(cls, row: Tenant) -> TenantInfo:
         return cls(row.id, row.issuer, row.audience, row.admin_audience, row.key_prefix, row.algorithm,
                    row.shard_count or 1)
 
@@ -63,12 +64,16 @@ class PublishedKey:
     shard: int | None
     meta: dict[str, Any] = field(repr=False)
     jwk: dict[str, Any] = field(repr=False)
+    # the exact prefix it was minted with: no other prefix verifies as this key
+    # ("" never matches one, so a key built without it fails closed)
+    prefix: str = ""
 
     @classmethod
-    def from_row(cls, row: ApiKey) -> "PublishedKey":
+    def from_row(cls, row: ApiKey) -> PublishedKey:
         return cls(
             row.id, row.tenant_id, row.kind, row.subject, tuple(row.scopes),
             tuple(row.rate_limits or ()), row.removed_at(), row.shard, row.meta, row.public_jwk,
+            row.prefix,
         )
 
 
@@ -113,6 +118,24 @@ class TenantKeys:
             algorithms=tuple(keys.ALGORITHMS), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
         )
 
+    def verify_api(self, token: str) -> tuple[keys.VerifiedKey, PublishedKey]:
+        """Verify an API key as its gateway would, and its exact prefix (tenant
+        prefix plus its own shard); raises keys.KeyCoreError."""
+        return self._verify(self.api_verifier, token)
+
+    def verify_admin(self, token: str) -> tuple[keys.VerifiedKey, PublishedKey]:
+        """Verify an admin key, prefix included (``sk_admin_``); raises keys.KeyCoreError."""
+        return self._verify(self.admin_verifier, token)
+
+    def _verify(self, verifier: Verifier, token: str) -> tuple[keys.VerifiedKey, PublishedKey]:
+        verified = verifier.verify(token)
+        published = self.published.get(verified.kid)
+        if published is None:
+            raise keys.UnknownKeyId()
+        if verified.prefix != published.prefix:
+            raise keys.WrongPrefix()
+        return verified, published
+
     def document(self, shard: int | None = None) -> JWKSDocument:
         doc = self.documents.get(shard)
         if doc is None:
@@ -122,8 +145,8 @@ class TenantKeys:
     def put(self, key: PublishedKey) -> bool:
         """Publish, or refresh, a key that is live now. Returns True if it changed.
 
-        An unchanged key is left where it is: re-adding would move it to the
-        end of its JWKS, change the ETag and make every gateway refetch."""
+        An unchanged key is left alone: re-adding would re-render its JWKS
+        (sorted by kid, so the bytes stay the same) for nothing."""
         before = self.published.get(key.kid)
         if before == key:
             return False
@@ -239,8 +262,9 @@ class KeyCache:
         tenant = self.tenant_of_admin_key(keys.unverified_kid(token))
         if tenant is None:
             raise keys.UnknownKeyId()
-        return tenant, tenant.admin_verifier.verify(token)
+        verified, _ = tenant.verify_admin(token)
+        return tenant, verified
 
-    def replace_with(self, other: "KeyCache") -> None:
+    def replace_with(self, other: KeyCache) -> None:
         """Swap in a freshly loaded cache at once (never serve a half-built one)."""
         self.tenants, self._admin_index = other.tenants, other._admin_index

@@ -11,7 +11,8 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from sqlalchemy.exc import DBAPIError, OperationalError, StatementError, TimeoutError as PoolTimeout
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .errors import RateLimited, ServiceError
 
@@ -72,7 +73,7 @@ def on_database_error(request: Request, exc: Exception) -> Response:
 
 
 def on_unexpected(request: Request, exc: Exception) -> Response:
-    if _is_connection_error(exc):
+    if is_connection_error(exc):
         return on_database_error(request, exc)
     if isinstance(exc, RecursionError):
         # the JSON decoder gives up on absurdly nested bodies this way
@@ -110,7 +111,8 @@ def _is_data_error(exc: BaseException) -> bool:
     return False
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(exc: BaseException) -> bool:
+    """True if ``exc`` (or what caused it) means a backing service is unreachable."""
     seen = 0
     while exc is not None and seen < 8:
         if isinstance(exc, (OperationalError, PoolTimeout, ConnectionError, OSError, TimeoutError)):
