@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             await core.stop()
 
     return Litestar(
-        route_handlers=[*public.ROUTES, *management.ROUTES, *portal.ROUTES],
+        route_handlers=[*public.ROUTES, *management.ROUTES, *portal.ROUTES],  # type: ignore[list-item]  # portal.ROUTES is an untyped list (not ours)
         lifespan=[lifespan],
         before_send=[add_ratelimit_headers],
         exception_handlers=EXCEPTION_HANDLERS,

@@ -134,6 +134,7 @@ def _connect_redis(settings: Settings, clock: Callable[[], float], replica_id: s
                    on_degraded: Callable[[], None]) -> _Redis:
     import redis.asyncio as aioredis
 
+    assert settings.redis_url  # only called with one
     client = aioredis.from_url(
         settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=5,
     )

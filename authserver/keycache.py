@@ -22,6 +22,7 @@ import keys
 from keys import JWKSDocument, PublicKeySet, Verifier
 
 from .db.models import ApiKey, Tenant
+from .schemas import ALGORITHM_NAMES
 
 ADMIN_SCOPES = ("keys:read", "keys:write")
 # a key minted on a replica (or by the CLI) whose clock runs ahead must not be
@@ -111,11 +112,11 @@ class TenantKeys:
         self.last_rebuild_seconds = 0.0
         self.api_verifier = Verifier(
             self.api_keys, issuer=info.issuer, audience=info.audience,
-            algorithms=tuple(keys.ALGORITHMS), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
+            algorithms=ALGORITHM_NAMES, clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
         )
         self.admin_verifier = Verifier(
             self.admin_keys, issuer=info.issuer, audience=info.admin_audience,
-            algorithms=tuple(keys.ALGORITHMS), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
+            algorithms=ALGORITHM_NAMES, clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
         )
 
     def verify_api(self, token: str) -> tuple[keys.VerifiedKey, PublishedKey]:
@@ -219,6 +220,12 @@ class TenantKeys:
         return sum(1 for k in self.published.values() if k.kind == kind)
 
 
+def claimed_kid(token: str) -> str:
+    """The kid a key string claims, NOT verified: only to pick a verifier or
+    explain a failure. Raises keys.KeyCoreError."""
+    return keys.unverified_kid(token)
+
+
 class KeyCache:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -259,7 +266,7 @@ class KeyCache:
 
     def verify_admin(self, token: str) -> tuple[TenantKeys, keys.VerifiedKey]:
         """Verify a tenant admin key; raises keys.KeyCoreError."""
-        tenant = self.tenant_of_admin_key(keys.unverified_kid(token))
+        tenant = self.tenant_of_admin_key(claimed_kid(token))
         if tenant is None:
             raise keys.UnknownKeyId()
         verified, _ = tenant.verify_admin(token)

@@ -20,6 +20,7 @@ from ..auth import READ, WRITE, Admin, provide_admin, provide_introspection_admi
 from ..core import Core
 from ..db.models import ApiKey
 from ..errors import InvalidInput, ServiceError
+from ..keycache import claimed_kid
 from ..schemas import KEY_ID_PATTERN, TEXT_PATTERN, KeySpec, RollRequest
 from ..services.queries import decode_cursor
 from .deps import core_of, json_body
@@ -148,7 +149,7 @@ async def introspect(request: AnyRequest, admin: NamedDependency[Admin]) -> Resp
 
 def _malformed_kid(token: str) -> bool:
     try:
-        kid = keys.unverified_kid(token)
+        kid = claimed_kid(token)
     except keys.KeyCoreError:
         return False  # the service judges unparseable tokens itself
     return not _KEY_ID_RE.match(kid)

@@ -32,7 +32,7 @@ from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import PathParameter
 from litestar.response import Redirect
-from litestar.types import Guard
+from litestar.types import ExceptionHandlersMap, Guard
 
 from ..api.views import audit_view, key_view
 from ..auth import (
@@ -54,6 +54,8 @@ from ..schemas import MAX_EXPIRES_IN, KeySpec, key_spec
 from ..services import Actor
 from . import session as sessions
 from .render import error_page, log, page
+
+AnyRequest = Request[Any, Any, Any]
 
 PAGE_SIZE = 20
 AUDIT_PAGE_SIZE = 50
@@ -80,28 +82,28 @@ class CsrfFailed(Exception):
     pass
 
 
-def on_signed_out(request: Request, exc: SignedOut) -> Response:
-    resp = Redirect("/portal/login?ended=1" if exc.ended else "/portal/login", status_code=303)
+def on_signed_out(request: AnyRequest, exc: SignedOut) -> Response[Any]:
+    resp: Response[Any] = Redirect("/portal/login?ended=1" if exc.ended else "/portal/login", status_code=303)
     resp.set_cookie(sessions.session_cookie(request, None))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
 
-def on_csrf_failed(request: Request, exc: CsrfFailed) -> Response:
+def on_csrf_failed(request: AnyRequest, exc: CsrfFailed) -> Response[Any]:
     return error_page(
         request, 403, "This form has expired",
         "The form was not sent from a page of this portal, or it is too old. Go back, reload the page and try again.",
     )
 
 
-def on_service_error(request: Request, exc: ServiceError) -> Response:
+def on_service_error(request: AnyRequest, exc: ServiceError) -> Response[Any]:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
     titles = {401: "Not signed in", 403: "Not allowed", 404: "Not found", 409: "Not possible now",
               422: "Invalid input", 429: "Too many requests", 503: "Temporarily unavailable"}
     return error_page(request, exc.status, titles.get(exc.status, "Error"), exc.detail, headers)
 
 
-def on_http_error(request: Request, exc: HTTPException) -> Response:
+def on_http_error(request: AnyRequest, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if status >= 500:
         log.error("portal: http error %s on %s %s", status, request.method, request.url.path)
@@ -112,7 +114,7 @@ def on_http_error(request: Request, exc: HTTPException) -> Response:
     return error_page(request, status, "Error", detail, dict(exc.headers or {}) or None)
 
 
-def on_unexpected(request: Request, exc: Exception) -> Response:
+def on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
     if is_connection_error(exc):
         log.warning("portal: database unavailable during %s %s: %s", request.method, request.url.path,
                     type(exc).__name__)
@@ -123,7 +125,7 @@ def on_unexpected(request: Request, exc: Exception) -> Response:
     return error_page(request, 500, "Server error", "The server could not handle the request.")
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     SignedOut: on_signed_out,
     CsrfFailed: on_csrf_failed,
     ServiceError: on_service_error,
@@ -156,7 +158,7 @@ class Ctx:
                 "nav": nav, "flash": self.session.pop_flash()}
 
     async def page(self, template: str, status: int = 200, *, nav: str = "", headers: dict[str, str] | None = None,
-                   **context: Any) -> Response:
+                   **context: Any) -> Response[Any]:
         ctx = self.base(nav)
         ctx.update(context)
         await self.save()
@@ -228,8 +230,8 @@ CAN_WRITE = [signed_in_with(WRITE)]
 
 # --- sign in / out ------------------------------------------------------------
 
-def _login_page(request: Request, status: int = 200, *, error: str | None = None, notice: str | None = None,
-                headers: dict[str, str] | None = None) -> Response:
+def _login_page(request: AnyRequest, status: int = 200, *, error: str | None = None, notice: str | None = None,
+                headers: dict[str, str] | None = None) -> Response[Any]:
     token = sessions.login_token_of(request) or sessions.new_login_token()
     resp = page("login.html", status, headers, title="Sign in", login_csrf=token, error=error, notice=notice)
     resp.set_cookie(sessions.login_cookie(request, token))
@@ -237,12 +239,12 @@ def _login_page(request: Request, status: int = 200, *, error: str | None = None
 
 
 @get("/")
-async def portal_home(request: Request) -> Response:
+async def portal_home(request: AnyRequest) -> Response[Any]:
     return Redirect("/portal/keys", status_code=303)
 
 
 @get("/login")
-async def login_form(request: Request) -> Response:
+async def login_form(request: AnyRequest) -> Response[Any]:
     if await sessions.load(request) is not None:
         return Redirect("/portal/keys", status_code=303)
     notice = None
@@ -262,7 +264,7 @@ def _verify_admin_key(core: Core, token: str) -> tuple[str, str] | None:
 
 
 @post("/login", status_code=200)
-async def login(request: Request) -> Response:
+async def login(request: AnyRequest) -> Response[Any]:
     core = core_of(request)
     form = await request.form()
     if not sessions.check_login_csrf(request, form.get("csrf_token")):
@@ -281,7 +283,7 @@ async def login(request: Request) -> Response:
     tenant_id, kid = found
     session = await sessions.create(request, tenant_id, kid)
     await core.service.record(tenant_id, Actor(kid, client_addr(request)), "portal.sign_in")
-    resp = Redirect("/portal/keys", status_code=303)
+    resp: Response[Any] = Redirect("/portal/keys", status_code=303)
     resp.headers["Cache-Control"] = "no-store"
     resp.set_cookie(sessions.session_cookie(request, session))
     resp.set_cookie(sessions.login_cookie(request, None))
@@ -289,14 +291,14 @@ async def login(request: Request) -> Response:
 
 
 @post("/logout", status_code=303)
-async def logout(request: Request) -> Response:
+async def logout(request: AnyRequest) -> Response[Any]:
     session = await sessions.load(request)
     if session is not None:
         form = await request.form()
         if not session.check_csrf(form.get("csrf_token")):
             raise CsrfFailed()
         await sessions.destroy(request, session.id)
-    resp = Redirect("/portal/login?out=1", status_code=303)
+    resp: Response[Any] = Redirect("/portal/login?out=1", status_code=303)
     resp.set_cookie(sessions.session_cookie(request, None))
     return resp
 
@@ -311,7 +313,7 @@ def _display(view: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 @get("/keys", guards=CAN_READ, dependencies=DEPENDENCIES)
-async def keys_list(request: Request, ctx: NamedDependency[Ctx]) -> Response:
+async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx]) -> Response[Any]:
     state = request.query_params.get("state") or "all"
     if state not in {s for s, _ in STATE_CHOICES}:
         state = "all"
@@ -340,7 +342,7 @@ def _new_form_context(ctx: Ctx, values: dict[str, Any] | None = None) -> dict[st
 
 
 @get("/keys/new", guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_new_form(ctx: NamedDependency[Ctx]) -> Response:
+async def key_new_form(ctx: NamedDependency[Ctx]) -> Response[Any]:
     return await ctx.page("key_new.html", nav="keys", **_new_form_context(ctx))
 
 
@@ -383,7 +385,7 @@ def _secret_page_headers() -> dict[str, str]:
 
 
 @post("/keys", status_code=201, guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_create(posted: NamedDependency[Posted]) -> Response:
+async def key_create(posted: NamedDependency[Posted]) -> Response[Any]:
     ctx, form = posted.ctx, posted.form
     if not ctx.session.use_form_nonce(form.get("form_nonce")):
         # a reload or a second click: never mint twice from one form
@@ -436,7 +438,7 @@ async def _get_key(ctx: Ctx, key_id: KeyId) -> ApiKey:
 
 
 @get("/keys/{key_id:str}/roll", guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_roll_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response:
+async def key_roll_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response[Any]:
     row = await _get_key(ctx, key_id)
     now = ctx.core.clock()
     grace_value, grace_unit = _grace_default(ctx.core.settings.default_grace_seconds)
@@ -448,7 +450,7 @@ async def key_roll_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response:
 
 
 @post("/keys/{key_id:str}/roll", status_code=201, guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_roll(posted: NamedDependency[Posted], key_id: KeyId) -> Response:
+async def key_roll(posted: NamedDependency[Posted], key_id: KeyId) -> Response[Any]:
     ctx, form = posted.ctx, posted.form
     core = ctx.core
     grace = _parse_grace(form, core.settings.max_grace_seconds)
@@ -463,7 +465,7 @@ async def key_roll(posted: NamedDependency[Posted], key_id: KeyId) -> Response:
 
 
 @get("/keys/{key_id:str}/revoke", guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_revoke_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response:
+async def key_revoke_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response[Any]:
     row = await _get_key(ctx, key_id)
     now = ctx.core.clock()
     return await ctx.page("key_revoke.html", nav="keys", title="Revoke a key",
@@ -472,7 +474,7 @@ async def key_revoke_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response:
 
 
 @post("/keys/{key_id:str}/revoke", status_code=303, guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_revoke(posted: NamedDependency[Posted], key_id: KeyId) -> Response:
+async def key_revoke(posted: NamedDependency[Posted], key_id: KeyId) -> Response[Any]:
     ctx = posted.ctx
     row = await ctx.core.service.revoke(ctx.tenant_id, key_id, ctx.admin.actor)
     label = f"“{row.name}” " if row.name else ""
@@ -493,7 +495,7 @@ def _details(d: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 
 @get("/audit", guards=CAN_READ, dependencies=DEPENDENCIES)
-async def audit(request: Request, ctx: NamedDependency[Ctx]) -> Response:
+async def audit(request: AnyRequest, ctx: NamedDependency[Ctx]) -> Response[Any]:
     before = request.query_params.get("before")
     before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
     events = await ctx.core.service.audit(ctx.tenant_id, limit=AUDIT_PAGE_SIZE, before_id=before_id)

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 import keys
 
 from ..db.models import ApiKey
-from ..keycache import KeyCache
+from ..keycache import KeyCache, claimed_kid
 from .common import tenant_of
 
 __all__ = ["Introspector"]
@@ -56,7 +56,7 @@ class Introspector:
     async def _why_unknown(self, tenant_id: str, token: str) -> str:
         """A kid we do not publish: revoked or expired (the row says so), else invalid."""
         try:
-            kid = keys.unverified_kid(token)
+            kid = claimed_kid(token)
             prefix = keys.parse_key_string(token).prefix
         except keys.KeyCoreError:
             return "INVALID"

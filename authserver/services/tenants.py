@@ -15,7 +15,7 @@ import keys
 from ..db.models import Tenant
 from ..errors import Conflict, InvalidInput, NotFound
 from ..keycache import ADMIN_SCOPES, KeyCache, TenantInfo, TenantKeys
-from ..schemas import KeySpec
+from ..schemas import ALGORITHM_NAMES, KeySpec
 from ..settings import Settings
 from .common import ADMIN_PREFIX, Actor, audit_event, tenant_of
 from .keygen import KeyGenerator
@@ -73,8 +73,8 @@ class TenantService:
         if key_prefix == ADMIN_PREFIX:
             raise InvalidInput(f"{ADMIN_PREFIX!r} is reserved for admin keys")
         algorithm = algorithm or self.settings.default_algorithm
-        if algorithm not in keys.ALGORITHMS:
-            raise InvalidInput(f"algorithm must be one of {sorted(keys.ALGORITHMS)}")
+        if algorithm not in ALGORITHM_NAMES:
+            raise InvalidInput(f"algorithm must be one of {list(ALGORITHM_NAMES)}")
         issuer = f"{self.settings.base_url}/t/{tenant_id}"
         audience = audience or f"api://{tenant_id}"
         if audience == f"{issuer}/admin":

@@ -12,3 +12,8 @@ async def test_sign_in_with_the_admin_jwt_under_another_prefix_fails(client, ten
         r = await Portal(client).login(prefix + jwt, expect=401)
         assert "Sign-in failed" in r.text
     await Portal(client).login(admin_key, expect=303)
+
+
+async def test_the_portal_uses_the_schema_limits(portal):
+    r = await portal.create(name="x" * 201, expect=422)
+    assert "200" in r.text
