@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
 
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
-from . import __version__
-from . import portal
+from . import __version__, portal
 from .api import management, public
 from .api.deps import add_ratelimit_headers
 from .core import Core
@@ -35,7 +34,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             await core.stop()
 
     return Litestar(
-        route_handlers=[*public.ROUTES, *management.ROUTES, *portal.ROUTES],
+        route_handlers=[*public.ROUTES, *management.ROUTES, *portal.ROUTES],  # type: ignore[list-item]  # portal.ROUTES is an untyped list (not ours)
         lifespan=[lifespan],
         before_send=[add_ratelimit_headers],
         exception_handlers=EXCEPTION_HANDLERS,

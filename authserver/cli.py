@@ -88,13 +88,14 @@ async def _cmd_tenant_shards(settings: Settings, args: argparse.Namespace) -> in
 
 
 async def _cmd_keys_mint(settings: Settings, args: argparse.Namespace) -> int:
-    from .services import Actor, KeySpec
-    from .services.apikeys import key_view
+    from .api.views import key_view
+    from .schemas import key_spec
+    from .services import Actor
 
     async with open_core(settings) as core:
         svc, now = core.service, core.clock()
-        spec = KeySpec(name=args.name, subject=args.subject, scopes=args.scope or [],
-                       expires_in=args.expires_in, algorithm=args.algorithm)
+        spec = key_spec({"name": args.name, "subject": args.subject, "scopes": args.scope or [],
+                         "expires_in": args.expires_in, "algorithm": args.algorithm})
         row, minted = await svc.mint(args.tenant, spec, Actor("cli"))
         out = key_view(row, now, settings) | {"key": minted.key}
         if args.json:
@@ -105,18 +106,18 @@ async def _cmd_keys_mint(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
-    from .services.apikeys import key_view
+    from .api.views import key_view
 
     async with open_core(settings) as core:
         svc, now = core.service, core.clock()
-        page = await svc.list(args.tenant, state=args.state, limit=args.limit)
+        page = await svc.list_keys(args.tenant, state=args.state, limit=args.limit)
         rows = [key_view(r, now, settings) for r in page.items]
         _print_json(rows) if args.json else _print_keys(rows)
     return 0
 
 
 async def _cmd_keys_get(settings: Settings, args: argparse.Namespace) -> int:
-    from .services.apikeys import key_view
+    from .api.views import key_view
 
     async with open_core(settings) as core:
         svc, now = core.service, core.clock()
@@ -127,7 +128,7 @@ async def _cmd_keys_get(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _cmd_keys_roll(settings: Settings, args: argparse.Namespace) -> int:
     from .services import Actor
-    from .services.apikeys import key_view
+    from .api.views import key_view
 
     async with open_core(settings) as core:
         svc, now = core.service, core.clock()
@@ -142,7 +143,7 @@ async def _cmd_keys_roll(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from .services import Actor
-    from .services.apikeys import key_view
+    from .api.views import key_view
 
     async with open_core(settings) as core:
         svc, now = core.service, core.clock()

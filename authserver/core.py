@@ -1,13 +1,13 @@
-"""The running service's objects, assembled once per app from Settings."""
+"""The running service's objects, assembled in one place (``Core.build``)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -17,11 +17,28 @@ from .invalidation import Invalidation
 from .keycache import KeyCache
 from .metrics import Metrics
 from .ratelimit import MemoryLimiter, RedisLimiter
-from .services import KeyGenerator, KeyService
-from .services.prepublish import Prepublisher
+from .services import (
+    CacheSync,
+    Introspector,
+    KeyGenerator,
+    KeyLifecycle,
+    KeyQueries,
+    KeyService,
+    Prepublisher,
+    Publisher,
+    TenantService,
+)
+from .services.common import no_notice
 from .settings import Settings
 
-log = logging.getLogger("authserver")
+__all__ = ["Core"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Redis:
+    client: Any
+    limiter: RedisLimiter
+    invalidation: Invalidation
 
 
 @dataclass
@@ -32,18 +49,19 @@ class Core:
     sessions: async_sessionmaker[AsyncSession]
     cache: KeyCache
     keygen: KeyGenerator
+    sync: CacheSync
     service: KeyService
     metrics: Metrics
     limiter: MemoryLimiter | RedisLimiter
     redis: Any = None
     invalidation: Invalidation | None = None
-    replica_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
-    tasks: list[asyncio.Task] = field(default_factory=list)
-    last_reconcile_ms: int = 0
-    db_ok: bool = True
+    replica_id: str = ""
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
-    def build(cls, settings: Settings, clock: Callable[[], float] = time.time) -> "Core":
+    def build(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Core:
+        """Every collaborator is made here and handed to what uses it."""
+        replica_id = uuid.uuid4().hex[:12]
         engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
         cache = KeyCache(clock)
@@ -51,49 +69,54 @@ class Core:
             settings.keygen_threads, clock, pool_size=settings.mint_pool_size,
             pool_algorithms=settings.pool_algorithms, pool_max_age=settings.mint_pool_max_age_seconds,
         )
-        metrics = Metrics(cache)
-        service = KeyService(settings, sessions, cache, keygen, clock, on_change=metrics.on_change)
-        if settings.instant_activation:
-            service.prepublisher = Prepublisher(
-                service, pool_size=settings.instant_activation_pool_size,
-                max_age=settings.instant_activation_max_age_seconds,
-                min_age=settings.gateway_cache_seconds + 5,
-            )
-        limiter: MemoryLimiter | RedisLimiter = MemoryLimiter(clock)
-        core = cls(settings, clock, engine, sessions, cache, keygen, service, metrics, limiter)
+        redis: _Redis | None = None
+
+        def redis_connected() -> bool:  # read at scrape time, when ``redis`` is set
+            return redis is not None and redis.invalidation.connected
+
+        metrics = Metrics(cache, redis_connected if settings.redis_url else None)
+        sync = CacheSync(sessions, cache, reconcile_interval=settings.degraded_cache_ttl_seconds,
+                         on_reconcile_failure=metrics.reconcile_failures.inc, clock=clock)
         if settings.redis_url:
-            core._wire_redis()
-        return core
-
-    def _wire_redis(self) -> None:
-        import redis.asyncio as aioredis
-
-        self.redis = aioredis.from_url(
-            self.settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=5,
+            redis = _connect_redis(settings, clock, replica_id, sync, metrics.redis_degraded)
+        publisher = Publisher(cache, redis.invalidation.publish if redis else no_notice, metrics.on_change)
+        instant = Prepublisher(
+            sessions, cache, publisher, keygen.refill_executor, pool_size=settings.instant_activation_pool_size,
+            max_age=settings.instant_activation_max_age_seconds, min_age=settings.gateway_cache_seconds + 5,
+            clock=clock,
+        ) if settings.instant_activation else None
+        lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
+        service = KeyService(
+            TenantService(settings, sessions, cache, keygen, lifecycle, clock), lifecycle,
+            KeyQueries(settings, sessions, cache, clock), Introspector(sessions, cache, clock), sync,
         )
-        ns = self.settings.redis_namespace
-        self.limiter = RedisLimiter(self.redis, self.clock, ns, MemoryLimiter(self.clock),
-                                    on_degraded=self.metrics.redis_degraded)
-        self.invalidation = Invalidation(
-            self.redis, f"{ns}:changes", self.replica_id,
-            on_notice=lambda tenant, kid: self.service.refresh_key(kid),
-            on_subscribed=self._on_subscribed,
-            on_degraded=self.metrics.redis_degraded,
+        return cls(
+            settings, clock, engine, sessions, cache, keygen, sync, service, metrics,
+            redis.limiter if redis else MemoryLimiter(clock), redis.client if redis else None,
+            redis.invalidation if redis else None, replica_id,
         )
-        self.service.notify = self.invalidation.publish
-        self.metrics.redis_connected = lambda: self.invalidation.connected  # type: ignore[union-attr]
+
+    @property
+    def db_ok(self) -> bool:
+        """Whether the database answered the last reread."""
+        return self.sync.db_ok
+
+    async def reconcile_once(self) -> int:
+        return await self.sync.reconcile_once()
 
     async def start(self) -> None:
         if self.settings.run_migrations:
             await upgrade_async(self.settings.database_url)
-        self.last_reconcile_ms = int(self.clock() * 1000)
-        await self.service.load()
-        self.tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
-        self.tasks.append(asyncio.create_task(self.keygen.keep_pools_full(), name="keypair-pool"))
+        await self.sync.start()
+        self._spawn(self.sync.run(), "reconcile")
+        self._spawn(self.keygen.keep_pools_full(), "keypair-pool")
         if self.service.prepublisher is not None:
-            self.tasks.append(asyncio.create_task(self.service.prepublisher.run(), name="prepublish"))
+            self._spawn(self.service.prepublisher.run(), "prepublish")
         if self.invalidation is not None:
-            self.tasks.append(asyncio.create_task(self.invalidation.run(), name="invalidation"))
+            self._spawn(self.invalidation.run(), "invalidation")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        self.tasks.append(asyncio.create_task(coro, name=name))
 
     async def stop(self) -> None:
         for t in self.tasks:
@@ -105,47 +128,19 @@ class Core:
             await self.redis.aclose()
         await self.engine.dispose()
 
-    async def rebuild_cache(self) -> None:
-        """Load everything into a new cache, then swap it in."""
-        fresh = KeyCache(self.clock)
-        await self.service.load(fresh)
-        self.cache.replace_with(fresh)
 
-    async def _on_subscribed(self, resubscribed: bool) -> None:
-        # Notices sent while we were not subscribed are lost: catch up from the
-        # database (a full rebuild after a reconnect; the start-up gap otherwise).
-        try:
-            if resubscribed:
-                await self.rebuild_cache()
-            else:
-                await self.reconcile_once()
-        except Exception as exc:
-            log.warning("could not catch up after subscribing (%s); the reconcile loop retries", type(exc).__name__)
+def _connect_redis(settings: Settings, clock: Callable[[], float], replica_id: str, sync: CacheSync,
+                   on_degraded: Callable[[], None]) -> _Redis:
+    import redis.asyncio as aioredis
 
-    async def reconcile_once(self) -> int:
-        """Reread rows changed recently (by the CLI or another replica).
-
-        The window overlaps by a few seconds: applying a row twice is harmless,
-        missing one (clock skew between writers) is not.
-        """
-        started = int(self.clock() * 1000)
-        changed = await self.service.reconcile(self.last_reconcile_ms - 5000)
-        self.last_reconcile_ms = started
-        return changed
-
-    async def _reconcile_loop(self) -> None:
-        interval = self.settings.degraded_cache_ttl_seconds
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.reconcile_once()
-                if not self.db_ok:
-                    log.info("database reachable again")
-                self.db_ok = True
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep serving the last good snapshot
-                if self.db_ok:
-                    log.warning("reconcile failed, serving the last good key snapshot: %s", type(exc).__name__)
-                self.db_ok = False
-                self.metrics.reconcile_failures.inc()
+    assert settings.redis_url  # only called with one
+    client = aioredis.from_url(
+        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=5,
+    )
+    ns = settings.redis_namespace
+    return _Redis(
+        client,
+        RedisLimiter(client, clock, ns, MemoryLimiter(clock), on_degraded=on_degraded),
+        Invalidation(client, f"{ns}:changes", replica_id, on_notice=sync.refresh_key,
+                     on_subscribed=sync.on_subscribed, on_degraded=on_degraded),
+    )

@@ -14,14 +14,16 @@ from __future__ import annotations
 import gzip
 import heapq
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import keys
 import keys.hazmat
 from keys import JWKSDocument, PublicKeySet, Verifier
 
 from .db.models import ApiKey, Tenant
+from .schemas import ALGORITHM_NAMES
 
 ADMIN_SCOPES = ("keys:read", "keys:write")
 # a key minted on a replica (or by the CLI) whose clock runs ahead must not be
@@ -40,7 +42,7 @@ class TenantInfo:
     shard_count: int = 1  # 1: one JWKS; more: keys spread over shard JWKS documents
 
     @classmethod
-    def from_row(cls, row: Tenant) -> "TenantInfo":
+    def from_row(cls, row: Tenant) -> TenantInfo:
         return cls(row.id, row.issuer, row.audience, row.admin_audience, row.key_prefix, row.algorithm,
                    row.shard_count or 1)
 
@@ -64,12 +66,16 @@ class PublishedKey:
     shard: int | None
     meta: dict[str, Any] = field(repr=False)
     jwk: dict[str, Any] = field(repr=False)
+    # the exact prefix it was minted with: no other prefix verifies as this key
+    # ("" never matches one, so a key built without it fails closed)
+    prefix: str = ""
 
     @classmethod
-    def from_row(cls, row: ApiKey) -> "PublishedKey":
+    def from_row(cls, row: ApiKey) -> PublishedKey:
         return cls(
             row.id, row.tenant_id, row.kind, row.subject, tuple(row.scopes),
             tuple(row.rate_limits or ()), row.removed_at(), row.shard, row.meta, row.public_jwk,
+            row.prefix,
         )
 
 
@@ -107,12 +113,30 @@ class TenantKeys:
         self.last_rebuild_seconds = 0.0
         self.api_verifier = Verifier(
             self.api_keys, issuer=info.issuer, audience=info.audience,
-            algorithms=keys.supported_algorithms(), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
+            algorithms=ALGORITHM_NAMES, clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
         )
         self.admin_verifier = Verifier(
             self.admin_keys, issuer=info.issuer, audience=info.admin_audience,
-            algorithms=keys.supported_algorithms(), clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
+            algorithms=ALGORITHM_NAMES, clock=clock, future_leeway=CLOCK_SKEW_SECONDS,
         )
+
+    def verify_api(self, token: str) -> tuple[keys.VerifiedKey, PublishedKey]:
+        """Verify an API key as its gateway would, and its exact prefix (tenant
+        prefix plus its own shard); raises keys.KeyCoreError."""
+        return self._verify(self.api_verifier, token)
+
+    def verify_admin(self, token: str) -> tuple[keys.VerifiedKey, PublishedKey]:
+        """Verify an admin key, prefix included (``sk_admin_``); raises keys.KeyCoreError."""
+        return self._verify(self.admin_verifier, token)
+
+    def _verify(self, verifier: Verifier, token: str) -> tuple[keys.VerifiedKey, PublishedKey]:
+        verified = verifier.verify(token)
+        published = self.published.get(verified.kid)
+        if published is None:
+            raise keys.UnknownKeyId()
+        if verified.prefix != published.prefix:
+            raise keys.WrongPrefix()
+        return verified, published
 
     def document(self, shard: int | None = None) -> JWKSDocument:
         doc = self.documents.get(shard)
@@ -123,8 +147,8 @@ class TenantKeys:
     def put(self, key: PublishedKey) -> bool:
         """Publish, or refresh, a key that is live now. Returns True if it changed.
 
-        An unchanged key is left where it is: re-adding would move it to the
-        end of its JWKS, change the ETag and make every gateway refetch."""
+        An unchanged key is left alone: re-adding would re-render its JWKS
+        (sorted by kid, so the bytes stay the same) for nothing."""
         before = self.published.get(key.kid)
         if before == key:
             return False
@@ -197,6 +221,12 @@ class TenantKeys:
         return sum(1 for k in self.published.values() if k.kind == kind)
 
 
+def claimed_kid(token: str) -> str:
+    """The kid a key string claims, NOT verified: only to pick a verifier or
+    explain a failure. Raises keys.KeyCoreError."""
+    return keys.hazmat.unverified_kid(token)
+
+
 class KeyCache:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
@@ -237,11 +267,12 @@ class KeyCache:
 
     def verify_admin(self, token: str) -> tuple[TenantKeys, keys.VerifiedKey]:
         """Verify a tenant admin key; raises keys.KeyCoreError."""
-        tenant = self.tenant_of_admin_key(keys.hazmat.unverified_kid(token))
+        tenant = self.tenant_of_admin_key(claimed_kid(token))
         if tenant is None:
             raise keys.UnknownKeyId()
-        return tenant, tenant.admin_verifier.verify(token)
+        verified, _ = tenant.verify_admin(token)
+        return tenant, verified
 
-    def replace_with(self, other: "KeyCache") -> None:
+    def replace_with(self, other: KeyCache) -> None:
         """Swap in a freshly loaded cache at once (never serve a half-built one)."""
         self.tenants, self._admin_index = other.tenants, other._admin_index

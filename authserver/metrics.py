@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -15,7 +15,8 @@ from .keycache import KeyCache
 class _CacheCollector(Collector):
     """Gauges read from the key cache at scrape time."""
 
-    def __init__(self, cache: KeyCache) -> None:
+    def __init__(self, cache: KeyCache, redis_connected: Callable[[], bool] | None = None) -> None:
+        """``redis_connected``: probe for the Redis gauge (None: no Redis, no gauge)."""
         self.cache = cache
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -35,7 +36,7 @@ class _CacheCollector(Collector):
 
 
 class _RedisCollector(Collector):
-    def __init__(self, metrics: "Metrics") -> None:
+    def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
@@ -48,7 +49,8 @@ class _RedisCollector(Collector):
 
 
 class Metrics:
-    def __init__(self, cache: KeyCache) -> None:
+    def __init__(self, cache: KeyCache, redis_connected: Callable[[], bool] | None = None) -> None:
+        """``redis_connected``: probe for the Redis gauge (None: no Redis, no gauge)."""
         self.registry = CollectorRegistry()
         r = self.registry
         self.mints = Counter("authserver_mints", "Keys minted", ["tenant", "alg", "kind"], registry=r)
@@ -65,7 +67,7 @@ class Metrics:
         self.invalidation_degraded = Counter(
             "authserver_invalidation_degraded", "Times cross-replica invalidation was lost (Redis down)", registry=r
         )
-        self.redis_connected: Callable[[], bool] | None = None
+        self.redis_connected = redis_connected
         r.register(_RedisCollector(self))
         self.rate_limited = Counter("authserver_rate_limited", "Requests refused with 429", ["bucket"], registry=r)
         r.register(_CacheCollector(cache))

@@ -11,9 +11,13 @@ from typing import Any
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from sqlalchemy.exc import DBAPIError, OperationalError, StatementError, TimeoutError as PoolTimeout
+from litestar.types import ExceptionHandlersMap
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from .errors import RateLimited, ServiceError
+
+AnyRequest = Request[Any, Any, Any]
 
 log = logging.getLogger("authserver.errors")
 PROBLEM = "application/problem+json"
@@ -25,7 +29,7 @@ _TITLES = {
 
 
 def problem(status: int, code: str, detail: str | None = None, headers: dict[str, str] | None = None,
-            **extra: Any) -> Response:
+            **extra: Any) -> Response[Any]:
     body = {
         "type": f"https://authserver.dev/problems/{code}",
         "title": _TITLES.get(status, "Error"),
@@ -38,14 +42,14 @@ def problem(status: int, code: str, detail: str | None = None, headers: dict[str
     return Response(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def on_service_error(request: Request, exc: ServiceError) -> Response:
+def on_service_error(request: AnyRequest, exc: ServiceError) -> Response[Any]:
     headers = {**exc.headers, "Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
     if exc.status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": 'Bearer realm="authserver"'}
     return problem(exc.status, exc.code, exc.detail, headers, **exc.extra)
 
 
-def on_validation_error(request: Request, exc: ValidationException) -> Response:
+def on_validation_error(request: AnyRequest, exc: ValidationException) -> Response[Any]:
     errors = []
     for e in exc.extra or []:
         if isinstance(e, dict):
@@ -53,7 +57,7 @@ def on_validation_error(request: Request, exc: ValidationException) -> Response:
     return problem(400, "invalid_request", "The request does not match the schema", errors=errors)
 
 
-def on_http_error(request: Request, exc: HTTPException) -> Response:
+def on_http_error(request: AnyRequest, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if status >= 500:
         log.error("http error %s on %s %s", status, request.method, request.url.path)
@@ -65,14 +69,14 @@ def on_http_error(request: Request, exc: HTTPException) -> Response:
     return problem(status, code, detail, headers=dict(exc.headers or {}) or None)
 
 
-def on_database_error(request: Request, exc: Exception) -> Response:
+def on_database_error(request: AnyRequest, exc: Exception) -> Response[Any]:
     log.warning("database unavailable during %s %s: %s", request.method, request.url.path, type(exc).__name__)
     return problem(503, "unavailable", "The database is unavailable; nothing was changed. Retry later.",
                    headers={"Retry-After": "2"})
 
 
-def on_unexpected(request: Request, exc: Exception) -> Response:
-    if _is_connection_error(exc):
+def on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
+    if is_connection_error(exc):
         return on_database_error(request, exc)
     if isinstance(exc, RecursionError):
         # the JSON decoder gives up on absurdly nested bodies this way
@@ -110,8 +114,10 @@ def _is_data_error(exc: BaseException) -> bool:
     return False
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+def is_connection_error(error: BaseException) -> bool:
+    """True if ``error`` (or what caused it) means a backing service is unreachable."""
     seen = 0
+    exc: BaseException | None = error
     while exc is not None and seen < 8:
         if isinstance(exc, (OperationalError, PoolTimeout, ConnectionError, OSError, TimeoutError)):
             return True
@@ -126,7 +132,7 @@ def _is_connection_error(exc: BaseException) -> bool:
     return False
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     ServiceError: on_service_error,
     ValidationException: on_validation_error,
     HTTPException: on_http_error,

@@ -14,7 +14,6 @@ Errors: see :mod:`keys.errors`. Low-level names that are easy to misuse
 ``ALGORITHMS`` registry and ``register``) live in :mod:`keys.hazmat`.
 """
 
-from typing import Any as _Any
 
 from ._algorithms import DEFAULT_ALGORITHM, Algorithm, get_algorithm, supported_algorithms
 from ._jwk import VerificationKey, load_public_jwk, public_jwk, public_only, sentinel_jwk, thumbprint
@@ -92,18 +91,3 @@ __all__ = [
     "ExpiredToken",
     "NotYetValid",
 ]
-
-# Moved to keys.hazmat in issue 11; old spellings keep working (with a warning)
-# until every caller imports them from there.
-_MOVED = frozenset({"ALGORITHMS", "register", "unverified_kid", "mint_with_keypair", "KeypairPool"})
-
-
-def __getattr__(name: str) -> _Any:
-    if name in _MOVED:
-        import warnings
-
-        from . import hazmat
-
-        warnings.warn(f"keys.{name} moved to keys.hazmat.{name}", DeprecationWarning, stacklevel=2)
-        return getattr(hazmat, name)
-    raise AttributeError(f"module 'keys' has no attribute {name!r}")

@@ -1,108 +1,67 @@
-"""Request helpers shared by controllers: the Core, the admin credential."""
+"""Request helpers shared by controllers: the Core, JSON bodies, RateLimit headers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Any
 
+import msgspec
 from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Guard, Message, Scope
 
-import keys
+from ..auth import client_addr, core_of
+from ..errors import ServiceError, UnsupportedMediaType
 
-from ..core import Core
-from ..errors import Forbidden, RateLimited, Unauthorized
-from ..keycache import TenantKeys
-from ..services import Actor
-
-
-def core_of(request: Request) -> Core:
-    return request.app.state.core
+__all__ = ["add_ratelimit_headers", "client_addr", "core_of", "json_body"]
 
 
-def client_addr(request: Request) -> str | None:
-    return request.client.host if request.client else None
+async def _require_json(request: Request[Any, Any, Any], *, optional: bool = False) -> None:
+    """A JSON endpoint takes JSON: a form or text/plain body is refused (415)
+    rather than parsed as JSON anyway. ``optional``: an empty body is fine."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
+        return
+    if optional and not await request.body():
+        return
+    raise UnsupportedMediaType("send the request body as application/json")
 
 
-@dataclass(frozen=True, slots=True)
-class Admin:
-    tenant: TenantKeys
-    kid: str
-    scopes: frozenset[str]
-    actor: Actor
-
-    def require(self, scope: str) -> None:
-        if scope not in self.scopes:
-            raise Forbidden(f"this admin key lacks the {scope!r} scope")
-
-
-def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized()
-    return token.strip()
-
-
-def authenticate_admin(request: Request) -> Admin:
-    """Verify the tenant admin key. Any failure is the same 401."""
-    core = core_of(request)
-    token = bearer_token(request)
+async def _strict(request: Request[Any, Any, Any], typ: Any, default: Any = None) -> Any:
+    """Decode the body again, strictly: Litestar converts leniently, so "60"
+    would pass for an integer and 1.0 for a whole number. Types are the contract."""
+    raw = await request.body()
+    if not raw.strip() and default is not None:
+        return default
     try:
-        tenant, verified = core.cache.verify_admin(token)
-    except keys.KeyCoreError as exc:
-        core.metrics.auth_failures.labels(exc.code).inc()
-        raise Unauthorized() from None
-    return Admin(tenant, verified.kid, verified.scopes, Actor(verified.kid, client_addr(request)))
+        value = msgspec.json.decode(raw, type=typ, strict=True)
+    except msgspec.ValidationError as exc:
+        raise ServiceError(f"the request does not match the schema: {exc}") from None
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        raise ServiceError("the request body is not valid JSON") from None
+    return default if value is None else value
 
 
-def _auth_failure_key(request: Request) -> str:
-    return f"authfail:{client_addr(request) or 'unknown'}"
+def json_body(typ: Any, default: Any = None) -> Guard:
+    """First guard of a JSON endpoint, before authentication and before Litestar
+    parses the body: 415 for another media type, then the strict decode (kept in
+    request.state.body for the handler). ``default``: the body may be empty."""
+
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        request: Request[Any, Any, Any] = connection  # type: ignore[assignment]  # guards of HTTP routes get the Request
+        await _require_json(request, optional=default is not None)
+        request.state.body = await _strict(request, typ, default)
+
+    return guard
 
 
-async def refuse_if_failing(request: Request) -> None:
-    """429 for a client address over its budget of failed authentications."""
-    core = core_of(request)
-    limit = core.settings.rate_limit_auth_failures_per_minute
-    if limit:
-        d = await core.limiter.peek(_auth_failure_key(request), limit, 60)
-        if not d.allowed:
-            core.metrics.rate_limited.labels("auth_failures").inc()
-            raise RateLimited(d.retry_after, headers=d.headers())
-
-
-async def count_auth_failure(request: Request) -> None:
-    core = core_of(request)
-    limit = core.settings.rate_limit_auth_failures_per_minute
-    if limit:
-        await core.limiter.hit(_auth_failure_key(request), limit, 60)
-
-
-async def admin_for(request: Request, bucket: str = "admin") -> Admin:
-    """Authenticate the admin key under the rate limits of issue #4:
-    failed authentications per client address, then calls per admin key."""
-    core = core_of(request)
-    s = core.settings
-    await refuse_if_failing(request)
-    try:
-        admin = authenticate_admin(request)
-    except Unauthorized:
-        await count_auth_failure(request)
-        raise
-    limit = s.rate_limit_introspect_per_minute if bucket == "introspect" else s.rate_limit_admin_per_minute
-    if limit:
-        d = await core.limiter.hit(f"{bucket}:{admin.kid}", limit, 60)
-        request.state.ratelimit = d
-        if not d.allowed:
-            core.metrics.rate_limited.labels(bucket).inc()
-            raise RateLimited(d.retry_after, headers=d.headers())
-    return admin
-
-
-async def add_ratelimit_headers(message, scope) -> None:
+async def add_ratelimit_headers(message: Message, scope: Scope) -> None:
     """before_send hook: RateLimit-* headers on every rate-limited answer."""
     if message["type"] != "http.response.start":
         return
     decision = scope.get("state", {}).get("ratelimit")
     if decision is not None:
         present = {k.lower() for k, _ in message.get("headers", [])}
-        extra = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items() if k.lower().encode() not in present]
+        extra = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()
+                 if k.lower().encode() not in present]
         message["headers"] = list(message.get("headers", [])) + extra

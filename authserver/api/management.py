@@ -1,113 +1,37 @@
-"""Management API: /v1/keys. Thin: parse, authenticate, call KeyService, shape JSON."""
+"""Management API: /v1/keys, /v1/audit, /oauth/introspect.
+
+Thin: guards decode the body and authenticate (authserver.auth), the handler
+makes one service call and shapes the JSON.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, post
+from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
 import keys
-import keys.hazmat
 
-from ..errors import InvalidInput, ServiceError, UnsupportedMediaType
-from ..services import KeySpec
-from ..services.apikeys import audit_view, decode_cursor, key_view
-from .deps import admin_for, core_of
+from ..auth import READ, WRITE, Admin, provide_admin, provide_introspection_admin, requires
+from ..core import Core
+from ..db.models import ApiKey
+from ..errors import InvalidInput, ServiceError
+from ..keycache import claimed_kid
+from ..schemas import KEY_ID_PATTERN, TEXT_PATTERN, KeySpec, RollRequest
+from ..services.queries import decode_cursor
+from .deps import core_of, json_body
+from .views import audit_view, key_view
 
-# Text that ends up in the database, in JWT claims and (sub) in gateway headers:
-# no control characters. NUL is refused by PostgreSQL; CR/LF have no place in a header.
-_TEXT = r"^[^\x00-\x1f\x7f]+$"
-# key ids are RFC 7638 thumbprints: base64url
-_KEY_ID = r"^[A-Za-z0-9_-]{1,64}$"
-_KEY_ID_RE = re.compile(_KEY_ID)
-_MAX_METADATA_DEPTH = 16
+__all__ = ["ROUTES", "KeysController", "audit_log", "introspect"]
+
+_KEY_ID_RE = re.compile(KEY_ID_PATTERN)
 _INT64_MAX = 2**63 - 1
-
-_Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=_TEXT)]
-_Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=_TEXT)]
-_KeyId = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=_KEY_ID)]
-# a closed set: it also labels the mint latency metric, so no client string may reach it
-_Algorithm = Literal[keys.supported_algorithms()]  # type: ignore[valid-type]
-_Scope = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[\x21\x23-\x5b\x5d-\x7e]+$")]
-_Seconds = Annotated[int, msgspec.Meta(ge=1, le=10 * 365 * 86400)]
-
-
-class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
-    limit: Annotated[int, msgspec.Meta(ge=1, le=10**9)]
-    window_seconds: Annotated[int, msgspec.Meta(ge=1, le=2678400)]
-
-
-class MintRequest(msgspec.Struct, forbid_unknown_fields=True):
-    name: _Name | None = None
-    subject: _Subject | None = None
-    scopes: Annotated[list[_Scope], msgspec.Meta(max_length=64)] = []
-    expires_in: _Seconds | None = None
-    algorithm: _Algorithm | None = None
-    metadata: dict[str, Any] = {}
-    rate_limits: Annotated[list[RateLimit], msgspec.Meta(max_length=8)] | None = None
-
-
-class RollRequest(msgspec.Struct, forbid_unknown_fields=True):
-    grace_seconds: Annotated[int, msgspec.Meta(ge=0)] | None = None
-    expires_in: _Seconds | None = None
-
-
-def _check_metadata(value: Any, depth: int = 0) -> None:
-    """Free-form metadata, but storable everywhere: bounded nesting, no NUL
-    (PostgreSQL's JSONB refuses \\u0000, SQLite would keep it)."""
-    if depth > _MAX_METADATA_DEPTH:
-        raise InvalidInput(f"metadata is nested deeper than {_MAX_METADATA_DEPTH} levels")
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _check_metadata(k, depth + 1)
-            _check_metadata(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            _check_metadata(v, depth + 1)
-    elif isinstance(value, str) and "\x00" in value:
-        raise InvalidInput("metadata strings cannot contain NUL characters")
-
-
-async def _require_json(request: Request, *, optional: bool = False) -> None:
-    """A JSON endpoint takes JSON: a form or text/plain body is refused (415)
-    rather than parsed as JSON anyway. ``optional``: an empty body is fine."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media == "application/json" or (media.startswith("application/") and media.endswith("+json")):
-        return
-    if optional and not await request.body():
-        return
-    raise UnsupportedMediaType("send the request body as application/json")
-
-
-async def _strict(request: Request, typ: Any, default: Any = None) -> Any:
-    """Decode the body again, strictly: Litestar converts leniently, so "60"
-    would pass for an integer and 1.0 for a whole number. Types are the contract."""
-    raw = await request.body()
-    if not raw.strip() and default is not None:
-        return default
-    try:
-        value = msgspec.json.decode(raw, type=typ, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ServiceError(f"the request does not match the schema: {exc}") from None
-    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-        raise ServiceError("the request body is not valid JSON") from None
-    return default if value is None else value
-
-
-def _json_body(typ: Any, default: Any = None):
-    """before_request hook of a JSON endpoint, run before Litestar parses the
-    body: 415 for another media type, then the strict decode (kept in
-    request.state.body for the handler). ``default``: the body may be empty."""
-
-    async def hook(request: Request) -> None:
-        await _require_json(request, optional=default is not None)
-        request.state.body = await _strict(request, typ, default)
-        return None
-
-    return hook
+_KeyId = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=KEY_ID_PATTERN)]
+AnyRequest = Request[Any, Any, Any]
 
 
 def _checked_cursor(cursor: str | None) -> str | None:
@@ -120,119 +44,98 @@ def _checked_cursor(cursor: str | None) -> str | None:
     return cursor
 
 
+def _with_key(core: Core, row: ApiKey, minted: keys.MintedKey, **extra: Any) -> Response[Any]:
+    """201 with the full key: the only answer that ever carries it."""
+    body = key_view(row, core.clock(), core.settings) | {"key": minted.key} | extra
+    return Response(body, status_code=201, headers={"Cache-Control": "no-store", "Location": f"/v1/keys/{row.id}"})
+
+
 class KeysController(Controller):
     path = "/v1/keys"
     tags = ["keys"]
+    dependencies = {"admin": provide_admin}
 
-    @post("/", status_code=201, before_request=_json_body(MintRequest))
-    async def mint(self, request: Request, data: JSONBody[MintRequest]) -> Response:
+    @post("/", status_code=201, guards=[json_body(KeySpec), requires(WRITE)])
+    async def mint(self, request: AnyRequest, admin: NamedDependency[Admin], data: JSONBody[KeySpec]) -> Response[Any]:
         """Mint an API key. The full key is in this response and nowhere else, ever."""
-        admin = await admin_for(request)
-        admin.require("keys:write")
-        data = request.state.body  # the strictly decoded twin of ``data``
-        _check_metadata(data.metadata)
+        spec: KeySpec = request.state.body  # the strictly decoded twin of ``data``
         core = core_of(request)
-        spec = KeySpec(
-            name=data.name, subject=data.subject, scopes=list(data.scopes), expires_in=data.expires_in,
-            algorithm=data.algorithm, metadata=data.metadata,
-            rate_limits=[msgspec.structs.asdict(r) for r in data.rate_limits] if data.rate_limits else None,
-        )
-        with core.metrics.mint_seconds.labels(data.algorithm or admin.tenant.info.algorithm).time():
-            row, minted = await core.service.mint(admin.tenant.info.id, spec, admin.actor)
-        body = key_view(row, core.clock(), core.settings)
-        body["key"] = minted.key
-        body["warning"] = "Store this key now: it is shown only once and cannot be recovered."
-        return Response(body, status_code=201, headers={"Cache-Control": "no-store", "Location": f"/v1/keys/{row.id}"})
+        with core.metrics.mint_seconds.labels(spec.algorithm or admin.tenant.info.algorithm).time():
+            row, minted = await core.service.mint(admin.tenant_id, spec, admin.actor)
+        return _with_key(core, row, minted,
+                         warning="Store this key now: it is shown only once and cannot be recovered.")
 
-    @get("/")
+    @get("/", guards=[requires(READ)])
     async def list_keys(
         self,
-        request: Request,
+        request: AnyRequest,
+        admin: NamedDependency[Admin],
         key_state: Annotated[str, QueryParameter(name="state")] = "all",
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=512, pattern=r"^[A-Za-z0-9_=-]*$")] = None,
-        subject: Annotated[str | None, QueryParameter(min_length=1, max_length=256, pattern=_TEXT)] = None,
-        search: Annotated[str | None, QueryParameter(name="q", max_length=200, pattern=_TEXT)] = None,
-    ) -> dict:
+        subject: Annotated[str | None, QueryParameter(min_length=1, max_length=256, pattern=TEXT_PATTERN)] = None,
+        search: Annotated[str | None, QueryParameter(name="q", max_length=200, pattern=TEXT_PATTERN)] = None,
+    ) -> dict[str, Any]:
         """List keys, newest first. ``state``: active, rolling, live, expired, revoked, all;
         ``q``: a substring of the name or subject, or a key id prefix."""
-        admin = await admin_for(request)
-        admin.require("keys:read")
         core = core_of(request)
-        page = await core.service.list(admin.tenant.info.id, state=key_state, limit=limit, cursor=_checked_cursor(cursor),
-                                       subject=subject,
-                                       search=search)
+        page = await core.service.list_keys(admin.tenant_id, state=key_state, limit=limit,
+                                            cursor=_checked_cursor(cursor), subject=subject, search=search)
         now = core.clock()
         return {"data": [key_view(r, now, core.settings) for r in page.items], "next_cursor": page.next_cursor}
 
-    @get("/{key_id:str}")
-    async def get_key(self, request: Request, key_id: _KeyId) -> dict:
+    @get("/{key_id:str}", guards=[requires(READ)])
+    async def get_key(self, request: AnyRequest, admin: NamedDependency[Admin], key_id: _KeyId) -> dict[str, Any]:
         """One key's description (never the key string)."""
-        admin = await admin_for(request)
-        admin.require("keys:read")
         core = core_of(request)
-        row = await core.service.get(admin.tenant.info.id, key_id)
-        return key_view(row, core.clock(), core.settings)
+        return key_view(await core.service.get(admin.tenant_id, key_id), core.clock(), core.settings)
 
-    @post("/{key_id:str}/roll", status_code=201, before_request=_json_body(RollRequest | None, RollRequest()))
-    async def roll(self, request: Request, key_id: _KeyId, data: JSONBody[RollRequest | None] = None) -> Response:
+    @post("/{key_id:str}/roll", status_code=201,
+          guards=[json_body(RollRequest | None, RollRequest()), requires(WRITE)])
+    async def roll(self, request: AnyRequest, admin: NamedDependency[Admin], key_id: _KeyId,
+                   data: JSONBody[RollRequest | None] = None) -> Response[Any]:
         """Replace a key: a new key now, the old one stays valid for the grace period."""
-        admin = await admin_for(request)
-        admin.require("keys:write")
-        data = request.state.body
+        body: RollRequest = request.state.body
         core = core_of(request)
-        new, minted, old = await core.service.roll(
-            admin.tenant.info.id, key_id, admin.actor, grace_seconds=data.grace_seconds,
-            expires_in=data.expires_in,
-        )
-        now = core.clock()
-        body = key_view(new, now, core.settings)
-        body["key"] = minted.key
-        body["previous"] = key_view(old, now, core.settings)
-        return Response(body, status_code=201, headers={"Cache-Control": "no-store", "Location": f"/v1/keys/{new.id}"})
+        new, minted, old = await core.service.roll(admin.tenant_id, key_id, admin.actor,
+                                                   grace_seconds=body.grace_seconds, expires_in=body.expires_in)
+        return _with_key(core, new, minted, previous=key_view(old, core.clock(), core.settings))
 
-    @delete("/{key_id:str}", status_code=200)
-    async def revoke(self, request: Request, key_id: _KeyId) -> dict:
+    @delete("/{key_id:str}", status_code=200, guards=[requires(WRITE)])
+    async def revoke(self, request: AnyRequest, admin: NamedDependency[Admin], key_id: _KeyId) -> dict[str, Any]:
         """Revoke now: the key leaves the JWKS at once."""
-        admin = await admin_for(request)
-        admin.require("keys:write")
         core = core_of(request)
-        row = await core.service.revoke(admin.tenant.info.id, key_id, admin.actor)
-        return key_view(row, core.clock(), core.settings)
+        return key_view(await core.service.revoke(admin.tenant_id, key_id, admin.actor), core.clock(), core.settings)
 
 
-@get("/v1/audit", tags=["audit"])
+@get("/v1/audit", tags=["audit"], guards=[requires(READ)], dependencies={"admin": provide_admin})
 async def audit_log(
-    request: Request, limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+    request: AnyRequest, admin: NamedDependency[Admin], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     before_id: Annotated[int | None, QueryParameter(ge=0, le=_INT64_MAX)] = None,
-) -> dict:
+) -> dict[str, Any]:
     """The tenant's audit trail, newest first."""
-    admin = await admin_for(request)
-    admin.require("keys:read")
-    core = core_of(request)
-    events = await core.service.audit(admin.tenant.info.id, limit=limit, before_id=before_id)
+    events = await core_of(request).service.audit(admin.tenant_id, limit=limit, before_id=before_id)
     return {"data": [audit_view(e) for e in events], "next_before_id": events[-1].id if len(events) == limit else None}
 
 
-@post("/oauth/introspect", tags=["oauth"], status_code=200)
-async def introspect(request: Request) -> Response:
+async def _token_param(request: AnyRequest) -> object:
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = msgspec.json.decode(await request.body())
+        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+            raise ServiceError("the request body is not valid JSON") from None
+        return body.get("token") if isinstance(body, dict) else None
+    return (await request.form()).get("token")
+
+
+@post("/oauth/introspect", tags=["oauth"], status_code=200, dependencies={"admin": provide_introspection_admin})
+async def introspect(request: AnyRequest, admin: NamedDependency[Admin]) -> Response[Any]:
     """RFC 7662 token introspection, authenticated by a tenant admin key.
 
     Form field ``token``. Answers ``active`` plus the claims, and a ``status``
     (VALID, EXPIRED, REVOKED, INVALID) for the operator.
     """
-    admin = await admin_for(request, "introspect")
-    core = core_of(request)
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("application/json"):
-        try:
-            body = msgspec.json.decode(await request.body())
-        except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
-            raise ServiceError("the request body is not valid JSON") from None
-        token = body.get("token") if isinstance(body, dict) else None
-    else:
-        form = await request.form()
-        token = form.get("token")
+    token = await _token_param(request)
     if not isinstance(token, str) or not token:
         raise InvalidInput("the 'token' parameter is required")
     if _malformed_kid(token):
@@ -240,16 +143,16 @@ async def introspect(request: Request) -> Response:
         # (a NUL in it would even make PostgreSQL fail)
         answer: dict[str, Any] = {"active": False, "status": "INVALID"}
     else:
-        answer = await core.service.introspect(admin.tenant.info.id, token)
+        answer = await core_of(request).service.introspect(admin.tenant_id, token)
     return Response(answer, headers={"Cache-Control": "no-store"})
 
 
 def _malformed_kid(token: str) -> bool:
     try:
-        kid = keys.hazmat.unverified_kid(token)
+        kid = claimed_kid(token)
     except keys.KeyCoreError:
         return False  # the service judges unparseable tokens itself
-    return not (isinstance(kid, str) and _KEY_ID_RE.match(kid))
+    return not _KEY_ID_RE.match(kid)
 
 
 ROUTES = [KeysController, audit_log, introspect]

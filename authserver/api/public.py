@@ -8,15 +8,16 @@ removal, so a well-behaved cache cannot hold a key past its expiry.
 from __future__ import annotations
 
 import math
-from typing import Annotated
+from typing import Annotated, Any
 
 from litestar import Request, Response, get
 from litestar.params import PathParameter
 
-import keys
-
 from ..errors import NotFound
+from ..schemas import ALGORITHM_NAMES
 from .deps import core_of
+
+AnyRequest = Request[Any, Any, Any]
 
 JSON = "application/json"
 _TenantId = Annotated[str, PathParameter()]
@@ -65,7 +66,7 @@ def _accepts_gzip(header: str | None) -> bool:
     return chosen is not None and chosen > 0
 
 
-def _jwks_response(request: Request, tenant_id: str, shard: int | None = None) -> Response:
+def _jwks_response(request: AnyRequest, tenant_id: str, shard: int | None = None) -> Response[Any]:
     core = core_of(request)
     tk = core.cache.get(tenant_id)
     if tk is None:
@@ -92,7 +93,7 @@ def _jwks_response(request: Request, tenant_id: str, shard: int | None = None) -
     return Response(body, media_type=JSON, headers=headers)
 
 
-def _discovery(request: Request, tenant_id: str) -> dict:
+def _discovery(request: AnyRequest, tenant_id: str) -> dict[str, Any]:
     core = core_of(request)
     tk = core.cache.get(tenant_id)
     if tk is None:
@@ -108,7 +109,7 @@ def _discovery(request: Request, tenant_id: str) -> dict:
         "grant_types_supported": [],
         "token_endpoint_auth_methods_supported": ["none"],
         # any key of the tenant may use any of these (the algorithm is per key)
-        "id_token_signing_alg_values_supported": list(keys.supported_algorithms()),
+        "id_token_signing_alg_values_supported": list(ALGORITHM_NAMES),
         "subject_types_supported": ["public"],
         "scopes_supported": [],
         "service_documentation": f"{base}/schema",
@@ -117,19 +118,19 @@ def _discovery(request: Request, tenant_id: str) -> dict:
 
 
 @get("/t/{tenant_id:str}/.well-known/jwks.json", include_in_schema=True, tags=["public"], sync_to_thread=False)
-def tenant_jwks(request: Request, tenant_id: _TenantId) -> Response:
+def tenant_jwks(request: AnyRequest, tenant_id: _TenantId) -> Response[Any]:
     """The tenant's JSON Web Key Set: one public key per live API key."""
     return _jwks_response(request, tenant_id)
 
 
 @get("/t/{tenant_id:str}/shards/{shard:int}/jwks.json", tags=["public"], sync_to_thread=False)
-def shard_jwks(request: Request, tenant_id: _TenantId, shard: Annotated[int, PathParameter()]) -> Response:
+def shard_jwks(request: AnyRequest, tenant_id: _TenantId, shard: Annotated[int, PathParameter()]) -> Response[Any]:
     """One shard of a sharded tenant's keys (keys whose prefix ends in s{shard}_)."""
     return _jwks_response(request, tenant_id, shard)
 
 
 @get("/.well-known/jwks.json", tags=["public"], sync_to_thread=False)
-def default_jwks(request: Request) -> Response:
+def default_jwks(request: AnyRequest) -> Response[Any]:
     """The default tenant's JWKS."""
     return _jwks_response(request, core_of(request).settings.default_tenant)
 
@@ -145,27 +146,27 @@ def default_jwks(request: Request) -> Response:
     ],
     tags=["public"], sync_to_thread=False,
 )
-def tenant_discovery(request: Request, tenant_id: _TenantId) -> dict:
+def tenant_discovery(request: AnyRequest, tenant_id: _TenantId) -> dict[str, Any]:
     """OpenID discovery / RFC 8414 metadata for one tenant (path appended or inserted)."""
     return _discovery(request, tenant_id)
 
 
 @get(["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"], tags=["public"],
      sync_to_thread=False)
-def default_discovery(request: Request) -> dict:
+def default_discovery(request: AnyRequest) -> dict[str, Any]:
     """Discovery metadata of the default tenant."""
     return _discovery(request, core_of(request).settings.default_tenant)
 
 
 @get("/healthz", tags=["ops"], sync_to_thread=False)
-def healthz(request: Request) -> dict:
+def healthz(request: AnyRequest) -> dict[str, Any]:
     """Liveness plus whether the database answered the last reread."""
     core = core_of(request)
     return {"status": "ok", "database": "ok" if core.db_ok else "unreachable", "tenants": len(core.cache.tenants)}
 
 
 @get("/metrics", tags=["ops"], sync_to_thread=False)
-def metrics(request: Request) -> Response:
+def metrics(request: AnyRequest) -> Response[Any]:
     """Prometheus metrics."""
     return Response(core_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
 

@@ -22,25 +22,40 @@ redirect or a log.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Annotated, Any
 
 from litestar import Request, Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import FormMultiDict
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
+from litestar.handlers.base import BaseRouteHandler
 from litestar.params import PathParameter
 from litestar.response import Redirect
+from litestar.types import ExceptionHandlersMap, Guard
 
-import keys
-
-from ..api.deps import Admin, client_addr, core_of, count_auth_failure, refuse_if_failing
+from ..api.views import audit_view, key_view
+from ..auth import (
+    READ,
+    WRITE,
+    Admin,
+    admin_from_session,
+    client_addr,
+    core_of,
+    count_auth_failure,
+    refuse_if_failing,
+    verify_admin_key,
+)
 from ..core import Core
 from ..db.models import ApiKey
 from ..errors import InvalidInput, RateLimited, ServiceError
-from ..problems import _is_connection_error
-from ..services import Actor, KeySpec
-from ..services.apikeys import audit_view, key_view
+from ..problems import is_connection_error
+from ..schemas import MAX_EXPIRES_IN, KeySpec, key_spec
+from ..services import Actor
 from . import session as sessions
 from .render import error_page, log, page
+
+AnyRequest = Request[Any, Any, Any]
 
 PAGE_SIZE = 20
 AUDIT_PAGE_SIZE = 50
@@ -49,7 +64,7 @@ STATE_CHOICES = [
     ("expired", "Expired"), ("revoked", "Revoked"),
 ]
 GRACE_UNITS = [("seconds", 1), ("minutes", 60), ("hours", 3600), ("days", 86400)]
-MAX_EXPIRY_DAYS = 3650
+MAX_EXPIRY_DAYS = MAX_EXPIRES_IN // 86400
 KeyId = Annotated[str, PathParameter(max_length=64)]
 SIGN_IN_FAILED = "Sign-in failed. Check the admin key and try again."
 
@@ -67,28 +82,28 @@ class CsrfFailed(Exception):
     pass
 
 
-def on_signed_out(request: Request, exc: SignedOut) -> Response:
-    resp = Redirect("/portal/login?ended=1" if exc.ended else "/portal/login", status_code=303)
+def on_signed_out(request: AnyRequest, exc: SignedOut) -> Response[Any]:
+    resp: Response[Any] = Redirect("/portal/login?ended=1" if exc.ended else "/portal/login", status_code=303)
     resp.set_cookie(sessions.session_cookie(request, None))
     resp.headers["Cache-Control"] = "no-store"
     return resp
 
 
-def on_csrf_failed(request: Request, exc: CsrfFailed) -> Response:
+def on_csrf_failed(request: AnyRequest, exc: CsrfFailed) -> Response[Any]:
     return error_page(
         request, 403, "This form has expired",
         "The form was not sent from a page of this portal, or it is too old. Go back, reload the page and try again.",
     )
 
 
-def on_service_error(request: Request, exc: ServiceError) -> Response:
+def on_service_error(request: AnyRequest, exc: ServiceError) -> Response[Any]:
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
     titles = {401: "Not signed in", 403: "Not allowed", 404: "Not found", 409: "Not possible now",
               422: "Invalid input", 429: "Too many requests", 503: "Temporarily unavailable"}
     return error_page(request, exc.status, titles.get(exc.status, "Error"), exc.detail, headers)
 
 
-def on_http_error(request: Request, exc: HTTPException) -> Response:
+def on_http_error(request: AnyRequest, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if status >= 500:
         log.error("portal: http error %s on %s %s", status, request.method, request.url.path)
@@ -99,8 +114,8 @@ def on_http_error(request: Request, exc: HTTPException) -> Response:
     return error_page(request, status, "Error", detail, dict(exc.headers or {}) or None)
 
 
-def on_unexpected(request: Request, exc: Exception) -> Response:
-    if _is_connection_error(exc):
+def on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
+    if is_connection_error(exc):
         log.warning("portal: database unavailable during %s %s: %s", request.method, request.url.path,
                     type(exc).__name__)
         return error_page(request, 503, "Temporarily unavailable",
@@ -110,7 +125,7 @@ def on_unexpected(request: Request, exc: Exception) -> Response:
     return error_page(request, 500, "Server error", "The server could not handle the request.")
 
 
-EXCEPTION_HANDLERS = {
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     SignedOut: on_signed_out,
     CsrfFailed: on_csrf_failed,
     ServiceError: on_service_error,
@@ -121,12 +136,18 @@ EXCEPTION_HANDLERS = {
 
 # --- the signed-in admin ---------------------------------------------------
 
-@dataclass
 class Ctx:
-    request: Request
-    core: Core
-    admin: Admin
-    session: sessions.PortalSession
+    """The signed-in request. A plain class: Litestar passes it to handlers as is
+    (a dataclass would be converted field by field)."""
+
+    __slots__ = ("request", "core", "admin", "session")
+
+    def __init__(self, request: Request[Any, Any, Any], core: Core, admin: Admin,
+                 session: sessions.PortalSession) -> None:
+        self.request = request
+        self.core = core
+        self.admin = admin
+        self.session = session
 
     @property
     def tenant_id(self) -> str:
@@ -137,7 +158,7 @@ class Ctx:
                 "nav": nav, "flash": self.session.pop_flash()}
 
     async def page(self, template: str, status: int = 200, *, nav: str = "", headers: dict[str, str] | None = None,
-                   **context: Any) -> Response:
+                   **context: Any) -> Response[Any]:
         ctx = self.base(nav)
         ctx.update(context)
         await self.save()
@@ -148,45 +169,69 @@ class Ctx:
             await sessions.save(self.request, self.session)
 
 
-async def signed_in(request: Request) -> Ctx:
-    """The session's admin, re-checked against the live key cache: a revoked or
-    expired admin key ends the session at once."""
+_CTX_KEY = "portal_ctx"
+AnyConnection = ASGIConnection[Any, Any, Any, Any]
+
+
+async def _signed_in(connection: AnyConnection) -> Ctx:
+    """The session's admin, re-checked against the live key cache (a revoked or
+    expired admin key ends the session at once) and charged like an API call."""
+    cached = connection.state.get(_CTX_KEY)
+    if isinstance(cached, Ctx):
+        return cached
+    request: Request[Any, Any, Any] = connection  # type: ignore[assignment]  # the portal is HTTP only
     session = await sessions.load(request)
     if session is None:
         raise SignedOut()
-    core = core_of(request)
-    tenant = core.cache.tenant_of_admin_key(session.kid)
-    published = tenant.published.get(session.kid) if tenant is not None else None
-    now = core.clock()
-    if (
-        tenant is None or published is None or tenant.info.id != session.tenant or published.kind != "admin"
-        or (published.removed_at is not None and published.removed_at <= now)
-    ):
+    admin = await admin_from_session(request, session.tenant, session.kid)
+    if admin is None:
         await sessions.destroy(request, session.id)
         raise SignedOut(ended=True)
-    limit = core.settings.rate_limit_admin_per_minute
-    if limit:  # the same budget per admin key as the JSON API
-        d = await core.limiter.hit(f"admin:{session.kid}", limit, 60)
-        if not d.allowed:
-            core.metrics.rate_limited.labels("admin").inc()
-            raise RateLimited(d.retry_after, headers=d.headers())
-    admin = Admin(tenant, session.kid, frozenset(published.scopes), Actor(session.kid, client_addr(request)))
-    return Ctx(request, core, admin, session)
+    ctx = connection.state[_CTX_KEY] = Ctx(request, core_of(request), admin, session)
+    return ctx
 
 
-async def signed_in_post(request: Request) -> tuple[Ctx, Any]:
+def signed_in_with(scope: str) -> Guard:
+    """A guard: signed in, with an admin key that carries ``scope``."""
+
+    async def guard(connection: AnyConnection, _: BaseRouteHandler) -> None:
+        (await _signed_in(connection)).admin.require(scope)
+
+    return guard
+
+
+class Posted:
+    """A signed-in POST whose form carries the session's CSRF token."""
+
+    __slots__ = ("ctx", "form")
+
+    def __init__(self, ctx: Ctx, form: FormMultiDict) -> None:
+        self.ctx = ctx
+        self.form = form
+
+
+async def _posted(request: Request[Any, Any, Any]) -> Posted:
     """Signed in, and the form carries this session's CSRF token."""
-    ctx = await signed_in(request)
+    ctx = await _signed_in(request)
     form = await request.form()
     if not ctx.session.check_csrf(form.get("csrf_token")):
         raise CsrfFailed()
-    return ctx, form
+    return Posted(ctx, form)
+
+
+async def _ctx(request: Request[Any, Any, Any]) -> Ctx:
+    return await _signed_in(request)
+
+
+DEPENDENCIES = {"ctx": Provide(_ctx), "posted": Provide(_posted)}
+CAN_READ = [signed_in_with(READ)]
+CAN_WRITE = [signed_in_with(WRITE)]
 
 
 # --- sign in / out ------------------------------------------------------------
 
-def _login_page(request: Request, status: int = 200, *, error: str | None = None, notice: str | None = None,
-                headers: dict[str, str] | None = None) -> Response:
+def _login_page(request: AnyRequest, status: int = 200, *, error: str | None = None, notice: str | None = None,
+                headers: dict[str, str] | None = None) -> Response[Any]:
     token = sessions.login_token_of(request) or sessions.new_login_token()
     resp = page("login.html", status, headers, title="Sign in", login_csrf=token, error=error, notice=notice)
     resp.set_cookie(sessions.login_cookie(request, token))
@@ -194,12 +239,12 @@ def _login_page(request: Request, status: int = 200, *, error: str | None = None
 
 
 @get("/")
-async def portal_home(request: Request) -> Response:
+async def portal_home(request: AnyRequest) -> Response[Any]:
     return Redirect("/portal/keys", status_code=303)
 
 
 @get("/login")
-async def login_form(request: Request) -> Response:
+async def login_form(request: AnyRequest) -> Response[Any]:
     if await sessions.load(request) is not None:
         return Redirect("/portal/keys", status_code=303)
     notice = None
@@ -212,18 +257,14 @@ async def login_form(request: Request) -> Response:
 
 def _verify_admin_key(core: Core, token: str) -> tuple[str, str] | None:
     """(tenant id, kid) of a live admin key with the keys:read scope, or None."""
-    try:
-        tenant, verified = core.cache.verify_admin(token)
-    except keys.KeyCoreError as exc:
-        core.metrics.auth_failures.labels(exc.code).inc()
+    found = verify_admin_key(core, token)
+    if found is None or READ not in found[1].scopes:
         return None
-    if "keys:read" not in verified.scopes:
-        return None
-    return tenant.info.id, verified.kid
+    return found[0].info.id, found[1].kid
 
 
 @post("/login", status_code=200)
-async def login(request: Request) -> Response:
+async def login(request: AnyRequest) -> Response[Any]:
     core = core_of(request)
     form = await request.form()
     if not sessions.check_login_csrf(request, form.get("csrf_token")):
@@ -242,7 +283,7 @@ async def login(request: Request) -> Response:
     tenant_id, kid = found
     session = await sessions.create(request, tenant_id, kid)
     await core.service.record(tenant_id, Actor(kid, client_addr(request)), "portal.sign_in")
-    resp = Redirect("/portal/keys", status_code=303)
+    resp: Response[Any] = Redirect("/portal/keys", status_code=303)
     resp.headers["Cache-Control"] = "no-store"
     resp.set_cookie(sessions.session_cookie(request, session))
     resp.set_cookie(sessions.login_cookie(request, None))
@@ -250,14 +291,14 @@ async def login(request: Request) -> Response:
 
 
 @post("/logout", status_code=303)
-async def logout(request: Request) -> Response:
+async def logout(request: AnyRequest) -> Response[Any]:
     session = await sessions.load(request)
     if session is not None:
         form = await request.form()
         if not session.check_csrf(form.get("csrf_token")):
             raise CsrfFailed()
         await sessions.destroy(request, session.id)
-    resp = Redirect("/portal/login?out=1", status_code=303)
+    resp: Response[Any] = Redirect("/portal/login?out=1", status_code=303)
     resp.set_cookie(sessions.session_cookie(request, None))
     return resp
 
@@ -271,10 +312,8 @@ def _display(view: dict[str, Any], now: float) -> dict[str, Any]:
     return {**view, "state_label": label, "can_roll": state == "active", "can_revoke": state in ("active", "rolling")}
 
 
-@get("/keys")
-async def keys_list(request: Request) -> Response:
-    ctx = await signed_in(request)
-    ctx.admin.require("keys:read")
+@get("/keys", guards=CAN_READ, dependencies=DEPENDENCIES)
+async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx]) -> Response[Any]:
     state = request.query_params.get("state") or "all"
     if state not in {s for s, _ in STATE_CHOICES}:
         state = "all"
@@ -282,7 +321,8 @@ async def keys_list(request: Request) -> Response:
     cursor = request.query_params.get("cursor") or None
     if cursor and len(cursor) > 200:
         cursor = None
-    page = await ctx.core.service.list(ctx.tenant_id, state=state, limit=PAGE_SIZE, cursor=cursor, search=q or None)
+    page = await ctx.core.service.list_keys(ctx.tenant_id, state=state, limit=PAGE_SIZE, cursor=cursor,
+                                            search=q or None)
     rows, next_cursor = page.items, page.next_cursor
     now = ctx.core.clock()
     items = [_display(key_view(r, now, ctx.core.settings), now) for r in rows]
@@ -301,10 +341,8 @@ def _new_form_context(ctx: Ctx, values: dict[str, Any] | None = None) -> dict[st
             "form_nonce": ctx.session.new_form_nonce(), "prefix": ctx.admin.tenant.info.key_prefix}
 
 
-@get("/keys/new")
-async def key_new_form(request: Request) -> Response:
-    ctx = await signed_in(request)
-    ctx.admin.require("keys:write")
+@get("/keys/new", guards=CAN_WRITE, dependencies=DEPENDENCIES)
+async def key_new_form(ctx: NamedDependency[Ctx]) -> Response[Any]:
     return await ctx.page("key_new.html", nav="keys", **_new_form_context(ctx))
 
 
@@ -322,12 +360,11 @@ def _mint_values(form: Any) -> dict[str, str]:
 
 
 def _parse_mint_form(values: dict[str, str]) -> KeySpec:
+    """The form as a KeySpec: the limits are the schema's (authserver.schemas);
+    only what the form itself adds (a name is required, expiry in days) is here."""
     name = values["name"].strip()
     if not name:
         raise InvalidInput("Give the key a name, so you can find it again.")
-    if len(name) > 200:
-        raise InvalidInput("The name is longer than 200 characters.")
-    subject = values["subject"].strip() or None
     expires_in = None
     if values["expiry"] == "days":
         try:
@@ -339,17 +376,17 @@ def _parse_mint_form(values: dict[str, str]) -> KeySpec:
         expires_in = days * 86400
     elif values["expiry"] not in ("never", ""):
         raise InvalidInput("Choose an expiry.")
-    return KeySpec(name=name, subject=subject, scopes=parse_scopes(values["scopes"]), expires_in=expires_in)
+    return key_spec({"name": name, "subject": values["subject"].strip() or None,
+                     "scopes": parse_scopes(values["scopes"]), "expires_in": expires_in})
 
 
 def _secret_page_headers() -> dict[str, str]:
     return {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache", "Expires": "0"}
 
 
-@post("/keys", status_code=201)
-async def key_create(request: Request) -> Response:
-    ctx, form = await signed_in_post(request)
-    ctx.admin.require("keys:write")
+@post("/keys", status_code=201, guards=CAN_WRITE, dependencies=DEPENDENCIES)
+async def key_create(posted: NamedDependency[Posted]) -> Response[Any]:
+    ctx, form = posted.ctx, posted.form
     if not ctx.session.use_form_nonce(form.get("form_nonce")):
         # a reload or a second click: never mint twice from one form
         await ctx.save()
@@ -400,10 +437,8 @@ async def _get_key(ctx: Ctx, key_id: KeyId) -> ApiKey:
     return await ctx.core.service.get(ctx.tenant_id, key_id)
 
 
-@get("/keys/{key_id:str}/roll")
-async def key_roll_form(request: Request, key_id: KeyId) -> Response:
-    ctx = await signed_in(request)
-    ctx.admin.require("keys:write")
+@get("/keys/{key_id:str}/roll", guards=CAN_WRITE, dependencies=DEPENDENCIES)
+async def key_roll_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response[Any]:
     row = await _get_key(ctx, key_id)
     now = ctx.core.clock()
     grace_value, grace_unit = _grace_default(ctx.core.settings.default_grace_seconds)
@@ -414,10 +449,9 @@ async def key_roll_form(request: Request, key_id: KeyId) -> Response:
     )
 
 
-@post("/keys/{key_id:str}/roll", status_code=201)
-async def key_roll(request: Request, key_id: KeyId) -> Response:
-    ctx, form = await signed_in_post(request)
-    ctx.admin.require("keys:write")
+@post("/keys/{key_id:str}/roll", status_code=201, guards=CAN_WRITE, dependencies=DEPENDENCIES)
+async def key_roll(posted: NamedDependency[Posted], key_id: KeyId) -> Response[Any]:
+    ctx, form = posted.ctx, posted.form
     core = ctx.core
     grace = _parse_grace(form, core.settings.max_grace_seconds)
     new, minted, old = await core.service.roll(ctx.tenant_id, key_id, ctx.admin.actor, grace_seconds=grace)
@@ -430,10 +464,8 @@ async def key_roll(request: Request, key_id: KeyId) -> Response:
     )
 
 
-@get("/keys/{key_id:str}/revoke")
-async def key_revoke_form(request: Request, key_id: KeyId) -> Response:
-    ctx = await signed_in(request)
-    ctx.admin.require("keys:write")
+@get("/keys/{key_id:str}/revoke", guards=CAN_WRITE, dependencies=DEPENDENCIES)
+async def key_revoke_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response[Any]:
     row = await _get_key(ctx, key_id)
     now = ctx.core.clock()
     return await ctx.page("key_revoke.html", nav="keys", title="Revoke a key",
@@ -441,10 +473,9 @@ async def key_revoke_form(request: Request, key_id: KeyId) -> Response:
                           gateway_cache_seconds=ctx.core.settings.gateway_cache_seconds)
 
 
-@post("/keys/{key_id:str}/revoke", status_code=303)
-async def key_revoke(request: Request, key_id: KeyId) -> Response:
-    ctx, form = await signed_in_post(request)
-    ctx.admin.require("keys:write")
+@post("/keys/{key_id:str}/revoke", status_code=303, guards=CAN_WRITE, dependencies=DEPENDENCIES)
+async def key_revoke(posted: NamedDependency[Posted], key_id: KeyId) -> Response[Any]:
+    ctx = posted.ctx
     row = await ctx.core.service.revoke(ctx.tenant_id, key_id, ctx.admin.actor)
     label = f"“{row.name}” " if row.name else ""
     ctx.session.add_flash("ok", f"Key {label}({row.prefix}…{row.last4}) is revoked: it left the JWKS.")
@@ -463,10 +494,8 @@ def _details(d: dict[str, Any] | None) -> list[tuple[str, str]]:
     return out
 
 
-@get("/audit")
-async def audit(request: Request) -> Response:
-    ctx = await signed_in(request)
-    ctx.admin.require("keys:read")
+@get("/audit", guards=CAN_READ, dependencies=DEPENDENCIES)
+async def audit(request: AnyRequest, ctx: NamedDependency[Ctx]) -> Response[Any]:
     before = request.query_params.get("before")
     before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
     events = await ctx.core.service.audit(ctx.tenant_id, limit=AUDIT_PAGE_SIZE, before_id=before_id)

@@ -1,6 +1,37 @@
-"""Business logic. Controllers and the CLI call these; nothing here knows HTTP."""
+"""Business logic, one module per job. Controllers and the CLI call these
+(through :class:`KeyService`); nothing here knows HTTP.
 
-from .apikeys import Actor, KeyService, KeySpec, Page
+    tenants        create a tenant, grow its shards
+    lifecycle      mint, roll, revoke; audit records
+    prepublish     instant activation: pre-published keypairs and their issue
+    queries        get, list (cursors), audit trail
+    introspection  RFC 7662 answers
+    sync           the key cache: load, reread, catch up after Redis outages
+    keygen         key generation off the event loop
+"""
+
+from ..schemas import KeySpec
+from .common import Actor, Publisher
+from .facade import KeyService
+from .introspection import Introspector
 from .keygen import KeyGenerator
+from .lifecycle import KeyLifecycle
+from .prepublish import Prepublisher
+from .queries import KeyQueries, Page
+from .sync import CacheSync
+from .tenants import TenantService
 
-__all__ = ["Actor", "KeyGenerator", "KeyService", "KeySpec", "Page"]
+__all__ = [
+    "Actor",
+    "CacheSync",
+    "Introspector",
+    "KeyGenerator",
+    "KeyLifecycle",
+    "KeyQueries",
+    "KeyService",
+    "KeySpec",
+    "Page",
+    "Prepublisher",
+    "Publisher",
+    "TenantService",
+]

@@ -17,27 +17,54 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Mapping
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import keys
 import keys.hazmat
 
 from ..db.models import ApiKey
+from ..keycache import KeyCache
+from .common import Publisher, tenant_of
 
-if TYPE_CHECKING:
-    from .apikeys import KeyService
+__all__ = ["Prepublished", "Prepublisher"]
 
 log = logging.getLogger("authserver.prepublish")
 
 
+@dataclass(frozen=True, slots=True)
+class Prepublished:
+    """A key minted with a keypair whose public half is already out."""
+
+    minted: keys.MintedKey
+    shard: int | None
+    published_at: int  # when its pending row was written
+
+    async def claim(self, session: AsyncSession) -> None:
+        """In the mint's transaction: the pending row gives way to the key's row."""
+        await session.execute(delete(ApiKey).where(ApiKey.id == self.minted.kid, ApiKey.kind == "pending"))
+
+
 class Prepublisher:
-    def __init__(self, service: "KeyService", *, pool_size: int, max_age: float, min_age: float) -> None:
-        self.service = service
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], cache: KeyCache, publisher: Publisher,
+        refill_executor: Executor, *, pool_size: int, max_age: float, min_age: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.sessions = sessions
+        self.cache = cache
+        self.publisher = publisher
+        self.refill_executor = refill_executor
         self.pool_size = pool_size
         self.max_age = max_age
         self.min_age = min_age  # gateway cache duration plus a margin
+        self.clock = clock
         self.pools: dict[str, keys.hazmat.KeypairPool] = {}
         self.published: set[str] = set()  # kids whose pending row is committed
         self._wake = asyncio.Event()
@@ -45,15 +72,14 @@ class Prepublisher:
     def pool(self, tenant_id: str) -> keys.hazmat.KeypairPool:
         pool = self.pools.get(tenant_id)
         if pool is None:
-            algorithm = self.service.tenant(tenant_id).info.algorithm
-            pool = self.pools[tenant_id] = keys.hazmat.KeypairPool(algorithm, self.pool_size, self.max_age,
-                                                             self.service.clock)
+            algorithm = tenant_of(self.cache, tenant_id).info.algorithm
+            pool = self.pools[tenant_id] = keys.hazmat.KeypairPool(algorithm, self.pool_size, self.max_age, self.clock)
         return pool
 
     def take(self, tenant_id: str, claims: Mapping[str, Any], algorithm: str) -> keys.MintedKey | None:
         """Mint with a pre-published keypair, or None. Prefers one older than
         the gateway cache; else any published one (it is at least out)."""
-        tk = self.service.cache.get(tenant_id)
+        tk = self.cache.get(tenant_id)
         pool = self.pools.get(tenant_id)
         if tk is None or pool is None or pool.algorithm.name != algorithm:
             return None
@@ -64,11 +90,22 @@ class Prepublisher:
             return tk.info.shard_prefix(pending.shard if pending else None)
 
         accept = self.published.__contains__
-        minted = (pool.mint(claims, prefix=prefix_for, min_age=self.min_age, accept=accept, clock=self.service.clock)
-                  or pool.mint(claims, prefix=prefix_for, accept=accept, clock=self.service.clock))
+        minted = (pool.mint(claims, prefix=prefix_for, min_age=self.min_age, accept=accept, clock=self.clock)
+                  or pool.mint(claims, prefix=prefix_for, accept=accept, clock=self.clock))
         if minted is not None:
             self.published.discard(minted.kid)
         return minted
+
+    async def issue(self, tenant_id: str, claims: Mapping[str, Any], algorithm: str) -> Prepublished | None:
+        """A pre-published key for these claims, or None (mint a fresh one then)."""
+        minted = self.take(tenant_id, claims, algorithm)
+        if minted is None:
+            return None
+        pending = tenant_of(self.cache, tenant_id).published.get(minted.kid)
+        async with self.sessions() as s:
+            row = await s.get(ApiKey, minted.kid)
+        since = row.created_at if row is not None and row.kind == "pending" else int(self.clock())
+        return Prepublished(minted, pending.shard if pending is not None else None, since)
 
     async def run(self) -> None:
         while True:
@@ -81,27 +118,52 @@ class Prepublisher:
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _refill_all(self) -> None:
-        svc = self.service
-        for tenant_id in list(svc.cache.tenants):
+        for tenant_id in list(self.cache.tenants):
             pool = self.pool(tenant_id)
             gone = pool.evict()
             if gone:
                 self.published.difference_update(gone)
-                await svc.drop_pending(tenant_id, gone)
+                await self._drop_pending(tenant_id, gone)
             while pool.needed():
-                jwk = await asyncio.get_running_loop().run_in_executor(svc.keygen.refill_executor, pool.fill_one)
+                jwk = await asyncio.get_running_loop().run_in_executor(self.refill_executor, pool.fill_one)
                 if jwk is None:
                     break
-                await svc.add_pending(tenant_id, jwk, expires_in=int(self.max_age))
+                await self._add_pending(tenant_id, jwk)
                 self.published.add(jwk["kid"])
         await self._delete_expired_pending()
 
+    async def _add_pending(self, tenant_id: str, jwk: dict[str, Any]) -> None:
+        """Publish the public half of a pooled keypair."""
+        tk = tenant_of(self.cache, tenant_id)
+        now = int(self.clock())
+        shard = tk.least_loaded_shard()
+        row = ApiKey(
+            id=jwk["kid"], tenant_id=tenant_id, kind="pending", name=None, subject="", scopes=[],
+            prefix=tk.info.shard_prefix(shard), last4="", algorithm=jwk["alg"], public_jwk=keys.public_only(jwk),
+            meta={}, rate_limits=None, created_at=now, expires_at=now + int(self.max_age), revoked_at=None,
+            grace_ends_at=None, rolled_from=None, rolled_to=None, changed_at=int(self.clock() * 1000), shard=shard,
+            published_at=now,
+        )
+        async with self.sessions() as s, s.begin():
+            s.add(row)
+        await self.publisher.publish(row)
+
+    async def _drop_pending(self, tenant_id: str, kids: list[str]) -> None:
+        """Unpublish evicted pooled keys: their private halves are gone."""
+        async with self.sessions() as s, s.begin():
+            rows = (await s.scalars(select(ApiKey).where(ApiKey.id.in_(kids), ApiKey.kind == "pending"))).all()
+            for row in rows:
+                row.revoked_at = int(self.clock())
+                row.changed_at = int(self.clock() * 1000)
+        for row in rows:
+            await self.publisher.publish(row)
+
     async def _delete_expired_pending(self) -> None:
         """Pending rows past their time (evicted, or orphaned by a crash)."""
-        now = int(self.service.clock())
-        async with self.service.sessions() as s, s.begin():
+        now = int(self.clock())
+        async with self.sessions() as s, s.begin():
             await s.execute(delete(ApiKey).where(ApiKey.kind == "pending", ApiKey.expires_at <= now))

@@ -65,10 +65,9 @@ def test_hazmat_names_are_exactly_the_risky_ones():
     assert not HAZMAT & set(keys.__all__)
 
 
-def test_moved_names_still_resolve_from_keys_with_a_warning():
+def test_risky_names_are_only_in_hazmat():
     for name in HAZMAT:
-        with pytest.warns(DeprecationWarning, match=f"keys.hazmat.{name}"):
-            assert getattr(keys, name) is getattr(keys.hazmat, name)
+        assert not hasattr(keys, name), name
     with pytest.raises(AttributeError):
         keys.no_such_name  # noqa: B018
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import httpx
 import jwt as pyjwt
 import pytest
-
 from _env import IN_CI
 from _proc import Server, cli, free_port
 

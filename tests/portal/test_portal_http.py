@@ -7,7 +7,6 @@ import time
 
 import jwt as pyjwt
 from litestar.testing import AsyncTestClient
-
 from portal_helpers import Portal, csrf_of, nonce_of, secret_of
 
 ISSUER = "http://testserver.local/t/default"
@@ -209,7 +208,8 @@ async def test_https_public_url_makes_cookies_secure(tenant, make_settings, cloc
         assert r.status_code == 303
         session = next(x for x in r.headers.get_list("set-cookie") if x.startswith("__Host-authserver_portal="))
         attrs = session.lower()
-        assert "; secure" in attrs and "; httponly" in attrs and "; samesite=strict" in attrs and "; path=/;" in attrs + ";"
+        assert "; secure" in attrs and "; httponly" in attrs and "; samesite=strict" in attrs
+        assert "; path=/;" in attrs + ";"
         assert (await c.get("/portal/keys")).status_code == 200
 
 

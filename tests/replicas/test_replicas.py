@@ -8,7 +8,6 @@ import time
 
 import httpx
 import pytest
-
 from _proc import cli, free_port, wait_until
 
 PUBLIC = "http://authserver.test"
@@ -54,12 +53,12 @@ def test_changes_reach_every_replica_through_redis(env, servers):
         assert r.status_code == 201, r.text
         kid = r.json()["id"]
         minted.append(kid)
-        delays.append(propagation(lambda: kid in kids(dst)))
+        delays.append(propagation(lambda kid=kid, dst=dst: kid in kids(dst)))
     for i, kid in enumerate(minted[:4]):
         src, dst = (a, b) if i % 2 else (b, a)
         r = httpx.delete(f"{src.url}/v1/keys/{kid}", headers={"Authorization": f"Bearer {admin}"}, timeout=10)
         assert r.status_code == 200
-        delays.append(propagation(lambda: kid not in kids(dst)))
+        delays.append(propagation(lambda kid=kid, dst=dst: kid not in kids(dst)))
     # a roll on one replica: both keys published on the other
     r = httpx.post(f"{a.url}/v1/keys/{minted[5]}/roll", json={"grace_seconds": 0},
                    headers={"Authorization": f"Bearer {admin}"}, timeout=30)
@@ -112,13 +111,13 @@ def test_redis_down_degrades_then_recovers(env, servers, redis_proc):
     print(f"\ndegraded propagation (Redis down): {lag*1000:.0f} ms")
     metrics = httpx.get(f"{a.url}/metrics").text
     assert "authserver_redis_connected 0.0" in metrics
-    degraded = [l for l in metrics.splitlines() if l.startswith("authserver_invalidation_degraded_total")]
+    degraded = [line for line in metrics.splitlines() if line.startswith("authserver_invalidation_degraded_total")]
     assert degraded and float(degraded[0].split()[-1]) >= 1
 
     # Redis back on the same port: replicas resubscribe, rebuild, and notices flow again
     redis_proc.start()
     for s in (a, b):
-        wait_until(lambda: "authserver_redis_connected 1.0" in httpx.get(f"{s.url}/metrics").text, 15,
+        wait_until(lambda s=s: "authserver_redis_connected 1.0" in httpx.get(f"{s.url}/metrics").text, 15,
                    what="resubscribed")
     k3 = mint(b, admin).json()["id"]
     propagation(lambda: k3 in kids(a), 2)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jwt as pyjwt
-from jwcrypto import jwk as jwc_jwk, jwt as jwc_jwt
+from jwcrypto import jwk as jwc_jwk
+from jwcrypto import jwt as jwc_jwt
 
 ISS = "http://testserver.local/t/default"
 AUD = "api://default"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 import jwt as pyjwt
-from jwcrypto import jwk as jwc_jwk, jwt as jwc_jwt
+from jwcrypto import jwk as jwc_jwk
+from jwcrypto import jwt as jwc_jwt
 
 ISS = "http://testserver.local/t/default"
 AUD = "api://default"
@@ -250,7 +251,7 @@ async def test_bad_input_is_a_4xx_problem_never_a_500(client, admin_headers):
         b"{", b"[]", b'"x"', b"null", b'{"name": 5}', b'{"unknown": 1}', b'{"scopes": ["a b"]}',
         b'{"scopes": "read"}', b'{"expires_in": 0}', b'{"expires_in": 1e99}', b'{"algorithm": "HS256"}',
         b'{"algorithm": "none"}', b'{"metadata": {"x": "' + b"a" * 5000 + b'"}}',
-        b'{"rate_limits": [{"limit": 0, "window_seconds": 1}]}', b'{"subject": ""}', "{\"name\": \"\\ud800\"}".encode(),
+        b'{"rate_limits": [{"limit": 0, "window_seconds": 1}]}', b'{"subject": ""}', b"{\"name\": \"\\ud800\"}",
     ]
     for raw in cases:
         r = await client.post("/v1/keys", content=raw, headers=h)

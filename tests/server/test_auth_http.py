@@ -6,7 +6,6 @@ import base64
 import json
 
 import pytest
-
 from _server_helpers import ISS, bare_jwt, is_problem, kid_of, mint, on_app_loop
 
 MANAGEMENT_CALLS = [

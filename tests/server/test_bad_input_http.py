@@ -9,7 +9,6 @@ import json
 from types import SimpleNamespace
 
 import pytest
-
 from _server_helpers import all_key_ids, is_problem, mint
 
 JSON = {"Content-Type": "application/json"}
@@ -66,7 +65,7 @@ BAD_MINT_BODIES = {
     "metadata absurdly deep": b'{"metadata": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
     "metadata infinity": b'{"metadata": {"a": 1e400}}',
     "metadata NaN": b'{"metadata": {"a": NaN}}',
-    "lone surrogate": '{"name": "\\ud800"}'.encode(),
+    "lone surrogate": b'{"name": "\\ud800"}',
     "invalid utf-8": b'{"name": "\xff\xfe"}',
     "invalid utf-8 in a key": b'{"metadata": {"\xc3\x28": 1}}',
     "rate_limits zero": b'{"rate_limits": [{"limit": 0, "window_seconds": 1}]}',

@@ -7,7 +7,6 @@ import gzip
 import json
 
 import pytest
-
 from _server_helpers import ISS, PRIVATE_JWK_MEMBERS, is_problem, jwks_keys, jwks_kids, mint
 
 TENANT_JWKS = "/t/default/.well-known/jwks.json"

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import jwt as pyjwt
 import pytest
-
 from _server_helpers import (
-    AUD, ISS, PRIVATE_JWK_MEMBERS, all_key_ids, bare_jwt, is_problem, jwks_keys, jwks_kids, metric, mint,
-    secret_parts, verify_both, walk_strings,
+    AUD,
+    ISS,
+    PRIVATE_JWK_MEMBERS,
+    all_key_ids,
+    bare_jwt,
+    is_problem,
+    jwks_keys,
+    jwks_kids,
+    metric,
+    mint,
+    secret_parts,
+    verify_both,
+    walk_strings,
 )
 
 GATEWAY_CACHE = 300  # Settings.gateway_cache_seconds default
@@ -105,7 +115,7 @@ async def test_list_paginates_newest_first_without_duplicates(client, admin_head
     r = await client.get("/v1/keys", params={"limit": "7"}, headers=admin_headers)
     assert r.json()["next_cursor"] is None and len(r.json()["data"]) == 7
     # the same second: the id breaks the tie, still no duplicates or gaps
-    for i in range(5):
+    for _ in range(5):
         await mint(client, admin_headers, algorithm="EdDSA")
     listed = await all_key_ids(client, admin_headers, limit=2)
     assert len(listed) == len(set(listed)) == 12
@@ -134,7 +144,8 @@ async def test_list_filters_by_state(client, admin_headers, clock):
     # expired: past exp, or past the end of a roll's grace (state "rolled")
     assert await listed("expired") == {expiring["id"], rolled_fast["id"]}
     assert len(await listed("all")) == 7
-    states = {k["id"]: k["state"] for k in (await client.get("/v1/keys?limit=50", headers=admin_headers)).json()["data"]}
+    listing = (await client.get("/v1/keys?limit=50", headers=admin_headers)).json()["data"]
+    states = {k["id"]: k["state"] for k in listing}
     assert states[expiring["id"]] == "expired" and states[rolled_fast["id"]] == "rolled"
     # live is exactly what the JWKS publishes
     assert await listed("live") == await jwks_kids(client)

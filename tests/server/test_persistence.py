@@ -9,13 +9,19 @@ import random
 import re
 from pathlib import Path
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from _server_helpers import (
-    PRIVATE_JWK_MEMBERS, all_key_ids, jwks_keys, jwks_kids, metric, mint, secret_parts, walk_dicts,
+    PRIVATE_JWK_MEMBERS,
+    all_key_ids,
+    jwks_keys,
+    jwks_kids,
+    metric,
+    mint,
+    secret_parts,
+    walk_dicts,
     walk_strings,
 )
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 TABLES = ("tenants", "api_keys", "audit_log", "alembic_version")
 PUBLIC_JWK_MEMBERS = {"kty", "n", "e", "crv", "x", "y", "kid", "alg", "use", "key_ops"}

@@ -1,0 +1,46 @@
+"""How keys and audit events are shown: the JSON API, the portal and the CLI alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..db.models import ApiKey, AuditEvent
+from ..settings import Settings
+
+__all__ = ["audit_view", "key_view"]
+
+
+def key_view(row: ApiKey, now: float, settings: Settings) -> dict[str, Any]:
+    """Public description of a key: never the key string itself."""
+    published_at = row.published_at or row.created_at
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "name": row.name,
+        "subject": row.subject,
+        "scopes": list(row.scopes),
+        "prefix": row.prefix,
+        "last4": row.last4,
+        "hint": f"{row.prefix}…{row.last4}",
+        "algorithm": row.algorithm,
+        "state": row.state(now),
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "grace_ends_at": row.grace_ends_at,
+        "rolled_from": row.rolled_from,
+        "rolled_to": row.rolled_to,
+        "shard": row.shard,
+        "published_at": published_at,
+        # gateways refetch the JWKS every gateway_cache_seconds and not on an unknown kid
+        "gateway_accepts_after": published_at + settings.gateway_cache_seconds,
+        "metadata": row.meta,
+        "rate_limits": row.rate_limits,
+    }
+
+
+def audit_view(ev: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": ev.id, "at": ev.at, "actor": ev.actor, "action": ev.action,
+        "target": ev.target, "remote_addr": ev.remote_addr, "details": ev.details,
+    }

@@ -1,0 +1,201 @@
+"""Admin authentication, for the management API and the portal alike.
+
+One flow (issue #4's rate limits included), as Litestar guards and a dependency:
+
+1. 429 if the client address is over its budget of failed authentications;
+2. verify the admin key (signature, claims, exact ``sk_admin_`` prefix, still
+   published); any failure is the same 401 and counts against that budget;
+3. 429 if the admin key is over its budget of calls;
+4. per handler, a guard checks the scope (403).
+
+The API reads the key from ``Authorization: Bearer``; the portal from its
+session (re-checked against the live cache), and shares steps 3 and 4.
+The verified admin is kept in the connection state, so guards and the
+``admin`` dependency authenticate once per request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Guard
+
+import keys
+
+from .core import Core
+from .errors import Forbidden, RateLimited, Unauthorized
+from .keycache import TenantKeys
+from .services import Actor
+
+__all__ = [
+    "READ",
+    "WRITE",
+    "Admin",
+    "admin_from_bearer",
+    "admin_from_session",
+    "client_addr",
+    "core_of",
+    "count_auth_failure",
+    "provide_admin",
+    "provide_introspection_admin",
+    "refuse_if_failing",
+    "requires",
+    "verify_admin_key",
+]
+
+READ = "keys:read"
+WRITE = "keys:write"
+_STATE_KEY = "admin"
+Connection = ASGIConnection[Any, Any, Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    tenant: TenantKeys
+    kid: str
+    scopes: frozenset[str]
+    actor: Actor
+
+    @property
+    def tenant_id(self) -> str:
+        return self.tenant.info.id
+
+    def require(self, scope: str) -> None:
+        if scope not in self.scopes:
+            raise Forbidden(f"this admin key lacks the {scope!r} scope")
+
+
+def core_of(connection: Connection) -> Core:
+    core: Core = connection.app.state.core
+    return core
+
+
+def client_addr(connection: Connection) -> str | None:
+    return connection.client.host if connection.client else None
+
+
+# --- failed authentications, per client address -------------------------------
+
+def _failure_key(connection: Connection) -> str:
+    return f"authfail:{client_addr(connection) or 'unknown'}"
+
+
+async def refuse_if_failing(connection: Connection) -> None:
+    """429 for a client address over its budget of failed authentications."""
+    core = core_of(connection)
+    limit = core.settings.rate_limit_auth_failures_per_minute
+    if limit:
+        d = await core.limiter.peek(_failure_key(connection), limit, 60)
+        if not d.allowed:
+            core.metrics.rate_limited.labels("auth_failures").inc()
+            raise RateLimited(d.retry_after, headers=d.headers())
+
+
+async def count_auth_failure(connection: Connection) -> None:
+    core = core_of(connection)
+    limit = core.settings.rate_limit_auth_failures_per_minute
+    if limit:
+        await core.limiter.hit(_failure_key(connection), limit, 60)
+
+
+def verify_admin_key(core: Core, token: str) -> tuple[TenantKeys, keys.VerifiedKey] | None:
+    """The tenant and verified admin key, or None (the reason only goes to metrics)."""
+    try:
+        return core.cache.verify_admin(token)
+    except keys.KeyCoreError as exc:
+        core.metrics.auth_failures.labels(exc.code).inc()
+        return None
+
+
+# --- calls, per admin key -----------------------------------------------------
+
+async def _charge(connection: Connection, bucket: str, kid: str) -> None:
+    """Count one call against the admin key's budget (``bucket``: admin or introspect)."""
+    core = core_of(connection)
+    s = core.settings
+    limit = s.rate_limit_introspect_per_minute if bucket == "introspect" else s.rate_limit_admin_per_minute
+    if limit:
+        d = await core.limiter.hit(f"{bucket}:{kid}", limit, 60)
+        connection.state.ratelimit = d  # RateLimit-* headers (add_ratelimit_headers)
+        if not d.allowed:
+            core.metrics.rate_limited.labels(bucket).inc()
+            raise RateLimited(d.retry_after, headers=d.headers())
+
+
+# --- the two ways in ------------------------------------------------------------
+
+def _bearer_token(connection: Connection) -> str:
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized()
+    return token.strip()
+
+
+async def admin_from_bearer(connection: Connection, bucket: str = "admin") -> Admin:
+    """The API's admin: ``Authorization: Bearer <admin key>``, once per request."""
+    cached = connection.state.get(_STATE_KEY)
+    if isinstance(cached, Admin):
+        return cached
+    core = core_of(connection)
+    await refuse_if_failing(connection)
+    try:
+        found = verify_admin_key(core, _bearer_token(connection))
+    except Unauthorized:
+        found = None
+    if found is None:
+        await count_auth_failure(connection)
+        raise Unauthorized()
+    tenant, verified = found
+    await _charge(connection, bucket, verified.kid)
+    admin = Admin(tenant, verified.kid, verified.scopes, Actor(verified.kid, client_addr(connection)))
+    connection.state[_STATE_KEY] = admin
+    return admin
+
+
+async def admin_from_session(connection: Connection, tenant_id: str, kid: str) -> Admin | None:
+    """The portal's admin: the session's key if it is still a live admin key of
+    that tenant (None: end the session), charged like an API call."""
+    cached = connection.state.get(_STATE_KEY)
+    if isinstance(cached, Admin):
+        return cached
+    core = core_of(connection)
+    tenant = core.cache.tenant_of_admin_key(kid)
+    published = tenant.published.get(kid) if tenant is not None else None
+    if (
+        tenant is None or published is None or tenant.info.id != tenant_id or published.kind != "admin"
+        or (published.removed_at is not None and published.removed_at <= core.clock())
+    ):
+        return None
+    await _charge(connection, "admin", kid)
+    admin = Admin(tenant, kid, frozenset(published.scopes), Actor(kid, client_addr(connection)))
+    connection.state[_STATE_KEY] = admin
+    return admin
+
+
+# --- for handlers -----------------------------------------------------------------
+
+def requires(scope: str) -> Guard:
+    """A guard: the bearer's admin key must carry ``scope``."""
+
+    async def guard(connection: Connection, _: BaseRouteHandler) -> None:
+        (await admin_from_bearer(connection)).require(scope)
+
+    guard.__name__ = f"requires_{scope.replace(':', '_')}"
+    return guard
+
+
+async def _admin(request: Request[Any, Any, Any]) -> Admin:
+    return await admin_from_bearer(request)
+
+
+async def _introspection_admin(request: Request[Any, Any, Any]) -> Admin:
+    return await admin_from_bearer(request, "introspect")
+
+
+provide_admin = Provide(_admin)
+provide_introspection_admin = Provide(_introspection_admin)

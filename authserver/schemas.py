@@ -1,0 +1,115 @@
+"""Request bodies, declared once with their limits (msgspec).
+
+``KeySpec`` is the body of ``POST /v1/keys`` and what the CLI and the portal
+build (with :func:`key_spec`), so every limit on a key lives here. The HTTP
+API decodes strictly (a schema mismatch is a 400); anything else that builds a
+spec gets a 422 (:class:`~authserver.errors.InvalidInput`), as the service
+always answered.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+
+import keys
+
+from .errors import InvalidInput
+
+__all__ = [
+    "ALGORITHM_NAMES",
+    "KEY_ID_PATTERN",
+    "MAX_EXPIRES_IN",
+    "MAX_METADATA_BYTES",
+    "TEXT_PATTERN",
+    "KeySpec",
+    "RateLimit",
+    "RollRequest",
+    "key_spec",
+]
+
+# Text that ends up in the database, in JWT claims and (sub) in gateway headers:
+# no control characters. NUL is refused by PostgreSQL; CR/LF have no place in a header.
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
+# key ids are RFC 7638 thumbprints: base64url
+KEY_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+SCOPE_PATTERN = r"^[\x21\x23-\x5b\x5d-\x7e]+$"  # RFC 6749 section 3.3
+# every algorithm a key may use (the one place this module reads the registry)
+ALGORITHM_NAMES: tuple[str, ...] = keys.supported_algorithms()
+MAX_EXPIRES_IN = 10 * 365 * 86400
+MAX_METADATA_BYTES = 4096
+MAX_METADATA_DEPTH = 16
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
+Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=TEXT_PATTERN)]
+Scope = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=SCOPE_PATTERN)]
+Seconds = Annotated[int, msgspec.Meta(ge=1, le=MAX_EXPIRES_IN)]
+# a closed set: it also labels the mint latency metric, so no client string may reach it
+if TYPE_CHECKING:
+    Algorithm = str
+else:  # a Literal built from the registry, so msgspec refuses any other name
+    Algorithm = Literal[ALGORITHM_NAMES]
+
+
+class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=10**9)]
+    window_seconds: Annotated[int, msgspec.Meta(ge=1, le=2678400)]
+
+
+class KeySpec(msgspec.Struct, forbid_unknown_fields=True):
+    """What a new key is: the same for the API, the CLI, the portal and a roll."""
+
+    name: Name | None = None
+    subject: Subject | None = None
+    scopes: Annotated[list[Scope], msgspec.Meta(max_length=64)] = []
+    expires_in: Seconds | None = None  # seconds from now
+    algorithm: Algorithm | None = None
+    metadata: dict[str, Any] = {}
+    rate_limits: Annotated[list[RateLimit], msgspec.Meta(max_length=8)] | None = None
+
+    def rate_limit_dicts(self) -> list[dict[str, int]] | None:
+        return None if self.rate_limits is None else [msgspec.structs.asdict(r) for r in self.rate_limits]
+
+
+class RollRequest(msgspec.Struct, forbid_unknown_fields=True):
+    grace_seconds: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    expires_in: Seconds | None = None
+
+
+def _check_metadata(value: Any, depth: int = 0) -> None:
+    """Free-form metadata, but storable everywhere: bounded nesting, no NUL
+    (PostgreSQL's JSONB refuses \\u0000, SQLite would keep it)."""
+    if depth > MAX_METADATA_DEPTH:
+        raise InvalidInput(f"metadata is nested deeper than {MAX_METADATA_DEPTH} levels")
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_metadata(k, depth + 1)
+            _check_metadata(v, depth + 1)
+    elif isinstance(value, list):
+        for v in value:
+            _check_metadata(v, depth + 1)
+    elif isinstance(value, str) and "\x00" in value:
+        raise InvalidInput("metadata strings cannot contain NUL characters")
+
+
+def _check_metadata_size(metadata: dict[str, Any]) -> None:
+    if len(json.dumps(metadata, separators=(",", ":"))) > MAX_METADATA_BYTES:
+        raise InvalidInput(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
+
+
+def key_spec(value: Any, *, strict: bool = True) -> KeySpec:
+    """Build a checked KeySpec from builtins (a dict) or from a KeySpec made by
+    hand (its constraints are only checked on conversion). 422 if it breaks one."""
+    if isinstance(value, KeySpec):
+        _check_metadata(value.metadata)  # before the round trip: depth is bounded first
+        value = msgspec.to_builtins(value)
+    elif isinstance(value, dict):
+        _check_metadata(value.get("metadata"))
+    try:
+        spec = msgspec.convert(value, KeySpec, strict=strict)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(f"the key spec is not valid: {exc}") from None
+    _check_metadata_size(spec.metadata)
+    return spec

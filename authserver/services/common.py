@@ -1,0 +1,70 @@
+"""What every service shares: who acted, audit events, and publishing a change.
+
+Every change is one database transaction (the key row and its audit event
+together), then the local cache, then a change notice to other replicas. A
+key is published only from its committed row, so no JWK exists without one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..db.models import ApiKey, AuditEvent
+from ..errors import NotFound
+from ..keycache import KeyCache, TenantKeys
+
+__all__ = ["ADMIN_PREFIX", "Actor", "ChangeHook", "Notifier", "Publisher", "audit_event", "no_notice", "tenant_of"]
+
+log = logging.getLogger("authserver.keys")
+ADMIN_PREFIX = "sk_admin_"
+
+Notifier = Callable[[str, str], Awaitable[None]]  # (tenant_id, kid)
+ChangeHook = Callable[[str, str, ApiKey], None]  # (action, tenant_id, row): metrics
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who did it, for the audit log."""
+
+    id: str  # admin key id, or "cli"
+    remote_addr: str | None = None
+
+
+async def no_notice(tenant_id: str, kid: str) -> None:
+    """The notifier of a single replica: nobody else to tell."""
+    return None
+
+
+def audit_event(tenant_id: str, actor: Actor, action: str, target: str | None, details: dict[str, Any],
+                at: float) -> AuditEvent:
+    return AuditEvent(tenant_id=tenant_id, at=int(at), actor=actor.id, action=action, target=target,
+                      remote_addr=actor.remote_addr, details=details)
+
+
+def tenant_of(cache: KeyCache, tenant_id: str) -> TenantKeys:
+    tk = cache.get(tenant_id)
+    if tk is None:
+        raise NotFound("no such tenant")
+    return tk
+
+
+class Publisher:
+    """After a commit: the local cache, then the other replicas, then metrics and the log."""
+
+    def __init__(self, cache: KeyCache, notify: Notifier = no_notice, on_change: ChangeHook | None = None) -> None:
+        self.cache = cache
+        self.notify = notify
+        self.on_change = on_change
+
+    async def publish(self, row: ApiKey) -> None:
+        self.cache.apply(row)
+        await self.notify(row.tenant_id, row.id)
+
+    def changed(self, action: str, row: ApiKey) -> None:
+        # key ids are public (they are in the JWKS); the key string never is logged
+        log.info("%s %s", action, row.id, extra={"tenant": row.tenant_id, "kid": row.id, "action": action})
+        if self.on_change is not None:
+            self.on_change(action, row.tenant_id, row)

@@ -1,0 +1,67 @@
+"""RFC 7662 introspection, judged as the tenant's gateways would judge the key."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+import keys
+
+from ..db.models import ApiKey
+from ..keycache import KeyCache, claimed_kid
+from .common import tenant_of
+
+__all__ = ["Introspector"]
+
+_WHY = {"revoked": "REVOKED", "expired": "EXPIRED", "rolled": "EXPIRED"}
+
+
+class Introspector:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: KeyCache,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.sessions = sessions
+        self.cache = cache
+        self.clock = clock
+
+    async def introspect(self, tenant_id: str, token: str) -> dict[str, Any]:
+        """The RFC 7662 answer, plus a ``status`` for the operator (VALID,
+        EXPIRED, REVOKED, INVALID). A key is valid only with the exact prefix
+        it was minted with."""
+        tk = tenant_of(self.cache, tenant_id)
+        try:
+            verified, published = tk.verify_api(token)
+        except keys.ExpiredToken:
+            return {"active": False, "status": "EXPIRED"}
+        except keys.UnknownKeyId:
+            return {"active": False, "status": await self._why_unknown(tenant_id, token)}
+        except keys.KeyCoreError:
+            return {"active": False, "status": "INVALID"}
+        claims = verified.claims
+        answer: dict[str, Any] = {
+            "active": True,
+            "status": "VALID",
+            "token_type": "api_key",
+            "kid": verified.kid,
+            **{k: claims[k] for k in ("iss", "aud", "sub", "iat", "exp", "jti", "scope") if k in claims},
+            "rate_limits": list(published.rate_limits),
+            "metadata": published.meta,
+        }
+        if published.removed_at is not None:
+            answer["published_until"] = published.removed_at
+        return answer
+
+    async def _why_unknown(self, tenant_id: str, token: str) -> str:
+        """A kid we do not publish: revoked or expired (the row says so), else invalid."""
+        try:
+            kid = claimed_kid(token)
+            prefix = keys.parse_key_string(token).prefix
+        except keys.KeyCoreError:
+            return "INVALID"
+        async with self.sessions() as s:
+            row = await s.get(ApiKey, kid) if len(kid) <= 64 else None
+        if row is None or row.tenant_id != tenant_id or row.kind != "api" or row.prefix != prefix:
+            return "INVALID"
+        return _WHY.get(row.state(self.clock()), "INVALID")

@@ -1,0 +1,173 @@
+"""A key's life: mint, roll, revoke (and the audit events that go with them)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+import keys
+
+from ..db.models import ApiKey
+from ..errors import Conflict, InvalidInput, NotFound
+from ..keycache import KeyCache, TenantKeys
+from ..schemas import KeySpec, key_spec
+from ..settings import Settings
+from .common import ADMIN_PREFIX, Actor, Publisher, audit_event, tenant_of
+from .keygen import KeyGenerator
+from .prepublish import Prepublished, Prepublisher
+
+__all__ = ["KeyLifecycle"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Fresh:
+    """A key minted with a keypair generated for it."""
+
+    minted: keys.MintedKey
+    shard: int | None
+    published_at: int
+
+    async def claim(self, session: AsyncSession) -> None:
+        return None
+
+
+def _rollable(old: ApiKey | None, tenant_id: str, now: int) -> ApiKey:
+    if old is None or old.tenant_id != tenant_id or old.kind != "api":
+        raise NotFound("no such key")
+    if old.state(now) != "active":
+        raise Conflict(f"only an active key can be rolled; this one is {old.state(now)}")
+    return old
+
+
+class KeyLifecycle:
+    def __init__(
+        self, settings: Settings, sessions: async_sessionmaker[AsyncSession], cache: KeyCache,
+        keygen: KeyGenerator, publisher: Publisher, *, instant: Prepublisher | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.cache = cache
+        self.keygen = keygen
+        self.publisher = publisher
+        self.instant = instant  # instant activation: issue pre-published keys
+        self.clock = clock
+
+    async def mint(self, tenant_id: str, spec: KeySpec, actor: Actor, *,
+                   kind: str = "api") -> tuple[ApiKey, keys.MintedKey]:
+        """A new key (``kind`` "api", or "admin" for the management API)."""
+        tk = tenant_of(self.cache, tenant_id)
+        spec = key_spec(spec)
+        issued = await self._issue(tk, spec, kind, instant=kind == "api")
+        row = self._row(tk, spec, kind, issued)
+        details: dict[str, Any] = {"kind": kind, "alg": row.algorithm, "scopes": list(spec.scopes)}
+        if isinstance(issued, Prepublished):
+            details["prepublished_at"] = issued.published_at
+        async with self.sessions() as s, s.begin():
+            await issued.claim(s)
+            s.add(row)
+            s.add(audit_event(tenant_id, actor, "key.mint", row.id, details, self.clock()))
+        await self.publisher.publish(row)
+        self.publisher.changed("key.mint", row)
+        return row, issued.minted
+
+    async def roll(self, tenant_id: str, kid: str, actor: Actor, *, grace_seconds: int | None = None,
+                   expires_in: int | None = None) -> tuple[ApiKey, keys.MintedKey, ApiKey]:
+        """A new key with the old one's attributes; the old one stays valid for the grace period."""
+        grace = self.settings.default_grace_seconds if grace_seconds is None else grace_seconds
+        if not (0 <= grace <= self.settings.max_grace_seconds):
+            raise InvalidInput(f"grace_seconds must be between 0 and {self.settings.max_grace_seconds}")
+        tk = tenant_of(self.cache, tenant_id)
+        async with self.sessions() as s:
+            old = _rollable(await s.get(ApiKey, kid), tenant_id, int(self.clock()))
+        if expires_in is None and old.expires_at is not None:
+            expires_in = max(1, old.expires_at - old.created_at)
+        spec = key_spec({
+            "name": old.name, "subject": old.subject, "scopes": list(old.scopes), "expires_in": expires_in,
+            "algorithm": old.algorithm, "metadata": dict(old.meta), "rate_limits": old.rate_limits,
+        })
+        issued = await self._issue(tk, spec, "api", instant=False)
+        row = self._row(tk, spec, "api", issued, rolled_from=old.id)
+        async with self.sessions() as s, s.begin():
+            now = int(self.clock())
+            locked = _rollable(await s.get(ApiKey, kid, with_for_update=True), tenant_id, now)
+            locked.grace_ends_at = now + grace
+            locked.rolled_to = row.id
+            locked.changed_at = row.changed_at
+            details = {"kind": "api", "alg": row.algorithm, "scopes": list(spec.scopes), "rolled_from": kid,
+                       "grace_seconds": grace}
+            s.add(row)
+            s.add(audit_event(tenant_id, actor, "key.roll", row.id, details, now))
+        await self.publisher.publish(locked)
+        await self.publisher.publish(row)
+        self.publisher.changed("key.roll", row)
+        return row, issued.minted, locked
+
+    async def revoke(self, tenant_id: str, kid: str, actor: Actor, *, kind: str = "api") -> ApiKey:
+        """Revoke now: the key leaves the JWKS at once. Revoking twice is not an error."""
+        tenant_of(self.cache, tenant_id)
+        async with self.sessions() as s, s.begin():
+            row = await s.get(ApiKey, kid, with_for_update=True)
+            if row is None or row.tenant_id != tenant_id or row.kind != kind:
+                raise NotFound("no such key")
+            if row.revoked_at is not None:
+                return row
+            row.revoked_at = int(self.clock())
+            row.changed_at = self._now_ms()
+            s.add(audit_event(tenant_id, actor, "key.revoke", kid, {"kind": kind}, self.clock()))
+        await self.publisher.publish(row)
+        self.publisher.changed("key.revoke", row)
+        return row
+
+    async def record(self, tenant_id: str, actor: Actor, action: str, target: str | None = None,
+                     details: dict[str, Any] | None = None) -> None:
+        """Append an audit event that is not part of a key change (e.g. a portal sign-in)."""
+        async with self.sessions() as s, s.begin():
+            s.add(audit_event(tenant_id, actor, action, target, details or {}, self.clock()))
+
+    # --- helpers -----------------------------------------------------------
+
+    def _claims(self, tk: TenantKeys, spec: KeySpec, kind: str) -> dict[str, Any]:
+        now = int(self.clock())
+        info = tk.info
+        return {
+            "iss": info.issuer,
+            "aud": info.admin_audience if kind == "admin" else info.audience,
+            "sub": spec.subject,
+            "iat": now,
+            "scope": " ".join(spec.scopes) or None,
+            "exp": now + spec.expires_in if spec.expires_in else None,
+        }
+
+    async def _issue(self, tk: TenantKeys, spec: KeySpec, kind: str, *, instant: bool) -> Prepublished | _Fresh:
+        claims = self._claims(tk, spec, kind)
+        algorithm = spec.algorithm or tk.info.algorithm
+        if instant and self.instant is not None:
+            pre = await self.instant.issue(tk.info.id, claims, algorithm)
+            if pre is not None:
+                return pre
+        shard = None if kind == "admin" else tk.least_loaded_shard()
+        prefix = ADMIN_PREFIX if kind == "admin" else tk.info.shard_prefix(shard)
+        minted = await self.keygen.mint(claims, algorithm=algorithm, prefix=prefix)
+        return _Fresh(minted, shard, claims["iat"])
+
+    def _row(self, tk: TenantKeys, spec: KeySpec, kind: str, issued: Prepublished | _Fresh, *,
+             rolled_from: str | None = None) -> ApiKey:
+        minted = issued.minted
+        claims = minted.claims
+        return ApiKey(
+            id=minted.kid, tenant_id=tk.info.id, kind=kind, name=spec.name,
+            subject=claims["sub"], scopes=list(spec.scopes), prefix=minted.prefix,
+            last4=minted.key[-4:], algorithm=spec.algorithm or tk.info.algorithm, public_jwk=minted.public_jwk,
+            meta=dict(spec.metadata), rate_limits=spec.rate_limit_dicts(), created_at=claims["iat"],
+            expires_at=claims.get("exp"), revoked_at=None, grace_ends_at=None,
+            rolled_from=rolled_from, rolled_to=None,
+            changed_at=self._now_ms(), shard=issued.shard, published_at=issued.published_at,
+        )
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)

@@ -1,0 +1,116 @@
+"""Keeping the key cache in line with the database: load, reread, catch up."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from ..db.models import ApiKey, Tenant
+from ..keycache import KeyCache
+from .queries import state_filter
+
+__all__ = ["CacheSync"]
+
+log = logging.getLogger("authserver")
+
+
+class CacheSync:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: KeyCache, *,
+                 reconcile_interval: float, on_reconcile_failure: Callable[[], None] = lambda: None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.sessions = sessions
+        self.cache = cache
+        self.reconcile_interval = reconcile_interval
+        self.on_reconcile_failure = on_reconcile_failure
+        self.clock = clock
+        self.last_reconcile_ms = 0
+        self.db_ok = True
+
+    async def load(self, cache: KeyCache | None = None) -> None:
+        """Fill ``cache`` (default: ours) with every tenant and published key."""
+        cache = self.cache if cache is None else cache
+        now = int(self.clock())
+        async with self.sessions() as s:
+            for tenant in (await s.scalars(select(Tenant))).all():
+                cache.set_tenant(tenant)
+            rows = await s.stream_scalars(
+                # the same order on every replica: the same JWKS bytes and ETag
+                select(ApiKey).where(state_filter("live", now))  # type: ignore[arg-type]  # "live" is never None
+                .order_by(ApiKey.created_at, ApiKey.id).execution_options(yield_per=2000)
+            )
+            async for row in rows:
+                cache.apply(row)
+
+    async def start(self) -> None:
+        self.last_reconcile_ms = int(self.clock() * 1000)
+        await self.load()
+
+    async def reconcile(self, since_ms: int) -> int:
+        """Reapply rows changed since ``since_ms`` (and any new tenant)."""
+        known = list(self.cache.tenants) or [""]
+        async with self.sessions() as s:
+            for tenant in (await s.scalars(select(Tenant).where(Tenant.id.not_in(known)))).all():
+                self.cache.set_tenant(tenant)
+            rows = await s.scalars(select(ApiKey).where(ApiKey.changed_at >= since_ms))
+            return self.cache.apply_all(rows)
+
+    async def refresh_key(self, tenant_id: str, kid: str) -> None:
+        """A change notice from another replica: reread that one row."""
+        async with self.sessions() as s:
+            row = await s.get(ApiKey, kid)
+            if row is None:
+                return
+            if row.tenant_id not in self.cache.tenants:
+                tenant = await s.get(Tenant, row.tenant_id)
+                if tenant is not None:
+                    self.cache.set_tenant(tenant)
+            self.cache.apply(row)
+
+    async def rebuild_cache(self) -> None:
+        """Load everything into a new cache, then swap it in."""
+        fresh = KeyCache(self.clock)
+        await self.load(fresh)
+        self.cache.replace_with(fresh)
+
+    async def on_subscribed(self, resubscribed: bool) -> None:
+        # Notices sent while we were not subscribed are lost: catch up from the
+        # database (a full rebuild after a reconnect; the start-up gap otherwise).
+        try:
+            if resubscribed:
+                await self.rebuild_cache()
+            else:
+                await self.reconcile_once()
+        except Exception as exc:
+            log.warning("could not catch up after subscribing (%s); the reconcile loop retries", type(exc).__name__)
+
+    async def reconcile_once(self) -> int:
+        """Reread rows changed recently (by the CLI or another replica).
+
+        The window overlaps by a few seconds: applying a row twice is harmless,
+        missing one (clock skew between writers) is not.
+        """
+        started = int(self.clock() * 1000)
+        changed = await self.reconcile(self.last_reconcile_ms - 5000)
+        self.last_reconcile_ms = started
+        return changed
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.reconcile_interval)
+            try:
+                await self.reconcile_once()
+                if not self.db_ok:
+                    log.info("database reachable again")
+                self.db_ok = True
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving the last good snapshot
+                if self.db_ok:
+                    log.warning("reconcile failed, serving the last good key snapshot: %s", type(exc).__name__)
+                self.db_ok = False
+                self.on_reconcile_failure()

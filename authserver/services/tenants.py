@@ -1,0 +1,107 @@
+"""Tenants: create one (with its first admin key), grow its shards."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+import keys
+
+from ..db.models import Tenant
+from ..errors import Conflict, InvalidInput, NotFound
+from ..keycache import ADMIN_SCOPES, KeyCache, TenantInfo, TenantKeys
+from ..schemas import ALGORITHM_NAMES, KeySpec
+from ..settings import Settings
+from .common import ADMIN_PREFIX, Actor, audit_event, tenant_of
+from .keygen import KeyGenerator
+from .lifecycle import KeyLifecycle
+
+__all__ = ["TENANT_ID", "TenantService"]
+
+TENANT_ID = re.compile(r"\A[a-z0-9][a-z0-9-]{0,62}\Z")
+MAX_SHARDS = 4096
+_CLI = Actor("cli")
+
+
+class TenantService:
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], cache: KeyCache,
+                 keygen: KeyGenerator, lifecycle: KeyLifecycle, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.cache = cache
+        self.keygen = keygen
+        self.lifecycle = lifecycle  # mints the first admin key
+        self.clock = clock
+
+    def tenant(self, tenant_id: str) -> TenantKeys:
+        return tenant_of(self.cache, tenant_id)
+
+    async def all_tenants(self) -> list[Tenant]:
+        async with self.sessions() as s:
+            return list((await s.scalars(select(Tenant).order_by(Tenant.id))).all())
+
+    async def create_tenant(
+        self, tenant_id: str, *, audience: str | None = None, key_prefix: str = "sk_live_",
+        algorithm: str | None = None, actor: Actor = _CLI,
+    ) -> tuple[TenantInfo, keys.MintedKey]:
+        """Create a tenant and its first admin key (returned once)."""
+        row = await self._new_row(tenant_id, audience, key_prefix, algorithm)
+        async with self.sessions() as s:
+            try:
+                async with s.begin():
+                    s.add(row)
+                    s.add(audit_event(row.id, actor, "tenant.create", None, {"audience": row.audience}, self.clock()))
+            except IntegrityError:
+                raise Conflict("a tenant with this id exists") from None
+        self.cache.set_tenant(row)
+        spec = KeySpec(name="admin", scopes=list(ADMIN_SCOPES))
+        _, admin = await self.lifecycle.mint(row.id, spec, actor, kind="admin")
+        return TenantInfo.from_row(row), admin
+
+    async def _new_row(self, tenant_id: str, audience: str | None, key_prefix: str, algorithm: str | None) -> Tenant:
+        if not TENANT_ID.match(tenant_id or ""):
+            raise InvalidInput("tenant id: 1-63 of a-z, 0-9 and '-', starting with a letter or digit")
+        try:
+            keys.validate_prefix(key_prefix)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        if key_prefix == ADMIN_PREFIX:
+            raise InvalidInput(f"{ADMIN_PREFIX!r} is reserved for admin keys")
+        algorithm = algorithm or self.settings.default_algorithm
+        if algorithm not in ALGORITHM_NAMES:
+            raise InvalidInput(f"algorithm must be one of {list(ALGORITHM_NAMES)}")
+        issuer = f"{self.settings.base_url}/t/{tenant_id}"
+        audience = audience or f"api://{tenant_id}"
+        if audience == f"{issuer}/admin":
+            raise InvalidInput("the audience must differ from the admin audience")
+        return Tenant(
+            id=tenant_id, issuer=issuer, audience=audience, admin_audience=f"{issuer}/admin",
+            key_prefix=key_prefix, algorithm=algorithm, sentinel_jwk=await self.keygen.sentinel(),
+            created_at=int(self.clock()),
+        )
+
+    async def set_shard_count(self, tenant_id: str, count: int, actor: Actor = _CLI) -> TenantInfo:
+        """Spread new keys over ``count`` JWKS shards. Shards only grow: a key
+        keeps the shard in its prefix for life, so nothing is re-issued."""
+        tk = self.tenant(tenant_id)
+        if not (1 <= count <= MAX_SHARDS):
+            raise InvalidInput(f"shard count must be between 1 and {MAX_SHARDS}")
+        if count < tk.info.shard_count:
+            raise Conflict("shards can only grow: existing keys carry their shard in their prefix")
+        try:
+            keys.validate_prefix(tk.info.shard_prefix(count - 1))
+        except ValueError:
+            raise InvalidInput("the tenant prefix has no room for a shard group (at most 3 groups)") from None
+        async with self.sessions() as s, s.begin():
+            row = await s.get(Tenant, tenant_id, with_for_update=True)
+            if row is None:
+                raise NotFound("no such tenant")
+            row.shard_count = count
+            s.add(audit_event(tenant_id, actor, "tenant.shards", None, {"shard_count": count}, self.clock()))
+        self.cache.set_tenant(row)
+        return TenantInfo.from_row(row)
