@@ -127,8 +127,8 @@ async def _cmd_keys_get(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_keys_roll(settings: Settings, args: argparse.Namespace) -> int:
-    from .services import Actor
     from .api.views import key_view
+    from .services import Actor
 
     async with open_core(settings) as core:
         svc, now = core.service, core.clock()
@@ -142,8 +142,8 @@ async def _cmd_keys_roll(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from .services import Actor
     from .api.views import key_view
+    from .services import Actor
 
     async with open_core(settings) as core:
         svc, now = core.service, core.clock()

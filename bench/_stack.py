@@ -48,7 +48,7 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/bench"
 
-    def start(self, probe_key: str, timeout: float = 300) -> "Gateway":
+    def start(self, probe_key: str, timeout: float = 300) -> Gateway:
         self.envoy.start()
         wait_until(lambda: self.status(probe_key) == 200, timeout, interval=0.2,
                    what=f"envoy accepts the probe key (log {self.envoy.log_path})", alive=self.envoy.alive)
@@ -67,7 +67,7 @@ class Gateway:
     def stop(self) -> None:
         self.envoy.stop()
 
-    def __enter__(self) -> "Gateway":
+    def __enter__(self) -> Gateway:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -124,7 +124,7 @@ class AuthServer:
             "admin_key"]
         return self.admin_key
 
-    def start(self, timeout: float = 300) -> "AuthServer":
+    def start(self, timeout: float = 300) -> AuthServer:
         log = open(self.dir / "server.log", "ab")
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "authserver", "serve"], env=self.env, stdout=log,
@@ -150,7 +150,7 @@ class AuthServer:
         path = self.dir / "server.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def __enter__(self) -> "AuthServer":
+    def __enter__(self) -> AuthServer:
         return self
 
     def __exit__(self, exc_type, *exc) -> None:

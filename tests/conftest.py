@@ -13,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from _app import create_tenant
 from _env import PG_ADMIN_URL, REDIS_URL, need_service
 

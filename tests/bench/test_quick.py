@@ -15,8 +15,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-
 from _env import IN_CI
+
 from authserver_devtools import find_envoy
 
 ROOT = Path(__file__).resolve().parents[2]

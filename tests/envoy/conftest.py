@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from envoy_stack import Stack, need_envoy
 
 

@@ -54,7 +54,8 @@ class Gateway:
         self.proc, self.listen_port, self.admin_port, self.http = proc, listen_port, admin_port, http
         self.url = f"http://127.0.0.1:{listen_port}"
 
-    def get(self, path: str = "/hello", key: str | None = None, headers: dict[str, str] | None = None) -> httpx.Response:
+    def get(self, path: str = "/hello", key: str | None = None,
+            headers: dict[str, str] | None = None) -> httpx.Response:
         h = dict(headers or {})
         if key is not None:
             h["Authorization"] = f"Bearer {key}"
@@ -135,7 +136,7 @@ class Stack:
 
         asyncio.run(go())
 
-    def start(self) -> "Stack":
+    def start(self) -> Stack:
         self.server.start(timeout=60)
         self.echo.start()
         return self

@@ -14,7 +14,6 @@ import time
 import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
-
 from envoy_stack import CACHE_SECONDS, SCOPE_RULES, as_json, dump_logs
 
 pytestmark = pytest.mark.envoy

@@ -58,8 +58,8 @@ def test_quickstart_with_envoy_prints_a_working_curl(envoy_binary, tmp_path):
         )
     envoy_pid = None
     try:
-        curl = _wait_for(log, rf"^\s*(curl -s http://127\.0\.0\.1:{listen}/hello -H 'Authorization: Bearer sk_live_\S+')$",
-                         proc, timeout=60).group(1)
+        curl_line = rf"^\s*(curl -s http://127\.0\.0\.1:{listen}/hello -H 'Authorization: Bearer sk_live_\S+')$"
+        curl = _wait_for(log, curl_line, proc, timeout=60).group(1)
         envoy_pid = int(_wait_for(log, r"\(pid (\d+),", proc, timeout=5).group(1))
         admin_key = _wait_for(log, r"export ADMIN_KEY='(sk_admin_\S+)'", proc, timeout=5).group(1)
 

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
 import pytest
-
-from _proc import Server, ThrowawayPostgres, ThrowawayRedis
 from _env import IN_CI, need_service
+from _proc import Server, ThrowawayPostgres, ThrowawayRedis
 
 
 @pytest.fixture

@@ -260,8 +260,8 @@ async def test_database_data_errors_become_422_not_500(database_url):
 @pytest.mark.parametrize("spec", [{"name": "a\x00b"}, {"subject": "a\r\nb"}, {"metadata": {"k": "\x00"}}],
                          ids=["nul-name", "crlf-subject", "nul-metadata"])
 async def test_the_service_itself_refuses_control_characters(make_settings, tenant, spec):
-    from authserver.offline import open_core
     from authserver.errors import InvalidInput
+    from authserver.offline import open_core
     from authserver.services import Actor, KeySpec
 
     async with open_core(make_settings()) as core:

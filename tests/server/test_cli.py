@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from _server_helpers import bare_jwt, on_app_loop, verify_both
 
 
