@@ -14,7 +14,7 @@ from joserfc.registry import HeaderParameter, HeaderRegistryDict
 
 from ._algorithms import Algorithm, JoseKey
 
-__all__ = ["UNTRUSTED_HEADERS", "JWSPolicy", "jws_registry", "sign_compact", "verify_compact"]
+__all__ = ["UNTRUSTED_HEADERS", "JWSPolicy", "sign_compact", "verify_compact"]
 
 UNTRUSTED_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
 _REFUSED: HeaderRegistryDict = {name: HeaderParameter(f"{name} (never trusted)", "none") for name in UNTRUSTED_HEADERS}
@@ -27,10 +27,6 @@ class JWSPolicy(jws.JWSRegistry):
         super().__init__(header_registry=_REFUSED, algorithms=self.names, strict_check_header=False)
         # our names (EdDSA) onto joserfc's models (Ed25519), per instance
         self.algorithms = by_name
-
-
-def jws_registry(algorithms: Iterable[Algorithm]) -> JWSPolicy:
-    return JWSPolicy(algorithms)
 
 
 def sign_compact(header: dict[str, str], payload: bytes, key: JoseKey, registry: JWSPolicy) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._algorithms import DEFAULT_ALGORITHM, Algorithm, PrivateKey, get_algorithm
 from ._claims import check_numeric_dates
-from ._jose import JWSPolicy, jws_registry, sign_compact
+from ._jose import JWSPolicy, sign_compact
 from ._jwk import bind_public, published_jwk, signing_key
 from .keystring import format_key_string, validate_prefix
 
@@ -51,7 +51,7 @@ def _json(obj: Mapping[str, Any]) -> bytes:
 
 @cache
 def _policy(alg: Algorithm) -> JWSPolicy:
-    return jws_registry([alg])
+    return JWSPolicy([alg])
 
 
 def _sign_once(

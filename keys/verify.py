@@ -24,7 +24,7 @@ from joserfc.util import urlsafe_b64decode
 
 from ._algorithms import DEFAULT_ALGORITHM, get_algorithm
 from ._claims import check_numeric_dates
-from ._jose import UNTRUSTED_HEADERS, jws_registry, verify_compact
+from ._jose import UNTRUSTED_HEADERS, JWSPolicy, verify_compact
 from ._jwk import VerificationKey, load_public_jwk
 from .errors import (
     BadSignature,
@@ -185,7 +185,7 @@ class Verifier:
         for name in algorithms:
             get_algorithm(name)  # only registered, asymmetric algorithms
         self.keys = keys
-        self._policy = jws_registry(get_algorithm(name) for name in sorted(set(algorithms)))
+        self._policy = JWSPolicy(get_algorithm(name) for name in sorted(set(algorithms)))
         self.issuer = issuer
         self.audience = audience
         self.algorithms = frozenset(algorithms)

@@ -15,7 +15,7 @@ from keys import _jose
 @pytest.mark.parametrize("member", sorted(keys.UNTRUSTED_HEADERS))
 def test_the_jws_registry_itself_refuses_untrusted_headers(member, rs_signer):
     """Defence in depth: even if the verifier's own header check were skipped."""
-    policy = _jose.jws_registry([keys.get_algorithm("RS256")])
+    policy = _jose.JWSPolicy([keys.get_algorithm("RS256")])
     key = keys.load_public_jwk(rs_signer.jwk).jose_key
     value = {"crit": ["typ"], "x5c": ["MIIB"], "b64": True, "jwk": {"kty": "OKP"}}.get(member, "https://evil.example/k")
     header = rs_signer.header(**{member: value})
@@ -25,7 +25,7 @@ def test_the_jws_registry_itself_refuses_untrusted_headers(member, rs_signer):
 
 
 def test_the_jws_registry_refuses_algorithms_it_was_not_given(rs_signer):
-    policy = _jose.jws_registry([keys.get_algorithm("EdDSA")])
+    policy = _jose.JWSPolicy([keys.get_algorithm("EdDSA")])
     key = keys.load_public_jwk(rs_signer.jwk).jose_key
     _, h, p, s = split_key(rs_signer.key())
     with pytest.raises(JoseError):
