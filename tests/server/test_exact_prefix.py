@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from authserver.cli import _core
+from authserver.offline import open_core
 
 
 def _jwt(key: str) -> str:
@@ -40,9 +40,9 @@ async def test_a_revoked_key_with_another_prefix_is_invalid_not_revoked(client, 
 async def sharded(make_settings):
     from authserver.services import Actor
 
-    async with _core(make_settings()) as core:
-        _, admin = await core.service.create_tenant("default", algorithm="EdDSA")
-        await core.service.set_shard_count("default", 2, Actor("test"))
+    async with open_core(make_settings()) as core:
+        _, admin = await core.tenants.create_tenant("default", algorithm="EdDSA")
+        await core.tenants.set_shard_count("default", 2, Actor("test"))
     return admin.key
 
 
