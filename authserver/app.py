@@ -13,7 +13,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin
 
 from . import __version__, portal
 from .api import management, public
-from .api.deps import add_ratelimit_headers
+from .api.deps import SERVICES, add_ratelimit_headers
 from .core import Core
 from .logs import configure_logging
 from .problems import EXCEPTION_HANDLERS
@@ -36,6 +36,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     return Litestar(
         route_handlers=[*public.ROUTES, *management.ROUTES, *portal.ROUTES],  # type: ignore[list-item]  # portal.ROUTES is an untyped list (not ours)
         lifespan=[lifespan],
+        dependencies=SERVICES,
         before_send=[add_ratelimit_headers],
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,

@@ -56,7 +56,7 @@ async def _cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> in
     from .services import Actor
 
     async with open_core(settings) as core:
-        info, admin = await core.service.create_tenant(
+        info, admin = await core.tenants.create_tenant(
             args.tenant, audience=args.audience, key_prefix=args.prefix, algorithm=args.algorithm, actor=Actor("cli")
         )
     if args.json:
@@ -74,11 +74,11 @@ async def _cmd_tenant_shards(settings: Settings, args: argparse.Namespace) -> in
     from .services import Actor
 
     async with open_core(settings) as core:
-        tk = core.service.tenant(args.tenant)
+        tk = core.tenants.tenant(args.tenant)
         count = args.count
         if args.auto:
             count = max(tk.info.shard_count, math.ceil(2 * max(1, tk.count("api")) / args.keys_per_shard))
-        info = await core.service.set_shard_count(args.tenant, count, Actor("cli"))
+        info = await core.tenants.set_shard_count(args.tenant, count, Actor("cli"))
     if args.json:
         _print_json({"tenant": info.id, "shard_count": info.shard_count})
     else:
@@ -93,10 +93,10 @@ async def _cmd_keys_mint(settings: Settings, args: argparse.Namespace) -> int:
     from .services import Actor
 
     async with open_core(settings) as core:
-        svc, now = core.service, core.clock()
+        now = core.clock()
         spec = key_spec({"name": args.name, "subject": args.subject, "scopes": args.scope or [],
                          "expires_in": args.expires_in, "algorithm": args.algorithm})
-        row, minted = await svc.mint(args.tenant, spec, Actor("cli"))
+        row, minted = await core.lifecycle.mint(args.tenant, spec, Actor("cli"))
         out = key_view(row, now, settings) | {"key": minted.key}
         if args.json:
             _print_json(out)
@@ -109,8 +109,8 @@ async def _cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
     from .api.views import key_view
 
     async with open_core(settings) as core:
-        svc, now = core.service, core.clock()
-        page = await svc.list_keys(args.tenant, state=args.state, limit=args.limit)
+        now = core.clock()
+        page = await core.queries.list_keys(args.tenant, state=args.state, limit=args.limit)
         rows = [key_view(r, now, settings) for r in page.items]
         _print_json(rows) if args.json else _print_keys(rows)
     return 0
@@ -120,8 +120,8 @@ async def _cmd_keys_get(settings: Settings, args: argparse.Namespace) -> int:
     from .api.views import key_view
 
     async with open_core(settings) as core:
-        svc, now = core.service, core.clock()
-        view = key_view(await svc.get(args.tenant, args.key_id), now, settings)
+        now = core.clock()
+        view = key_view(await core.queries.get(args.tenant, args.key_id), now, settings)
         _print_json(view) if args.json else _print_keys([view])
     return 0
 
@@ -131,8 +131,8 @@ async def _cmd_keys_roll(settings: Settings, args: argparse.Namespace) -> int:
     from .services import Actor
 
     async with open_core(settings) as core:
-        svc, now = core.service, core.clock()
-        new, minted, old = await svc.roll(args.tenant, args.key_id, Actor("cli"), grace_seconds=args.grace)
+        now = core.clock()
+        new, minted, old = await core.lifecycle.roll(args.tenant, args.key_id, Actor("cli"), grace_seconds=args.grace)
         if args.json:
             _print_json(key_view(new, now, settings) | {"key": minted.key, "previous": key_view(old, now, settings)})
         else:
@@ -146,8 +146,8 @@ async def _cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from .services import Actor
 
     async with open_core(settings) as core:
-        svc, now = core.service, core.clock()
-        row = await svc.revoke(args.tenant, args.key_id, Actor("cli"))
+        now = core.clock()
+        row = await core.lifecycle.revoke(args.tenant, args.key_id, Actor("cli"))
         _print_json(key_view(row, now, settings)) if args.json else print(f"revoked {row.id}")
     return 0
 

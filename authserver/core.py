@@ -23,7 +23,6 @@ from .services import (
     KeyGenerator,
     KeyLifecycle,
     KeyQueries,
-    KeyService,
     Prepublisher,
     Publisher,
     TenantService,
@@ -49,8 +48,13 @@ class Core:
     sessions: async_sessionmaker[AsyncSession]
     cache: KeyCache
     keygen: KeyGenerator
+    # the job services: what the controllers, the CLI and tests call
+    tenants: TenantService
+    lifecycle: KeyLifecycle
+    queries: KeyQueries
+    introspector: Introspector
     sync: CacheSync
-    service: KeyService
+    prepublisher: Prepublisher | None  # instant activation; None when it is off
     metrics: Metrics
     limiter: MemoryLimiter | RedisLimiter
     redis: Any = None
@@ -86,14 +90,17 @@ class Core:
             clock=clock,
         ) if settings.instant_activation else None
         lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
-        service = KeyService(
-            TenantService(settings, sessions, cache, keygen, lifecycle, clock), lifecycle,
-            KeyQueries(settings, sessions, cache, clock), Introspector(sessions, cache, clock), sync,
-        )
         return cls(
-            settings, clock, engine, sessions, cache, keygen, sync, service, metrics,
-            redis.limiter if redis else MemoryLimiter(clock), redis.client if redis else None,
-            redis.invalidation if redis else None, replica_id,
+            settings=settings, clock=clock, engine=engine, sessions=sessions, cache=cache, keygen=keygen,
+            tenants=TenantService(settings, sessions, cache, keygen, lifecycle, clock),
+            lifecycle=lifecycle,
+            queries=KeyQueries(settings, sessions, cache, clock),
+            introspector=Introspector(sessions, cache, clock),
+            sync=sync, prepublisher=instant, metrics=metrics,
+            limiter=redis.limiter if redis else MemoryLimiter(clock),
+            redis=redis.client if redis else None,
+            invalidation=redis.invalidation if redis else None,
+            replica_id=replica_id,
         )
 
     @property
@@ -110,8 +117,8 @@ class Core:
         await self.sync.start()
         self._spawn(self.sync.run(), "reconcile")
         self._spawn(self.keygen.keep_pools_full(), "keypair-pool")
-        if self.service.prepublisher is not None:
-            self._spawn(self.service.prepublisher.run(), "prepublish")
+        if self.prepublisher is not None:
+            self._spawn(self.prepublisher.run(), "prepublish")
         if self.invalidation is not None:
             self._spawn(self.invalidation.run(), "invalidation")
 

@@ -40,7 +40,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
             from .db.migrate import upgrade_async
 
             await upgrade_async(settings.database_url)
-        await core.service.load()
+        await core.sync.load()
         yield core
     finally:
         core.keygen.close()

@@ -38,10 +38,10 @@ async def setup(settings: Settings, tenant_id: str) -> tuple[str, str]:
 
     async with open_core(settings) as core:
         if core.cache.get(tenant_id) is None:
-            _, admin = await core.service.create_tenant(tenant_id, actor=Actor("cli"))
+            _, admin = await core.tenants.create_tenant(tenant_id, actor=Actor("cli"))
             return "created", admin.key
-        _, admin = await core.service.mint(tenant_id, KeySpec(name="admin", scopes=list(ADMIN_SCOPES)),
-                                           Actor("cli"), kind="admin")
+        _, admin = await core.lifecycle.mint(tenant_id, KeySpec(name="admin", scopes=list(ADMIN_SCOPES)),
+                                             Actor("cli"), kind="admin")
         return "existing", admin.key
 
 
@@ -66,10 +66,10 @@ async def _mint_demo_key(settings: Settings, tenant_id: str) -> tuple[TenantInfo
     from .services import Actor, KeySpec
 
     async with open_core(settings) as core:
-        row, minted = await core.service.mint(
+        row, minted = await core.lifecycle.mint(
             tenant_id, KeySpec(name="envoy quickstart demo", scopes=["read"]), Actor("cli"),
         )
-        return core.service.tenant(tenant_id).info, row.id, minted.key
+        return core.tenants.tenant(tenant_id).info, row.id, minted.key
 
 
 def _ready_message(settings: Settings, envoy: EnvoyProcess, echo: EchoUpstream, gw: str, cache: int,

@@ -8,5 +8,5 @@ async def create_tenant(settings, tenant_id: str = "default", **kwargs):
     from authserver.offline import open_core
 
     async with open_core(settings) as core:
-        info, admin = await core.service.create_tenant(tenant_id, **kwargs)
+        info, admin = await core.tenants.create_tenant(tenant_id, **kwargs)
     return info, admin.key

@@ -1,4 +1,5 @@
-"""Request helpers shared by controllers: the Core, JSON bodies, RateLimit headers."""
+"""Request helpers shared by controllers: the Core, the job services, JSON
+bodies, RateLimit headers."""
 
 from __future__ import annotations
 
@@ -7,13 +8,37 @@ from typing import Any
 import msgspec
 from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard, Message, Scope
 
 from ..auth import client_addr, core_of
 from ..errors import ServiceError, UnsupportedMediaType
+from ..services import Introspector, KeyLifecycle, KeyQueries
 
-__all__ = ["add_ratelimit_headers", "client_addr", "core_of", "json_body"]
+__all__ = ["SERVICES", "add_ratelimit_headers", "client_addr", "core_of", "json_body"]
+
+
+# --- the job services, injected by name (``lifecycle: NamedDependency[KeyLifecycle]``) ---
+
+def _lifecycle(request: Request[Any, Any, Any]) -> KeyLifecycle:
+    return core_of(request).lifecycle
+
+
+def _queries(request: Request[Any, Any, Any]) -> KeyQueries:
+    return core_of(request).queries
+
+
+def _introspector(request: Request[Any, Any, Any]) -> Introspector:
+    return core_of(request).introspector
+
+
+# registered once, app-wide, by create_app: the services Core.build made
+SERVICES = {
+    "lifecycle": Provide(_lifecycle, sync_to_thread=False),
+    "queries": Provide(_queries, sync_to_thread=False),
+    "introspector": Provide(_introspector, sync_to_thread=False),
+}
 
 
 async def _require_json(request: Request[Any, Any, Any], *, optional: bool = False) -> None:

@@ -1,7 +1,8 @@
 """Management API: /v1/keys, /v1/audit, /oauth/introspect.
 
 Thin: guards decode the body and authenticate (authserver.auth), the handler
-makes one service call and shapes the JSON.
+makes one call on the job service it is injected with (``SERVICES`` in
+authserver.api.deps) and shapes the JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..db.models import ApiKey
 from ..errors import InvalidInput, ServiceError
 from ..keycache import claimed_kid
 from ..schemas import KEY_ID_PATTERN, TEXT_PATTERN, KeySpec, RollRequest
+from ..services import Introspector, KeyLifecycle, KeyQueries
 from ..services.queries import decode_cursor
 from .deps import core_of, json_body
 from .views import audit_view, key_view
@@ -56,12 +58,13 @@ class KeysController(Controller):
     dependencies = {"admin": provide_admin}
 
     @post("/", status_code=201, guards=[json_body(KeySpec), requires(WRITE)])
-    async def mint(self, request: AnyRequest, admin: NamedDependency[Admin], data: JSONBody[KeySpec]) -> Response[Any]:
+    async def mint(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
+                   data: JSONBody[KeySpec]) -> Response[Any]:
         """Mint an API key. The full key is in this response and nowhere else, ever."""
         spec: KeySpec = request.state.body  # the strictly decoded twin of ``data``
         core = core_of(request)
         with core.metrics.mint_seconds.labels(spec.algorithm or admin.tenant.info.algorithm).time():
-            row, minted = await core.service.mint(admin.tenant_id, spec, admin.actor)
+            row, minted = await lifecycle.mint(admin.tenant_id, spec, admin.actor)
         return _with_key(core, row, minted,
                          warning="Store this key now: it is shown only once and cannot be recovered.")
 
@@ -70,6 +73,7 @@ class KeysController(Controller):
         self,
         request: AnyRequest,
         admin: NamedDependency[Admin],
+        queries: NamedDependency[KeyQueries],
         key_state: Annotated[str, QueryParameter(name="state")] = "all",
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=512, pattern=r"^[A-Za-z0-9_=-]*$")] = None,
@@ -79,42 +83,45 @@ class KeysController(Controller):
         """List keys, newest first. ``state``: active, rolling, live, expired, revoked, all;
         ``q``: a substring of the name or subject, or a key id prefix."""
         core = core_of(request)
-        page = await core.service.list_keys(admin.tenant_id, state=key_state, limit=limit,
-                                            cursor=_checked_cursor(cursor), subject=subject, search=search)
+        page = await queries.list_keys(admin.tenant_id, state=key_state, limit=limit,
+                                       cursor=_checked_cursor(cursor), subject=subject, search=search)
         now = core.clock()
         return {"data": [key_view(r, now, core.settings) for r in page.items], "next_cursor": page.next_cursor}
 
     @get("/{key_id:str}", guards=[requires(READ)])
-    async def get_key(self, request: AnyRequest, admin: NamedDependency[Admin], key_id: _KeyId) -> dict[str, Any]:
+    async def get_key(self, request: AnyRequest, admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
+                      key_id: _KeyId) -> dict[str, Any]:
         """One key's description (never the key string)."""
         core = core_of(request)
-        return key_view(await core.service.get(admin.tenant_id, key_id), core.clock(), core.settings)
+        return key_view(await queries.get(admin.tenant_id, key_id), core.clock(), core.settings)
 
     @post("/{key_id:str}/roll", status_code=201,
           guards=[json_body(RollRequest | None, RollRequest()), requires(WRITE)])
-    async def roll(self, request: AnyRequest, admin: NamedDependency[Admin], key_id: _KeyId,
-                   data: JSONBody[RollRequest | None] = None) -> Response[Any]:
+    async def roll(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
+                   key_id: _KeyId, data: JSONBody[RollRequest | None] = None) -> Response[Any]:
         """Replace a key: a new key now, the old one stays valid for the grace period."""
         body: RollRequest = request.state.body
         core = core_of(request)
-        new, minted, old = await core.service.roll(admin.tenant_id, key_id, admin.actor,
-                                                   grace_seconds=body.grace_seconds, expires_in=body.expires_in)
+        new, minted, old = await lifecycle.roll(admin.tenant_id, key_id, admin.actor,
+                                                grace_seconds=body.grace_seconds, expires_in=body.expires_in)
         return _with_key(core, new, minted, previous=key_view(old, core.clock(), core.settings))
 
     @delete("/{key_id:str}", status_code=200, guards=[requires(WRITE)])
-    async def revoke(self, request: AnyRequest, admin: NamedDependency[Admin], key_id: _KeyId) -> dict[str, Any]:
+    async def revoke(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
+                     key_id: _KeyId) -> dict[str, Any]:
         """Revoke now: the key leaves the JWKS at once."""
         core = core_of(request)
-        return key_view(await core.service.revoke(admin.tenant_id, key_id, admin.actor), core.clock(), core.settings)
+        return key_view(await lifecycle.revoke(admin.tenant_id, key_id, admin.actor), core.clock(), core.settings)
 
 
 @get("/v1/audit", tags=["audit"], guards=[requires(READ)], dependencies={"admin": provide_admin})
 async def audit_log(
-    request: AnyRequest, admin: NamedDependency[Admin], limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+    admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
+    limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     before_id: Annotated[int | None, QueryParameter(ge=0, le=_INT64_MAX)] = None,
 ) -> dict[str, Any]:
     """The tenant's audit trail, newest first."""
-    events = await core_of(request).service.audit(admin.tenant_id, limit=limit, before_id=before_id)
+    events = await queries.audit(admin.tenant_id, limit=limit, before_id=before_id)
     return {"data": [audit_view(e) for e in events], "next_before_id": events[-1].id if len(events) == limit else None}
 
 
@@ -129,7 +136,8 @@ async def _token_param(request: AnyRequest) -> object:
 
 
 @post("/oauth/introspect", tags=["oauth"], status_code=200, dependencies={"admin": provide_introspection_admin})
-async def introspect(request: AnyRequest, admin: NamedDependency[Admin]) -> Response[Any]:
+async def introspect(request: AnyRequest, admin: NamedDependency[Admin],
+                     introspector: NamedDependency[Introspector]) -> Response[Any]:
     """RFC 7662 token introspection, authenticated by a tenant admin key.
 
     Form field ``token``. Answers ``active`` plus the claims, and a ``status``
@@ -143,7 +151,7 @@ async def introspect(request: AnyRequest, admin: NamedDependency[Admin]) -> Resp
         # (a NUL in it would even make PostgreSQL fail)
         answer: dict[str, Any] = {"active": False, "status": "INVALID"}
     else:
-        answer = await core_of(request).service.introspect(admin.tenant_id, token)
+        answer = await introspector.introspect(admin.tenant_id, token)
     return Response(answer, headers={"Cache-Control": "no-store"})
 
 

@@ -1,5 +1,6 @@
-"""The developer portal: server-rendered pages over the same KeyService the
-JSON management API uses (so the JWKS reflects every change at once).
+"""The developer portal: server-rendered pages over the same job services the
+JSON management API uses, injected the same way (so the JWKS reflects every
+change at once).
 
     GET  /portal/login              sign-in form (a tenant admin key)
     POST /portal/login              sign in: 303 to the key list, or 401 (generic)
@@ -47,11 +48,10 @@ from ..auth import (
     verify_admin_key,
 )
 from ..core import Core
-from ..db.models import ApiKey
 from ..errors import InvalidInput, RateLimited, ServiceError
 from ..problems import is_connection_error
 from ..schemas import MAX_EXPIRES_IN, KeySpec, key_spec
-from ..services import Actor
+from ..services import Actor, KeyLifecycle, KeyQueries
 from . import session as sessions
 from .render import error_page, log, page
 
@@ -264,7 +264,7 @@ def _verify_admin_key(core: Core, token: str) -> tuple[str, str] | None:
 
 
 @post("/login", status_code=200)
-async def login(request: AnyRequest) -> Response[Any]:
+async def login(request: AnyRequest, lifecycle: NamedDependency[KeyLifecycle]) -> Response[Any]:
     core = core_of(request)
     form = await request.form()
     if not sessions.check_login_csrf(request, form.get("csrf_token")):
@@ -282,7 +282,7 @@ async def login(request: AnyRequest) -> Response[Any]:
         return _login_page(request, 401, error=SIGN_IN_FAILED)
     tenant_id, kid = found
     session = await sessions.create(request, tenant_id, kid)
-    await core.service.record(tenant_id, Actor(kid, client_addr(request)), "portal.sign_in")
+    await lifecycle.record(tenant_id, Actor(kid, client_addr(request)), "portal.sign_in")
     resp: Response[Any] = Redirect("/portal/keys", status_code=303)
     resp.headers["Cache-Control"] = "no-store"
     resp.set_cookie(sessions.session_cookie(request, session))
@@ -313,7 +313,8 @@ def _display(view: dict[str, Any], now: float) -> dict[str, Any]:
 
 
 @get("/keys", guards=CAN_READ, dependencies=DEPENDENCIES)
-async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx]) -> Response[Any]:
+async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx],
+                    queries: NamedDependency[KeyQueries]) -> Response[Any]:
     state = request.query_params.get("state") or "all"
     if state not in {s for s, _ in STATE_CHOICES}:
         state = "all"
@@ -321,8 +322,7 @@ async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx]) -> Response[
     cursor = request.query_params.get("cursor") or None
     if cursor and len(cursor) > 200:
         cursor = None
-    page = await ctx.core.service.list_keys(ctx.tenant_id, state=state, limit=PAGE_SIZE, cursor=cursor,
-                                            search=q or None)
+    page = await queries.list_keys(ctx.tenant_id, state=state, limit=PAGE_SIZE, cursor=cursor, search=q or None)
     rows, next_cursor = page.items, page.next_cursor
     now = ctx.core.clock()
     items = [_display(key_view(r, now, ctx.core.settings), now) for r in rows]
@@ -385,7 +385,7 @@ def _secret_page_headers() -> dict[str, str]:
 
 
 @post("/keys", status_code=201, guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_create(posted: NamedDependency[Posted]) -> Response[Any]:
+async def key_create(posted: NamedDependency[Posted], lifecycle: NamedDependency[KeyLifecycle]) -> Response[Any]:
     ctx, form = posted.ctx, posted.form
     if not ctx.session.use_form_nonce(form.get("form_nonce")):
         # a reload or a second click: never mint twice from one form
@@ -400,7 +400,7 @@ async def key_create(posted: NamedDependency[Posted]) -> Response[Any]:
     try:
         spec = _parse_mint_form(values)
         with core.metrics.mint_seconds.labels(ctx.admin.tenant.info.algorithm).time():
-            row, minted = await core.service.mint(ctx.tenant_id, spec, ctx.admin.actor)
+            row, minted = await lifecycle.mint(ctx.tenant_id, spec, ctx.admin.actor)
     except InvalidInput as exc:
         return await ctx.page("key_new.html", 422, nav="keys", error=exc.detail, **_new_form_context(ctx, values))
     now = core.clock()
@@ -433,13 +433,10 @@ def _parse_grace(form: Any, max_seconds: int) -> int:
     return seconds
 
 
-async def _get_key(ctx: Ctx, key_id: KeyId) -> ApiKey:
-    return await ctx.core.service.get(ctx.tenant_id, key_id)
-
-
 @get("/keys/{key_id:str}/roll", guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_roll_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response[Any]:
-    row = await _get_key(ctx, key_id)
+async def key_roll_form(ctx: NamedDependency[Ctx], queries: NamedDependency[KeyQueries],
+                        key_id: KeyId) -> Response[Any]:
+    row = await queries.get(ctx.tenant_id, key_id)
     now = ctx.core.clock()
     grace_value, grace_unit = _grace_default(ctx.core.settings.default_grace_seconds)
     return await ctx.page(
@@ -450,11 +447,12 @@ async def key_roll_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response[An
 
 
 @post("/keys/{key_id:str}/roll", status_code=201, guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_roll(posted: NamedDependency[Posted], key_id: KeyId) -> Response[Any]:
+async def key_roll(posted: NamedDependency[Posted], lifecycle: NamedDependency[KeyLifecycle],
+                   key_id: KeyId) -> Response[Any]:
     ctx, form = posted.ctx, posted.form
     core = ctx.core
     grace = _parse_grace(form, core.settings.max_grace_seconds)
-    new, minted, old = await core.service.roll(ctx.tenant_id, key_id, ctx.admin.actor, grace_seconds=grace)
+    new, minted, old = await lifecycle.roll(ctx.tenant_id, key_id, ctx.admin.actor, grace_seconds=grace)
     now = core.clock()
     return await ctx.page(
         "key_secret.html", 201, nav="keys", headers=_secret_page_headers(), title="Key rolled",
@@ -465,8 +463,9 @@ async def key_roll(posted: NamedDependency[Posted], key_id: KeyId) -> Response[A
 
 
 @get("/keys/{key_id:str}/revoke", guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_revoke_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response[Any]:
-    row = await _get_key(ctx, key_id)
+async def key_revoke_form(ctx: NamedDependency[Ctx], queries: NamedDependency[KeyQueries],
+                          key_id: KeyId) -> Response[Any]:
+    row = await queries.get(ctx.tenant_id, key_id)
     now = ctx.core.clock()
     return await ctx.page("key_revoke.html", nav="keys", title="Revoke a key",
                           view=_display(key_view(row, now, ctx.core.settings), now),
@@ -474,9 +473,10 @@ async def key_revoke_form(ctx: NamedDependency[Ctx], key_id: KeyId) -> Response[
 
 
 @post("/keys/{key_id:str}/revoke", status_code=303, guards=CAN_WRITE, dependencies=DEPENDENCIES)
-async def key_revoke(posted: NamedDependency[Posted], key_id: KeyId) -> Response[Any]:
+async def key_revoke(posted: NamedDependency[Posted], lifecycle: NamedDependency[KeyLifecycle],
+                     key_id: KeyId) -> Response[Any]:
     ctx = posted.ctx
-    row = await ctx.core.service.revoke(ctx.tenant_id, key_id, ctx.admin.actor)
+    row = await lifecycle.revoke(ctx.tenant_id, key_id, ctx.admin.actor)
     label = f"“{row.name}” " if row.name else ""
     ctx.session.add_flash("ok", f"Key {label}({row.prefix}…{row.last4}) is revoked: it left the JWKS.")
     await ctx.save()
@@ -495,10 +495,10 @@ def _details(d: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 
 @get("/audit", guards=CAN_READ, dependencies=DEPENDENCIES)
-async def audit(request: AnyRequest, ctx: NamedDependency[Ctx]) -> Response[Any]:
+async def audit(request: AnyRequest, ctx: NamedDependency[Ctx], queries: NamedDependency[KeyQueries]) -> Response[Any]:
     before = request.query_params.get("before")
     before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
-    events = await ctx.core.service.audit(ctx.tenant_id, limit=AUDIT_PAGE_SIZE, before_id=before_id)
+    events = await queries.audit(ctx.tenant_id, limit=AUDIT_PAGE_SIZE, before_id=before_id)
     rows = [{**audit_view(e), "detail_items": _details(e.details)} for e in events]
     return await ctx.page(
         "audit.html", nav="audit", title="Audit log", events=rows, before_id=before_id, self_kid=ctx.admin.kid,

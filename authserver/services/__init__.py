@@ -1,5 +1,6 @@
-"""Business logic, one module per job. Controllers and the CLI call these
-(through :class:`KeyService`); nothing here knows HTTP.
+"""Business logic, one module per job. ``Core.build`` makes one of each;
+controllers (by dependency injection) and the CLI call them directly, and
+nothing here knows HTTP.
 
     tenants        create a tenant, grow its shards
     lifecycle      mint, roll, revoke; audit records
@@ -12,7 +13,6 @@
 
 from ..schemas import KeySpec
 from .common import Actor, Publisher
-from .facade import KeyService
 from .introspection import Introspector
 from .keygen import KeyGenerator
 from .lifecycle import KeyLifecycle
@@ -28,7 +28,6 @@ __all__ = [
     "KeyGenerator",
     "KeyLifecycle",
     "KeyQueries",
-    "KeyService",
     "KeySpec",
     "Page",
     "Prepublisher",

@@ -273,7 +273,7 @@ def cli_db(tmp_path, monkeypatch):
 
     async def make():
         async with open_core(Settings.from_env()) as core:
-            await core.service.create_tenant("default")
+            await core.tenants.create_tenant("default")
 
     asyncio.run(make())
     return url

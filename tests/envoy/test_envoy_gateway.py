@@ -37,16 +37,16 @@ async def _plan(stack, core) -> None:
     from authserver.db.models import ApiKey
     from authserver.services import Actor, KeySpec
 
-    svc, actor = core.service, Actor("envoy-tests")
+    actor = Actor("envoy-tests")
     for tenant in ("default", "other", "solo"):
-        _, admin = await svc.create_tenant(tenant, actor=actor)
+        _, admin = await core.tenants.create_tenant(tenant, actor=actor)
         stack.admin[tenant] = admin.key
-    _, admin = await svc.create_tenant("sharded", algorithm="ES256", actor=actor)
+    _, admin = await core.tenants.create_tenant("sharded", algorithm="ES256", actor=actor)
     stack.admin["sharded"] = admin.key
-    await svc.set_shard_count("sharded", 2, actor)
+    await core.tenants.set_shard_count("sharded", 2, actor)
 
     async def mint(name: str, tenant: str = "default", **spec) -> None:
-        row, minted = await svc.mint(tenant, KeySpec(name=name, **spec), actor)
+        row, minted = await core.lifecycle.mint(tenant, KeySpec(name=name, **spec), actor)
         stack.keys[name] = {"id": row.id, "key": minted.key, "prefix": row.prefix, "subject": row.subject}
 
     await mint("reader", scopes=["read"], subject="customer-42")
@@ -69,7 +69,7 @@ async def _plan(stack, core) -> None:
     # Two keys published behind the service's back, to see Envoy check `exp`
     # itself: their rows claim no expiry, so the server keeps both JWKs in the
     # JWKS; one token's exp passed 10 minutes ago (beyond Envoy's 60 s skew).
-    info = svc.tenant("default").info
+    info = core.tenants.tenant("default").info
     now = int(time.time())
     for name, exp in (("raw_valid", now + 3600), ("raw_expired", now - 600)):
         m = keys.mint({"iss": info.issuer, "aud": info.audience, "iat": now - 700, "exp": exp},

@@ -179,7 +179,7 @@ async def test_revoked_admin_key_ends_the_session(tenant, client_factory, make_s
     await p.login(tenant[1])
     kid = pyjwt.get_unverified_header(tenant[1].removeprefix("sk_admin_"))["kid"]
     async with open_core(make_settings()) as core:
-        await core.service.revoke("default", kid, Actor("cli"), kind="admin")
+        await core.lifecycle.revoke("default", kid, Actor("cli"), kind="admin")
     clock.now = max(clock.now, time.time() + 1)  # the app's clock; the CLI's is the real one
     for _ in range(100):
         r = await client.get("/portal/keys", follow_redirects=False)

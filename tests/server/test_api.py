@@ -202,7 +202,7 @@ async def test_read_only_admin_key_gets_403_on_writes(make_settings, tenant, cli
     from authserver.services import Actor, KeySpec
 
     async with open_core(make_settings()) as core:
-        _, ro = await core.service.mint("default", KeySpec(name="ro", scopes=["keys:read"]), Actor("t"), kind="admin")
+        _, ro = await core.lifecycle.mint("default", KeySpec(name="ro", scopes=["keys:read"]), Actor("t"), kind="admin")
     client = await client_factory()
     h = {"Authorization": f"Bearer {ro.key}"}
     assert (await client.get("/v1/keys", headers=h)).status_code == 200

@@ -25,15 +25,15 @@ def _b64(obj) -> str:
 
 async def _special_admin_keys(client, clock):
     """An expired, a revoked and a read-only admin key of the default tenant,
-    minted on the app's own event loop through the service."""
+    minted on the app's own event loop through the lifecycle service."""
     from authserver.services import Actor, KeySpec
 
-    service = client.app.state.core.service
-    _, expired = await on_app_loop(client, service.mint, "default", KeySpec(
+    lifecycle = client.app.state.core.lifecycle
+    _, expired = await on_app_loop(client, lifecycle.mint, "default", KeySpec(
         name="short", scopes=["keys:read", "keys:write"], expires_in=60), Actor("test"), kind="admin")
-    _, revoked = await on_app_loop(client, service.mint, "default", KeySpec(
+    _, revoked = await on_app_loop(client, lifecycle.mint, "default", KeySpec(
         name="gone", scopes=["keys:read", "keys:write"]), Actor("test"), kind="admin")
-    _, read_only = await on_app_loop(client, service.mint, "default", KeySpec(name="ro", scopes=["keys:read"]),
+    _, read_only = await on_app_loop(client, lifecycle.mint, "default", KeySpec(name="ro", scopes=["keys:read"]),
                                      Actor("test"), kind="admin")
     return expired.key, revoked.key, read_only.key
 
@@ -44,10 +44,10 @@ async def test_every_bad_credential_gets_the_same_401(tenant, client_factory, ad
     # they work before
     for key in (expired, revoked):
         assert (await client.get("/v1/keys", headers={"Authorization": f"Bearer {key}"})).status_code == 200
-    service = client.app.state.core.service
+    lifecycle = client.app.state.core.lifecycle
     from authserver.services import Actor
 
-    await on_app_loop(client, service.revoke, "default", kid_of(revoked), Actor("test"), kind="admin")
+    await on_app_loop(client, lifecycle.revoke, "default", kid_of(revoked), Actor("test"), kind="admin")
     clock.advance(61)
     api_key = (await mint(client, admin_headers, algorithm="EdDSA"))["key"]
     admin = admin_headers["Authorization"].split()[1]
@@ -217,7 +217,7 @@ async def test_read_only_or_scopeless_admin_keys_can_still_introspect(client, ad
     """Introspection asks only for a valid admin key of the tenant, no scope."""
     from authserver.services import Actor, KeySpec
 
-    _, admin = await on_app_loop(client, client.app.state.core.service.mint, "default", KeySpec(scopes=scopes),
+    _, admin = await on_app_loop(client, client.app.state.core.lifecycle.mint, "default", KeySpec(scopes=scopes),
                                  Actor("t"), kind="admin")
     body = await mint(client, admin_headers, algorithm="EdDSA")
     r = await client.post("/oauth/introspect", data={"token": body["key"]},

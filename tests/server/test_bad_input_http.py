@@ -266,4 +266,4 @@ async def test_the_service_itself_refuses_control_characters(make_settings, tena
 
     async with open_core(make_settings()) as core:
         with pytest.raises(InvalidInput):
-            await core.service.mint("default", KeySpec(algorithm="EdDSA", **spec), Actor("test"))
+            await core.lifecycle.mint("default", KeySpec(algorithm="EdDSA", **spec), Actor("test"))

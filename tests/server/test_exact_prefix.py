@@ -41,8 +41,8 @@ async def sharded(make_settings):
     from authserver.services import Actor
 
     async with open_core(make_settings()) as core:
-        _, admin = await core.service.create_tenant("default", algorithm="EdDSA")
-        await core.service.set_shard_count("default", 2, Actor("test"))
+        _, admin = await core.tenants.create_tenant("default", algorithm="EdDSA")
+        await core.tenants.set_shard_count("default", 2, Actor("test"))
     return admin.key
 
 

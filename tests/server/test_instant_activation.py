@@ -15,7 +15,7 @@ async def test_minted_key_was_published_a_cache_period_before(tenant, client_fac
     client = await client_factory(instant_activation=True, instant_activation_pool_size=3,
                                   gateway_cache_seconds=60, instant_activation_max_age_seconds=3600)
     core = client.app.state.core
-    pre = core.service.prepublisher
+    pre = core.prepublisher
     await wait_for(lambda: len(pre.published) == 3)
     jwks = (await client.get("/.well-known/jwks.json")).json()
     published_early = {k["kid"] for k in jwks["keys"]}
@@ -48,7 +48,7 @@ async def test_minted_key_was_published_a_cache_period_before(tenant, client_fac
 async def test_evicted_pending_keys_leave_the_jwks(tenant, client_factory, clock):
     client = await client_factory(instant_activation=True, instant_activation_pool_size=2,
                                   instant_activation_max_age_seconds=100)
-    pre = client.app.state.core.service.prepublisher
+    pre = client.app.state.core.prepublisher
     await wait_for(lambda: len(pre.published) == 2)
     first = set(pre.published)
     clock.advance(101)

@@ -13,8 +13,8 @@ async def sharded(make_settings):
     from authserver.services import Actor
 
     async with open_core(make_settings()) as core:
-        _, admin = await core.service.create_tenant("default", algorithm="EdDSA")
-        await core.service.set_shard_count("default", 3, Actor("test"))
+        _, admin = await core.tenants.create_tenant("default", algorithm="EdDSA")
+        await core.tenants.set_shard_count("default", 3, Actor("test"))
     return admin.key
 
 
@@ -67,14 +67,14 @@ async def test_shards_only_grow_and_old_keys_keep_working(make_settings, client_
 
     settings = make_settings()
     async with open_core(settings) as core:
-        _, admin = await core.service.create_tenant("default", algorithm="ES256")
-        _, old = await core.service.mint("default", KeySpec(name="unsharded"), Actor("t"))
-        await core.service.set_shard_count("default", 2, Actor("t"))
-        row, in_shard = await core.service.mint("default", KeySpec(name="s"), Actor("t"))
+        _, admin = await core.tenants.create_tenant("default", algorithm="ES256")
+        _, old = await core.lifecycle.mint("default", KeySpec(name="unsharded"), Actor("t"))
+        await core.tenants.set_shard_count("default", 2, Actor("t"))
+        row, in_shard = await core.lifecycle.mint("default", KeySpec(name="s"), Actor("t"))
         assert row.shard == 0 and in_shard.key.startswith("sk_live_s0_")
-        await core.service.set_shard_count("default", 4, Actor("t"))
+        await core.tenants.set_shard_count("default", 4, Actor("t"))
         with pytest.raises(Conflict):
-            await core.service.set_shard_count("default", 3, Actor("t"))
+            await core.tenants.set_shard_count("default", 3, Actor("t"))
     client = await client_factory()
     assert old.kid in await kids_of(client, "/.well-known/jwks.json")  # unsharded key stays in the main JWKS
     assert row.id in await kids_of(client, "/t/default/shards/0/jwks.json")
