@@ -126,3 +126,15 @@ async def on_app_loop(client, fn, *args, **kwargs):
     belong to that loop)."""
     call = functools.partial(fn, *args, **kwargs)
     return await asyncio.to_thread(client.blocking_portal.call, call)
+
+
+async def sharded_tenant(settings: Any, shards: int) -> str:
+    """Create the default tenant (EdDSA) spread over ``shards`` JWKS shards,
+    before the app starts; returns its admin key."""
+    from authserver.offline import open_core
+    from authserver.services import Actor
+
+    async with open_core(settings) as core:
+        _, admin = await core.tenants.create_tenant("default", algorithm="EdDSA")
+        await core.tenants.set_shard_count("default", shards, Actor("test"))
+    return admin.key

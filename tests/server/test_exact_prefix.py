@@ -4,8 +4,7 @@ tenant prefix plus its own shard; ``sk_admin_`` only for admin keys)."""
 from __future__ import annotations
 
 import pytest
-
-from authserver.offline import open_core
+from _server_helpers import sharded_tenant
 
 
 def _jwt(key: str) -> str:
@@ -38,12 +37,7 @@ async def test_a_revoked_key_with_another_prefix_is_invalid_not_revoked(client, 
 
 @pytest.fixture
 async def sharded(make_settings):
-    from authserver.services import Actor
-
-    async with open_core(make_settings()) as core:
-        _, admin = await core.tenants.create_tenant("default", algorithm="EdDSA")
-        await core.tenants.set_shard_count("default", 2, Actor("test"))
-    return admin.key
+    return await sharded_tenant(make_settings(), 2)
 
 
 async def test_a_sharded_key_needs_its_own_shard(sharded, client_factory):

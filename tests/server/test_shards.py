@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import jwt as pyjwt
 import pytest
+from _server_helpers import sharded_tenant
 
 from authserver.offline import open_core
 
 
 @pytest.fixture
 async def sharded(make_settings):
-    from authserver.services import Actor
-
-    async with open_core(make_settings()) as core:
-        _, admin = await core.tenants.create_tenant("default", algorithm="EdDSA")
-        await core.tenants.set_shard_count("default", 3, Actor("test"))
-    return admin.key
+    return await sharded_tenant(make_settings(), 3)
 
 
 async def kids_of(client, path):
