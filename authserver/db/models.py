@@ -35,6 +35,8 @@ class Tenant(Base):
     sentinel_jwk: Mapped[dict[str, Any]] = mapped_column(JSONType)
     created_at: Mapped[int] = mapped_column(BigInteger)
     shard_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # epoch ms of the last change: the reconcile loop rereads tenants changed since
+    changed_at: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ApiKey(Base):

@@ -1,0 +1,52 @@
+"""Migration 0004: tenants.changed_at (the reconcile loop rereads changed
+tenants). Existing rows get their creation time; downgrade drops it again."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import inspect, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+
+async def _tenants(url: str) -> tuple[list[str], list[dict]]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            columns = await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("tenants")])
+            rows = (await conn.execute(text("SELECT * FROM tenants ORDER BY id"))).mappings().all()
+            return columns, [dict(r) for r in rows]
+    finally:
+        await engine.dispose()
+
+
+async def _execute(url: str, sql: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+async def test_migration_0004_adds_tenant_changed_at_and_downgrades(database_url):
+    from alembic import command
+
+    from authserver.db.migrate import alembic_config, upgrade_async
+    from authserver.db.models import Tenant
+
+    await upgrade_async(database_url, "0003")
+    await _execute(database_url, "INSERT INTO tenants (id, issuer, audience, admin_audience, key_prefix, algorithm, "
+                                 "sentinel_jwk, created_at, shard_count) VALUES ('acme', 'i', 'a', 'aa', 'sk_live_', "
+                                 "'EdDSA', '{}', 1700000000, 2)")
+
+    await upgrade_async(database_url)
+    columns, rows = await _tenants(database_url)
+    assert columns == [c.name for c in Tenant.__table__.columns]  # the model and the migrated schema agree
+    assert rows[0]["changed_at"] == 1_700_000_000_000 and rows[0]["shard_count"] == 2  # ms, from created_at
+
+    await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0003")
+    columns, rows = await _tenants(database_url)
+    assert "changed_at" not in columns and rows[0]["id"] == "acme" and rows[0]["shard_count"] == 2
+    await upgrade_async(database_url)
+    assert "changed_at" in (await _tenants(database_url))[0]
