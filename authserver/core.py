@@ -28,6 +28,7 @@ from .services import (
     TenantService,
 )
 from .services.common import no_notice
+from .services.tenants import no_tenant_notice
 from .settings import Settings
 
 __all__ = ["Core"]
@@ -92,7 +93,8 @@ class Core:
         lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
         return cls(
             settings=settings, clock=clock, engine=engine, sessions=sessions, cache=cache, keygen=keygen,
-            tenants=TenantService(settings, sessions, cache, keygen, lifecycle, clock),
+            tenants=TenantService(settings, sessions, cache, keygen, lifecycle, clock,
+                                  notify=redis.invalidation.publish_tenant if redis else no_tenant_notice),
             lifecycle=lifecycle,
             queries=KeyQueries(settings, sessions, cache, clock),
             introspector=Introspector(sessions, cache, clock),
@@ -149,5 +151,6 @@ def _connect_redis(settings: Settings, clock: Callable[[], float], replica_id: s
         client,
         RedisLimiter(client, clock, ns, MemoryLimiter(clock), on_degraded=on_degraded),
         Invalidation(client, f"{ns}:changes", replica_id, on_notice=sync.refresh_key,
-                     on_subscribed=sync.on_subscribed, on_degraded=on_degraded),
+                     on_subscribed=sync.on_subscribed, on_degraded=on_degraded,
+                     on_tenant_notice=sync.refresh_tenant),
     )

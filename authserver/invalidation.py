@@ -2,7 +2,10 @@
 
 A replica that commits a change applies it to its own cache, then publishes
 ``{tenant, kid, origin}``. Every other replica rereads that key's row and
-applies it. Pub/sub is at-most-once: a notice sent while a replica was
+applies it. A tenant change (its shard count) is ``{tenant, kind: "tenant",
+origin}``: the others reread that tenant's row. (A replica that predates the
+tenant kind finds no kid and ignores it; its reconcile loop catches up.)
+Pub/sub is at-most-once: a notice sent while a replica was
 disconnected is lost, so after every (re)subscribe the replica rebuilds its
 cache from the database. While Redis is down, the reconcile loop (every
 ``degraded_cache_ttl_seconds``) bounds how stale a replica can be.
@@ -29,6 +32,7 @@ class Invalidation:
         on_notice: Callable[[str, str], Awaitable[None]],
         on_subscribed: Callable[[bool], Awaitable[None]],
         on_degraded: Callable[[], None],
+        on_tenant_notice: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.redis = redis
         self.channel = channel
@@ -36,11 +40,18 @@ class Invalidation:
         self.on_notice = on_notice
         self.on_subscribed = on_subscribed  # argument: True on a RE-subscribe
         self.on_degraded = on_degraded
+        self.on_tenant_notice = on_tenant_notice
         self.connected = False
         self._subscribed_once = False
 
     async def publish(self, tenant_id: str, kid: str) -> None:
-        msg = json.dumps({"tenant": tenant_id, "kid": kid, "origin": self.replica_id})
+        await self._send({"tenant": tenant_id, "kid": kid, "origin": self.replica_id})
+
+    async def publish_tenant(self, tenant_id: str) -> None:
+        await self._send({"tenant": tenant_id, "kind": "tenant", "origin": self.replica_id})
+
+    async def _send(self, notice: dict[str, str]) -> None:
+        msg = json.dumps(notice)
         try:
             await self.redis.publish(self.channel, msg)
         except Exception as exc:  # the change is committed; others catch up by reconcile
@@ -85,13 +96,20 @@ class Invalidation:
     async def _handle(self, data: bytes | str) -> None:
         try:
             notice = json.loads(data)
-            tenant, kid, origin = notice["tenant"], notice["kid"], notice.get("origin")
-        except (ValueError, KeyError, TypeError):
+            tenant, origin = notice["tenant"], notice.get("origin")
+            is_tenant = notice.get("kind") == "tenant"
+            kid = None if is_tenant else notice["kid"]
+            if not isinstance(tenant, str) or not (is_tenant or isinstance(kid, str)):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("ignored a malformed change notice")
             return
         if origin == self.replica_id:
             return
         try:
-            await self.on_notice(tenant, kid)
+            if kid is not None:
+                await self.on_notice(tenant, kid)
+            elif self.on_tenant_notice is not None:
+                await self.on_tenant_notice(tenant)
         except Exception as exc:  # database down: the reconcile loop retries
             log.warning("could not apply a change notice (%s)", type(exc).__name__)

@@ -234,10 +234,17 @@ class KeyCache:
         self._admin_index: dict[str, str] = {}  # admin kid -> tenant id
 
     def set_tenant(self, row: Tenant) -> TenantKeys:
+        """Add a tenant, or bring a known one's info in line with its row.
+
+        A known tenant keeps its published keys and rendered JWKS: only its
+        info (the shard count; shards only ever grow) is swapped. Issuer and
+        audiences never change after creation, so its verifiers stay valid.
+        """
         existing = self.tenants.get(row.id)
         if existing is not None:
-            if existing.info.shard_count != (row.shard_count or 1):
-                existing.info = TenantInfo.from_row(row)  # shards only ever grow
+            info = TenantInfo.from_row(row)
+            if info != existing.info:
+                existing.info = info
             return existing
         tk = TenantKeys(TenantInfo.from_row(row), row.sentinel_jwk, self.clock)
         self.tenants[row.id] = tk

@@ -51,10 +51,12 @@ class CacheSync:
         await self.load()
 
     async def reconcile(self, since_ms: int) -> int:
-        """Reapply rows changed since ``since_ms`` (and any new tenant)."""
+        """Reapply rows changed since ``since_ms`` (tenants too: new ones and,
+        e.g., a shard count raised by the CLI or another replica)."""
         known = list(self.cache.tenants) or [""]
         async with self.sessions() as s:
-            for tenant in (await s.scalars(select(Tenant).where(Tenant.id.not_in(known)))).all():
+            changed = select(Tenant).where(Tenant.id.not_in(known) | (Tenant.changed_at >= since_ms))
+            for tenant in (await s.scalars(changed)).all():
                 self.cache.set_tenant(tenant)
             rows = await s.scalars(select(ApiKey).where(ApiKey.changed_at >= since_ms))
             return self.cache.apply_all(rows)
@@ -70,6 +72,13 @@ class CacheSync:
                 if tenant is not None:
                     self.cache.set_tenant(tenant)
             self.cache.apply(row)
+
+    async def refresh_tenant(self, tenant_id: str) -> None:
+        """A tenant change notice from another replica (or the CLI): reread its row."""
+        async with self.sessions() as s:
+            tenant = await s.get(Tenant, tenant_id)
+            if tenant is not None:
+                self.cache.set_tenant(tenant)
 
     async def rebuild_cache(self) -> None:
         """Load everything into a new cache, then swap it in."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,22 +21,29 @@ from .common import ADMIN_PREFIX, Actor, audit_event, tenant_of
 from .keygen import KeyGenerator
 from .lifecycle import KeyLifecycle
 
-__all__ = ["TENANT_ID", "TenantService"]
+__all__ = ["TENANT_ID", "TenantNotifier", "TenantService", "no_tenant_notice"]
 
 TENANT_ID = re.compile(r"\A[a-z0-9][a-z0-9-]{0,62}\Z")
 MAX_SHARDS = 4096
 _CLI = Actor("cli")
+TenantNotifier = Callable[[str], Awaitable[None]]  # (tenant_id): tell the other replicas
+
+
+async def no_tenant_notice(tenant_id: str) -> None:
+    """No Redis: the other replicas reread the tenant within their reconcile interval."""
 
 
 class TenantService:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], cache: KeyCache,
-                 keygen: KeyGenerator, lifecycle: KeyLifecycle, clock: Callable[[], float] = time.time) -> None:
+                 keygen: KeyGenerator, lifecycle: KeyLifecycle, clock: Callable[[], float] = time.time,
+                 notify: TenantNotifier = no_tenant_notice) -> None:
         self.settings = settings
         self.sessions = sessions
         self.cache = cache
         self.keygen = keygen
         self.lifecycle = lifecycle  # mints the first admin key
         self.clock = clock
+        self.notify = notify
 
     def tenant(self, tenant_id: str) -> TenantKeys:
         return tenant_of(self.cache, tenant_id)
@@ -59,6 +66,7 @@ class TenantService:
             except IntegrityError:
                 raise Conflict("a tenant with this id exists") from None
         self.cache.set_tenant(row)
+        await self.notify(row.id)
         spec = KeySpec(name="admin", scopes=list(ADMIN_SCOPES))
         _, admin = await self.lifecycle.mint(row.id, spec, actor, kind="admin")
         return TenantInfo.from_row(row), admin
@@ -82,7 +90,7 @@ class TenantService:
         return Tenant(
             id=tenant_id, issuer=issuer, audience=audience, admin_audience=f"{issuer}/admin",
             key_prefix=key_prefix, algorithm=algorithm, sentinel_jwk=await self.keygen.sentinel(),
-            created_at=int(self.clock()),
+            created_at=int(self.clock()), changed_at=self._now_ms(),
         )
 
     async def set_shard_count(self, tenant_id: str, count: int, actor: Actor = _CLI) -> TenantInfo:
@@ -102,6 +110,11 @@ class TenantService:
             if row is None:
                 raise NotFound("no such tenant")
             row.shard_count = count
+            row.changed_at = self._now_ms()
             s.add(audit_event(tenant_id, actor, "tenant.shards", None, {"shard_count": count}, self.clock()))
         self.cache.set_tenant(row)
+        await self.notify(tenant_id)
         return TenantInfo.from_row(row)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
