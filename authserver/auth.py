@@ -2,14 +2,18 @@
 
 One flow (issue #4's rate limits included), as Litestar guards and a dependency:
 
-1. 429 if the client address is over its budget of failed authentications;
-2. verify the admin key (signature, claims, exact ``sk_admin_`` prefix, still
-   published); any failure is the same 401 and counts against that budget;
-3. 429 if the admin key is over its budget of calls;
-4. per handler, a guard checks the scope (403).
+1. verify the admin key (signature, claims, exact ``sk_admin_`` prefix, still
+   published); any failure is the same 401, counted against the client
+   address's budget of failed authentications, and 429 once over it. A key
+   that verifies is never refused by that budget: behind a shared proxy
+   address, someone else's failures must not lock out a valid key;
+2. 429 if the admin key is over its budget of calls;
+3. per handler, a guard checks the scope (403).
 
+The client address is resolved through ``AUTHSERVER_TRUSTED_PROXIES``
+(``clientaddr``), once per request, for the budget and the audit log alike.
 The API reads the key from ``Authorization: Bearer``; the portal from its
-session (re-checked against the live cache), and shares steps 3 and 4.
+session (re-checked against the live cache), and shares steps 2 and 3.
 The verified admin is kept in the connection state, so guards and the
 ``admin`` dependency authenticate once per request.
 """
@@ -17,7 +21,7 @@ The verified admin is kept in the connection state, so guards and the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from litestar import Request
 from litestar.connection import ASGIConnection
@@ -27,6 +31,7 @@ from litestar.types import Guard
 
 import keys
 
+from .clientaddr import resolve_client
 from .core import Core
 from .errors import Forbidden, RateLimited, Unauthorized
 from .keycache import TenantKeys
@@ -43,7 +48,6 @@ __all__ = [
     "count_auth_failure",
     "provide_admin",
     "provide_introspection_admin",
-    "refuse_if_failing",
     "requires",
     "verify_admin_key",
 ]
@@ -51,6 +55,8 @@ __all__ = [
 READ = "keys:read"
 WRITE = "keys:write"
 _STATE_KEY = "admin"
+_ADDR_KEY = "client_addr"
+_UNSET = object()
 Connection = ASGIConnection[Any, Any, Any, Any]
 
 
@@ -76,31 +82,32 @@ def core_of(connection: Connection) -> Core:
 
 
 def client_addr(connection: Connection) -> str | None:
-    return connection.client.host if connection.client else None
+    """The client's address: the peer, or what trusted proxies say it forwarded."""
+    cached = connection.state.get(_ADDR_KEY, _UNSET)
+    if cached is not _UNSET:
+        return cast("str | None", cached)
+    headers = connection.headers
+    addr = resolve_client(
+        connection.client.host if connection.client else None,
+        headers.getall("x-forwarded-for", []), headers.getall("forwarded", []),
+        core_of(connection).settings.trusted_proxy_networks,
+    )
+    connection.state[_ADDR_KEY] = addr
+    return addr
 
 
 # --- failed authentications, per client address -------------------------------
 
-def _failure_key(connection: Connection) -> str:
-    return f"authfail:{client_addr(connection) or 'unknown'}"
-
-
-async def refuse_if_failing(connection: Connection) -> None:
-    """429 for a client address over its budget of failed authentications."""
+async def count_auth_failure(connection: Connection) -> None:
+    """Count one failed authentication of the client address; 429 once it is
+    over its budget (the caller answers 401 otherwise)."""
     core = core_of(connection)
     limit = core.settings.rate_limit_auth_failures_per_minute
     if limit:
-        d = await core.limiter.peek(_failure_key(connection), limit, 60)
+        d = await core.limiter.hit(f"authfail:{client_addr(connection) or 'unknown'}", limit, 60)
         if not d.allowed:
             core.metrics.rate_limited.labels("auth_failures").inc()
             raise RateLimited(d.retry_after, headers=d.headers())
-
-
-async def count_auth_failure(connection: Connection) -> None:
-    core = core_of(connection)
-    limit = core.settings.rate_limit_auth_failures_per_minute
-    if limit:
-        await core.limiter.hit(_failure_key(connection), limit, 60)
 
 
 def verify_admin_key(core: Core, token: str) -> tuple[TenantKeys, keys.VerifiedKey] | None:
@@ -142,7 +149,6 @@ async def admin_from_bearer(connection: Connection, bucket: str = "admin") -> Ad
     if isinstance(cached, Admin):
         return cached
     core = core_of(connection)
-    await refuse_if_failing(connection)
     try:
         found = verify_admin_key(core, _bearer_token(connection))
     except Unauthorized:

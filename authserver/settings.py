@@ -20,6 +20,8 @@ from msgspec.structs import force_setattr
 
 import keys  # the algorithm registry; keys/ has no heavy imports
 
+from . import clientaddr
+
 __all__ = ["DEFAULT_SQLITE_URL", "Settings"]
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./authserver.db"
@@ -90,6 +92,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit_admin_per_minute: NonNegInt = 600
     rate_limit_introspect_per_minute: NonNegInt = 6000
     rate_limit_auth_failures_per_minute: NonNegInt = 30
+    # comma-separated CIDRs of the proxies (load balancers) in front of us:
+    # only from these are X-Forwarded-For / Forwarded read; empty trusts none
+    trusted_proxies: str = ""
     run_migrations: bool = True
 
     def __post_init__(self) -> None:
@@ -108,6 +113,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         if not public_url.startswith(("http://", "https://")):
             raise ValueError("AUTHSERVER_PUBLIC_URL must start with http:// or https://")
         force_setattr(self, "public_url", public_url.rstrip("/"))
+        try:
+            clientaddr.parse_networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ValueError(f"AUTHSERVER_TRUSTED_PROXIES: {exc}") from None
         unknown = [a for a in (self.default_algorithm, *self.pool_algorithms) if a not in keys.supported_algorithms()]
         if unknown:
             raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(keys.supported_algorithms())}")
@@ -138,6 +147,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def pool_algorithms(self) -> tuple[str, ...]:
         return tuple(a.strip() for a in self.mint_pool_algorithms.split(",") if a.strip())
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[clientaddr.Network, ...]:
+        return clientaddr.parse_networks(self.trusted_proxies)  # parsed once (cached)
 
     @property
     def is_sqlite(self) -> bool:

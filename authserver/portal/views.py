@@ -44,7 +44,6 @@ from ..auth import (
     client_addr,
     core_of,
     count_auth_failure,
-    refuse_if_failing,
     verify_admin_key,
 )
 from ..core import Core
@@ -269,16 +268,16 @@ async def login(request: AnyRequest, lifecycle: NamedDependency[KeyLifecycle]) -
     form = await request.form()
     if not sessions.check_login_csrf(request, form.get("csrf_token")):
         raise CsrfFailed()
-    try:
-        await refuse_if_failing(request)  # the same budget as the API's
-    except RateLimited as exc:
-        return _login_page(request, 429, error="Too many failed sign-ins. Wait a minute and try again.",
-                           headers={"Retry-After": str(exc.retry_after)})
     raw = form.get("admin_key")
     token = raw.strip() if isinstance(raw, str) else ""
+    # verified first: a valid key signs in even from an address over its budget
     found = _verify_admin_key(core, token) if 0 < len(token) <= 8192 else None
     if found is None:
-        await count_auth_failure(request)
+        try:
+            await count_auth_failure(request)  # the same budget as the API's
+        except RateLimited as exc:
+            return _login_page(request, 429, error="Too many failed sign-ins. Wait a minute and try again.",
+                               headers={"Retry-After": str(exc.retry_after)})
         return _login_page(request, 401, error=SIGN_IN_FAILED)
     tenant_id, kid = found
     session = await sessions.create(request, tenant_id, kid)

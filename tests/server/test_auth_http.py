@@ -95,8 +95,8 @@ async def test_failed_authentications_are_rate_limited_per_address(tenant, clien
     r = await client.get("/v1/keys", headers={"Authorization": "Bearer nope"})
     is_problem(r, 429)
     assert int(r.headers["retry-after"]) >= 1
-    # even the right key from that address waits: the budget is per address
-    assert (await client.get("/v1/keys", headers=admin_headers)).status_code == 429
+    # the budget refuses failures only: the right key from that address still works
+    assert (await client.get("/v1/keys", headers=admin_headers)).status_code == 200
 
 
 async def test_read_only_admin_key_is_403_on_every_write(client, admin_headers, clock):
