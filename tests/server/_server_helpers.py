@@ -138,3 +138,17 @@ async def sharded_tenant(settings: Any, shards: int) -> str:
         _, admin = await core.tenants.create_tenant("default", algorithm="EdDSA")
         await core.tenants.set_shard_count("default", shards, Actor("test"))
     return admin.key
+
+
+async def execute_sql(url: str, sql: str) -> None:
+    """Run one statement in its own engine (migration tests write rows the
+    models can no longer express)."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(sql))
+    finally:
+        await engine.dispose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+from _server_helpers import execute_sql
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -20,15 +21,6 @@ async def _tenants(url: str) -> tuple[list[str], list[dict]]:
         await engine.dispose()
 
 
-async def _execute(url: str, sql: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
 async def test_migration_0004_adds_tenant_changed_at_and_downgrades(database_url):
     from alembic import command
 
@@ -36,7 +28,7 @@ async def test_migration_0004_adds_tenant_changed_at_and_downgrades(database_url
     from authserver.db.models import Tenant
 
     await upgrade_async(database_url, "0003")
-    await _execute(database_url, "INSERT INTO tenants (id, issuer, audience, admin_audience, key_prefix, algorithm, "
+    await execute_sql(database_url, "INSERT INTO tenants (id, issuer, audience, admin_audience, key_prefix, algorithm, "
                                  "sentinel_jwk, created_at, shard_count) VALUES ('acme', 'i', 'a', 'aa', 'sk_live_', "
                                  "'EdDSA', '{}', 1700000000, 2)")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from _server_helpers import (
     PRIVATE_JWK_MEMBERS,
     all_key_ids,
+    execute_sql,
     jwks_keys,
     jwks_kids,
     metric,
@@ -235,15 +236,6 @@ async def _audit_log_schema(url: str) -> tuple[list[str], list[str], list[dict]]
         await engine.dispose()
 
 
-async def _execute(url: str, sql: str) -> None:
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text(sql))
-    finally:
-        await engine.dispose()
-
-
 async def test_migration_0003_drops_audit_note_and_downgrades(database_url):
     from alembic import command
 
@@ -251,7 +243,7 @@ async def test_migration_0003_drops_audit_note_and_downgrades(database_url):
     from authserver.db.models import AuditEvent
 
     await upgrade_async(database_url, "0002")
-    await _execute(database_url, "INSERT INTO audit_log (tenant_id, at, actor, action, target, details, note) "
+    await execute_sql(database_url, "INSERT INTO audit_log (tenant_id, at, actor, action, target, details, note) "
                                  "VALUES ('acme', 1700000000, 'cli', 'tenant.create', 'acme', '{\"a\": 1}', 'old')")
     row = {"id": 1, "tenant_id": "acme", "at": 1700000000, "actor": "cli", "action": "tenant.create",
            "target": "acme", "remote_addr": None, "details": {"a": 1}}
@@ -261,7 +253,7 @@ async def test_migration_0003_drops_audit_note_and_downgrades(database_url):
     assert columns == [c.name for c in AuditEvent.__table__.columns]  # the model and the migrated schema agree
     assert "note" not in columns and indexes == ["ix_audit_log_tenant_id"]
     assert rows == [row]  # the copy SQLite needs kept the row
-    await _execute(database_url, "INSERT INTO audit_log (tenant_id, at, actor, action, details) "
+    await execute_sql(database_url, "INSERT INTO audit_log (tenant_id, at, actor, action, details) "
                                  "VALUES ('acme', 1700000001, 'cli', 'key.mint', '{}')")
     assert [r["id"] for r in (await _audit_log_schema(database_url))[2]] == [1, 2]  # ids still generated
 
