@@ -5,7 +5,8 @@ Each Envoy holds one gRPC stream and subscribes to its tenant's two resources
 (``authserver.recent.<tenant>``, ``authserver.gate.<tenant>``). Any change to a
 tenant's published keys (local, from another replica's notice, from the
 reconcile loop or a cache rebuild) wakes the streams of that tenant; a stream
-sends the resources whose content differs from what it last sent. A new
+sends each resource whose content differs from what it last sent (one per
+response, so that Envoy's verdict on one cannot hold back the other). A new
 stream gets everything it subscribes to, so an Envoy that reconnects is
 brought fully up to date from the cache (never from a log of notices).
 
@@ -174,6 +175,7 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         log.info("xds: Envoy %s (%s) connected", stream.node_id, stream.peer)
         self._on_request(stream, first)
         reader = asyncio.create_task(self._read(stream, request_iterator), name=f"xds-read-{stream.node_id}")
+        wait: asyncio.Task[Any] | None = None
         try:
             while True:
                 wait = asyncio.create_task(stream.wake.wait())
@@ -182,11 +184,12 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
                 if reader.done():
                     break
                 stream.wake.clear()
-                response = self._next_response(stream)
-                if response is not None:
+                for response in self._next_responses(stream):
                     yield response
         finally:
             reader.cancel()
+            if wait is not None:
+                wait.cancel()
             self._streams.get(stream.tenant_id, set()).discard(stream)
             self.metrics.connected.dec()
             log.info("xds: Envoy %s disconnected", stream.node_id)
@@ -256,24 +259,27 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         log.error("xds: Envoy %s rejected version %s (keeps its previous config): %s",
                   stream.node_id, version, request.error_detail.message[:2000])
 
-    def _next_response(self, stream: _Stream) -> discovery_pb2.DiscoveryResponse | None:
+    def _next_responses(self, stream: _Stream) -> list[discovery_pb2.DiscoveryResponse]:
+        """One response per changed resource: Envoy accepts or rejects a
+        response as a whole, so a resource it rejects cannot hold back another."""
         current = self.resources(stream.tenant_id)
-        due = [name for name in sorted(stream.names)
-               if name in current and stream.sent.get(name) != current[name].digest]
-        if not due:
-            return None
-        self._version += 1
-        stream.nonce += 1
-        version, nonce = str(self._version), str(stream.nonce)
-        for name in due:
-            stream.sent[name] = current[name].digest
-        response = discovery_pb2.DiscoveryResponse(
-            version_info=version, type_url=ECDS_TYPE, nonce=nonce,
-            resources=[current[name].packed for name in due],
-        )
-        stream.inflight[nonce] = (version, max(self._changed_at.get(stream.tenant_id, 0.0), stream.subscribed_at))
-        while len(stream.inflight) > MAX_INFLIGHT:  # an Envoy that never answers must not grow this
-            del stream.inflight[next(iter(stream.inflight))]
-        self.metrics.pushes.labels(stream.tenant_id).inc()
-        self.metrics.push_bytes.labels(stream.tenant_id).inc(response.ByteSize())
-        return response
+        responses = []
+        for name in sorted(stream.names):
+            resource = current.get(name)
+            if resource is None or stream.sent.get(name) == resource.digest:
+                continue
+            self._version += 1
+            stream.nonce += 1
+            version, nonce = str(self._version), str(stream.nonce)
+            stream.sent[name] = resource.digest
+            response = discovery_pb2.DiscoveryResponse(
+                version_info=version, type_url=ECDS_TYPE, nonce=nonce, resources=[resource.packed],
+            )
+            changed_at = max(self._changed_at.get(stream.tenant_id, 0.0), stream.subscribed_at)
+            stream.inflight[nonce] = (version, changed_at)
+            while len(stream.inflight) > MAX_INFLIGHT:  # an Envoy that never answers must not grow this
+                del stream.inflight[next(iter(stream.inflight))]
+            self.metrics.pushes.labels(stream.tenant_id).inc()
+            self.metrics.push_bytes.labels(stream.tenant_id).inc(response.ByteSize())
+            responses.append(response)
+        return responses
