@@ -70,7 +70,9 @@ def recent_config(tenant: Any, recent: Iterable[tuple[int | None, dict[str, Any]
         providers[name] = {
             "issuer": tenant.issuer,
             "audiences": [tenant.audience],
-            "local_jwks": {"inline_string": json.dumps({"keys": by_shard[shard]}, separators=(",", ":"))},
+            # sorted keys: the same bytes on every replica (PostgreSQL JSONB reorders a JWK)
+            "local_jwks": {"inline_string": json.dumps({"keys": by_shard[shard]}, separators=(",", ":"),
+                                                       sort_keys=True)},
             "from_headers": [{"name": "Authorization", "value_prefix": prefix}],
             "forward": True,  # the route strips the Authorization header
             "payload_in_metadata": PAYLOAD_METADATA_KEY,
