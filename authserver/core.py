@@ -71,7 +71,8 @@ class Core:
         replica_id = uuid.uuid4().hex[:12]
         engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
-        cache = KeyCache(clock, push_window=settings.push_window_seconds)
+        cache = KeyCache(clock, push_window=settings.push_window_seconds,
+                         recent_window=settings.recent_window_seconds)
         keygen = KeyGenerator(
             settings.keygen_threads, clock, pool_size=settings.mint_pool_size,
             pool_algorithms=settings.pool_algorithms, pool_max_age=settings.mint_pool_max_age_seconds,

@@ -107,12 +107,14 @@ class ServedJWKS:
 
 class TenantKeys:
     def __init__(self, info: TenantInfo, sentinel_jwk: dict[str, Any], clock: Callable[[], float],
-                 push_window: float = 0.0, on_change: Callable[[str], None] | None = None) -> None:
+                 push_window: float = 0.0, on_change: Callable[[str], None] | None = None,
+                 recent_window: float | None = None) -> None:
         self.info = info
         self.clock = clock
         self._sentinel = sentinel_jwk
         # changes a gateway's cached JWKS may not reflect yet (see the module docstring)
-        self.push_window = push_window
+        self.push_window = push_window  # for removals
+        self.recent_window = push_window if recent_window is None else recent_window
         self.recent: dict[str, PublishedKey] = {}  # kid -> API key published within the window
         self.removed: dict[str, int] = {}  # kid -> when it left, within the window
         self._on_change = on_change
@@ -178,7 +180,7 @@ class TenantKeys:
             self.admin_keys.add(key.jwk)
         elif key.kind == "api":
             self.api_keys.add(key.jwk)
-            if key.published_at > self.clock() - self.push_window:
+            if key.published_at > self.clock() - self.recent_window:
                 self.recent[key.kid] = key
         self.published[key.kid] = key
         self.removed.pop(key.kid, None)
@@ -212,17 +214,18 @@ class TenantKeys:
         if self._on_change is not None:
             self._on_change(self.info.id)
 
-    def push_state(self, now: float) -> tuple[list[PublishedKey], list[str]]:
+    def push_state(self, now: float) -> tuple[list[PublishedKey], dict[str, int]]:
         """What a gateway may not know from its cached JWKS: the keys published
-        within the push window, and the keys removed within it (sorted, so every
-        replica renders the same resources). Drops entries that aged out."""
+        within the recent window, and the keys removed within the push window
+        with their removal times (sorted by kid, so every replica renders the
+        same resources). Drops entries that aged out."""
         self.prune(now)
-        horizon = now - self.push_window
-        for kid in [k for k, key in self.recent.items() if key.published_at <= horizon]:
+        for kid in [k for k, key in self.recent.items() if key.published_at <= now - self.recent_window]:
             del self.recent[kid]
+        horizon = now - self.push_window
         for kid in [k for k, at in self.removed.items() if at <= horizon]:
             del self.removed[kid]
-        return sorted(self.recent.values(), key=lambda k: k.kid), sorted(self.removed)
+        return sorted(self.recent.values(), key=lambda k: k.kid), dict(sorted(self.removed.items()))
 
     def prune(self, now: float) -> list[str]:
         gone = []
@@ -270,11 +273,13 @@ def claimed_kid(token: str) -> str:
 
 
 class KeyCache:
-    def __init__(self, clock: Callable[[], float] = time.time, push_window: float = 0.0) -> None:
-        """``push_window``: how long recent publications and removals are kept
-        for pushing to gateways (0: not kept)."""
+    def __init__(self, clock: Callable[[], float] = time.time, push_window: float = 0.0,
+                 recent_window: float | None = None) -> None:
+        """``push_window``: how long removals are kept for pushing to gateways,
+        ``recent_window`` publications (default the same; 0: not kept)."""
         self.clock = clock
         self.push_window = push_window
+        self.recent_window = push_window if recent_window is None else recent_window
         self.tenants: dict[str, TenantKeys] = {}
         self._admin_index: dict[str, str] = {}  # admin kid -> tenant id
         # called with a tenant id after any change to its published keys
@@ -298,7 +303,8 @@ class KeyCache:
                 existing.info = info
                 self._notify(row.id)
             return existing
-        tk = TenantKeys(TenantInfo.from_row(row), row.sentinel_jwk, self.clock, self.push_window, self._notify)
+        tk = TenantKeys(TenantInfo.from_row(row), row.sentinel_jwk, self.clock, self.push_window, self._notify,
+                        self.recent_window)
         self.tenants[row.id] = tk
         self._notify(row.id)
         return tk
@@ -316,7 +322,8 @@ class KeyCache:
                 self._admin_index[row.id] = row.tenant_id
             return tk.put(PublishedKey.from_row(row))
         self._admin_index.pop(row.id, None)
-        return tk.remove(row.id)
+        # at the row's removal time, not ours: every replica files it alike
+        return tk.remove(row.id, row.removed_at())
 
     def apply_all(self, rows: Iterable[ApiKey]) -> int:
         return sum(1 for row in rows if self.apply(row))

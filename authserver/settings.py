@@ -189,10 +189,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def push_window_seconds(self) -> float:
-        """How long a publication or removal is pushed to gateways: until their
-        cached JWKS surely has it (one cache period, twice for a failed
-        refresh, plus a minute). 0 without xDS: nothing is kept."""
+        """How long a removal is pushed to gateways: until their cached JWKS
+        surely lacks it (one cache period, twice for a failed refresh, plus a
+        minute: failing here would let a revoked key in). 0 without xDS."""
         return 0.0 if self.xds_port is None else 2.0 * self.gateway_cache_seconds + 60.0
+
+    @property
+    def recent_window_seconds(self) -> float:
+        """How long a new key is pushed: until the gateways' next JWKS refresh
+        has it (one cache period plus a minute for the fetch and its retries)."""
+        return 0.0 if self.xds_port is None else self.gateway_cache_seconds + 60.0
 
     @property
     def is_sqlite(self) -> bool:

@@ -296,13 +296,14 @@ def _problem_mapper(status: int, title: str, code: str) -> dict[str, Any]:
 
 
 def _gate_denial_mapper() -> dict[str, Any]:
-    """The gate's denials (no verified key, or a removed one) are 403s from an
-    RBAC filter; its shadow result tells them from scope denials: answer 401."""
+    """The gate's denials (no verified key, or a removed one) are 403s from RBAC
+    filters; their action names tell them from scope denials: answer 401."""
     mapper = _problem_mapper(401, "Missing or invalid credential", "unauthorized")
-    mapper["filter"] = {"and_filter": {"filters": [_status_filter(403), {"metadata_filter": {"matcher": {
-        "filter": "envoy.filters.http.rbac", "path": [{"key": "shadow_engine_result"}],
-        "value": {"string_match": {"exact": "denied"}},
-    }}}]}}
+    denied = f"rbac_access_denied_matched_policy[{push.GATE_DENIAL_PREFIX}"
+    mapper["filter"] = {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+        "expression": f"response.code == 403 && response.code_details.startsWith('{denied}')",
+    }}}
     mapper["status_code"] = 401
     return mapper
 
@@ -420,12 +421,16 @@ def envoy_config(
 
     http_filters: list[dict[str, Any]] = [{"name": JWT_FILTER, "typed_config": jwt_config}]
     if pushed:
-        # keys too new for the pulled JWKS, then the claim headers, then the
-        # gate: a verified key that was not removed since (see push.py)
+        # keys too new for the pulled JWKS, the claim headers from whichever
+        # filter verified the key, the gate: a verified key that was not
+        # removed since (see push.py)
         http_filters += [
-            _pushed_filter(push.recent_name(tenant.id), push.JWT_TYPE, push.recent_config(tenant, ())),
+            *(_pushed_filter(push.recent_name(tenant.id, b), push.JWT_TYPE, push.recent_config(tenant, ()))
+              for b in range(push.RECENT_BUCKETS)),
             _claims_filter(),
-            _pushed_filter(push.gate_name(tenant.id), push.GATE_TYPE, push.gate_config(())),
+            {"name": "authserver.verified", "typed_config": push.verified_config()},
+            *(_pushed_filter(push.removed_name(tenant.id, b), push.RBAC_TYPE, push.removed_config(()))
+              for b in range(push.REMOVED_BUCKETS)),
         ]
         # both jwt_authn filters forward the key; the upstream never sees it
         virtual_host["request_headers_to_remove"] = ["authorization"]

@@ -91,7 +91,7 @@ class CacheSync:
 
     async def rebuild_cache(self) -> None:
         """Load everything into a new cache, then swap it in."""
-        fresh = KeyCache(self.clock, self.cache.push_window)
+        fresh = KeyCache(self.clock, self.cache.push_window, self.cache.recent_window)
         await self.load(fresh)
         self.cache.replace_with(fresh)
 

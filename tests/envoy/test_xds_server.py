@@ -130,37 +130,44 @@ def plain() -> Iterator[ControlPlane]:
 
 
 def test_a_nack_is_reported_with_envoys_error_and_not_resent(plain, tmp_path, envoy_binary, monkeypatch, caplog):
-    good = push.gate_config
+    good = push.removed_config
 
     def bad(removed):  # an RE2 pattern Envoy refuses to compile
-        cfg = good(removed)
-        cfg["matcher"]["matcher_list"]["matchers"][0]["predicate"]["single_predicate"]["value_match"][
-            "safe_regex"]["regex"] = "("
-        return cfg
+        allow = good(())["matcher"]["on_no_match"]
+        return {"@type": push.RBAC_TYPE, "matcher": {"matcher_list": {"matchers": [{
+            "predicate": {"single_predicate": {"input": {"name": "kid", "typed_config": {
+                "@type": "type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput",
+                "header_name": push.KID_HEADER}}, "value_match": {"safe_regex": {"google_re2": {}, "regex": "("}}}},
+            "on_match": allow}]}}}
 
     caplog.set_level(logging.ERROR, logger="authserver.xds")
     gw = _start_envoy(tmp_path, envoy_binary, plain)
+    at = int(time.time())
+    bucket = push.removed_name(TENANT, push.bucket_of(at, plain.cache.push_window, push.REMOVED_BUCKETS))
+
+    def revoke_one() -> None:
+        row, _ = _key_row(at - 5)
+        plain.cache.apply(row)  # published, then removed in the same loop turn: only the removal is pushed
+        row.revoked_at = at
+        plain.cache.apply(row)
+
     try:
-        wait_until(lambda: _ecds(gw, f"authserver.gate.{TENANT}", "update_success") == 1, 10, what="first push")
-        monkeypatch.setattr(push, "gate_config", bad)
-        row, _ = _key_row(int(time.time()))
-        plain.call(lambda: plain.cache.apply(row))  # a change: both resources are rebuilt and sent
+        wait_until(lambda: _ecds(gw, bucket, "update_success") == 1, 10, what="first push")
+        monkeypatch.setattr(push, "removed_config", bad)
+        plain.call(revoke_one)
         wait_until(lambda: plain.sample("authserver_xds_nacks_total", node=NODE) == 1, 10, what="the NACK")
         assert any("rejected" in r.getMessage() and "missing )" in r.getMessage() for r in caplog.records), \
             [r.getMessage() for r in caplog.records]
-        assert _ecds(gw, f"authserver.gate.{TENANT}", "update_success") == 1  # kept its previous config
-        # the recent keys' resource, which was fine, was taken
-        wait_until(lambda: _ecds(gw, f"authserver.recent.{TENANT}", "update_success") >= 2, 5, what="recent")
+        assert _ecds(gw, bucket, "update_success") == 1  # Envoy kept its previous config
         # no loop: the rejected content is not sent again
         pushes = plain.sample("authserver_xds_pushes_total", tenant=TENANT)
         time.sleep(1.5)
         assert plain.sample("authserver_xds_pushes_total", tenant=TENANT) == pushes
         assert plain.sample("authserver_xds_nacks_total", node=NODE) == 1
         # the next change carries a good config again, and it is taken
-        monkeypatch.setattr(push, "gate_config", good)
-        row, _ = _key_row(int(time.time()))
-        plain.call(lambda: plain.cache.apply(row))
-        wait_until(lambda: _ecds(gw, f"authserver.gate.{TENANT}", "update_success") >= 2, 5, what="good gate")
+        monkeypatch.setattr(push, "removed_config", good)
+        plain.call(revoke_one)
+        wait_until(lambda: _ecds(gw, bucket, "update_success") >= 2, 5, what="a good config taken")
         assert plain.sample("authserver_xds_nacks_total", node=NODE) == 1
     finally:
         gw.proc.stop()
@@ -192,7 +199,7 @@ class _Client:
 def test_strangers_cannot_subscribe_and_nodes_see_only_their_tenant(plain):
     with grpc.insecure_channel(f"127.0.0.1:{plain.server.port}") as channel:
         c = _Client(channel)
-        c.ask("stranger", [push.gate_name(TENANT)])
+        c.ask("stranger", push.resource_names(TENANT))
         with pytest.raises(grpc.RpcError) as err:
             c.first(5)
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -200,7 +207,7 @@ def test_strangers_cannot_subscribe_and_nodes_see_only_their_tenant(plain):
 
     with grpc.insecure_channel(f"127.0.0.1:{plain.server.port}") as channel:  # a known node, another tenant
         c = _Client(channel)
-        c.ask("gw-other", [push.gate_name(TENANT), push.recent_name(TENANT)])
+        c.ask("gw-other", push.resource_names(TENANT))
         with pytest.raises(grpc.RpcError) as err:
             c.first(1.5)  # nothing is ever sent: acme's key ids are not gw-other's
         assert err.value.code() == grpc.StatusCode.CANCELLED
@@ -208,7 +215,7 @@ def test_strangers_cannot_subscribe_and_nodes_see_only_their_tenant(plain):
 
     with grpc.insecure_channel(f"127.0.0.1:{plain.server.port}") as channel:  # the right node
         c = _Client(channel)
-        c.ask(NODE, [push.gate_name(TENANT)])
+        c.ask(NODE, [push.removed_name(TENANT, 0)])
         response = c.first(5)
         assert response.type_url == ECDS_TYPE and len(response.resources) == 1
 
@@ -255,7 +262,7 @@ def test_tls_with_client_certificates(tmp_path, envoy_binary):
         gw = _start_envoy(tmp_path / "envoy", envoy_binary, cp,
                           tls=XdsTls(str(ca_file), envoy_id[0], envoy_id[1], "127.0.0.1"))
         try:
-            wait_until(lambda: _ecds(gw, f"authserver.gate.{TENANT}", "update_success") >= 1, 10,
+            wait_until(lambda: _ecds(gw, push.removed_name(TENANT, 0), "update_success") >= 1, 10,
                        what="a push over TLS")
         finally:
             gw.proc.stop()
@@ -265,20 +272,20 @@ def test_tls_with_client_certificates(tmp_path, envoy_binary):
         creds = grpc.ssl_channel_credentials(ca_pem, Path(other_id[1]).read_bytes(), Path(other_id[0]).read_bytes())
         with grpc.secure_channel(target, creds) as channel:
             c = _Client(channel)
-            c.ask(NODE, [push.gate_name(TENANT)])
+            c.ask(NODE, [push.removed_name(TENANT, 0)])
             with pytest.raises(grpc.RpcError) as err:
                 c.first(5)
             assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         # no client certificate: the handshake fails
         with grpc.secure_channel(target, grpc.ssl_channel_credentials(ca_pem)) as channel:
             c = _Client(channel)
-            c.ask(NODE, [push.gate_name(TENANT)])
+            c.ask(NODE, [push.removed_name(TENANT, 0)])
             with pytest.raises(grpc.RpcError) as err:
                 c.first(5)
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         # plaintext: refused too
         with grpc.insecure_channel(target) as channel:
             c = _Client(channel)
-            c.ask(NODE, [push.gate_name(TENANT)])
+            c.ask(NODE, [push.removed_name(TENANT, 0)])
             with pytest.raises(grpc.RpcError):
                 c.first(5)

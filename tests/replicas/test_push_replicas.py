@@ -99,7 +99,9 @@ def test_two_replicas_each_serving_an_envoy_stay_consistent(fresh_postgres_url, 
             assert ea[1](key["key"]) == 200 and eb[1](key["key"]) == 200
         # the same state on both: the pushed configs are identical, whichever replica built them
         wait_until(lambda: _ecds_configs(ea[2]) == _ecds_configs(eb[2]), 2, what="identical pushed configs")
-        assert set(_ecds_configs(ea[2])) == {"authserver.recent.default", "authserver.gate.default"}
+        from authserver.gateways import push
+
+        assert set(_ecds_configs(ea[2])) == set(push.resource_names("default"))
     finally:
         for proc in envoys:
             proc.stop()

@@ -41,16 +41,16 @@ def test_recent_keys_and_removals_live_one_window() -> None:
     assert cache.apply(a) and cache.apply(b)
     assert changed == ["acme", "acme"]  # every change is announced
     recent, removed = tk.push_state(clock())
-    assert {k.kid for k in recent} == {a.id, b.id} and removed == []
+    assert {k.kid for k in recent} == {a.id, b.id} and removed == {}
 
     a.revoked_at = int(NOW) + 10
     clock.now = NOW + 10
     assert cache.apply(a)
     recent, removed = tk.push_state(clock())
-    assert [k.kid for k in recent] == [b.id] and removed == [a.id]
+    assert [k.kid for k in recent] == [b.id] and removed == {a.id: int(NOW) + 10}
 
     clock.now = NOW + WINDOW + 11  # both aged out: the pulled JWKS has caught up by now
-    assert tk.push_state(clock()) == ([], [])
+    assert tk.push_state(clock()) == ([], {})
 
 
 def test_a_scheduled_removal_counts_from_its_time_and_old_keys_are_not_recent() -> None:
@@ -60,10 +60,10 @@ def test_a_scheduled_removal_counts_from_its_time_and_old_keys_are_not_recent() 
     old.published_at = int(NOW - WINDOW - 1)  # gateways have had it for a window: not pushed
     old.grace_ends_at = int(NOW + 5)
     cache.apply(old)
-    assert tk.push_state(clock()) == ([], [])
+    assert tk.push_state(clock()) == ([], {})
     clock.now = NOW + 30  # the grace ended 25 s ago; the next read prunes it
     recent, removed = tk.push_state(clock())
-    assert removed == [old.id] and tk.removed[old.id] == int(NOW + 5)
+    assert removed == {old.id: int(NOW + 5)}  # filed at its own time
 
 
 def test_removals_from_before_a_rebuild_are_noted_and_old_ones_ignored() -> None:
@@ -77,7 +77,7 @@ def test_removals_from_before_a_rebuild_are_noted_and_old_ones_ignored() -> None
     admin.kind, admin.revoked_at = "admin", int(NOW - 5)
     for row in (fresh, stale, admin):
         cache.note_removed(row)
-    assert tk.push_state(clock())[1] == [fresh.id]  # admin keys never reach gateways
+    assert list(tk.push_state(clock())[1]) == [fresh.id]  # admin keys never reach gateways
 
 
 def test_replace_with_announces_every_tenant() -> None:
@@ -110,15 +110,47 @@ def test_recent_config_routes_each_shard_prefix_to_its_provider() -> None:
     assert push.recent_config(info, []) == {"@type": push.JWT_TYPE}  # nothing recent: verifies nothing
 
 
-def test_gate_config_denies_removed_ids_by_exact_match() -> None:
-    empty = push.gate_config([])
-    assert "matcher_tree" not in empty["matcher"] and empty["shadow_matcher"] == empty["matcher"]
-    gate = push.gate_config(["k1", "k2"])
-    tree = gate["matcher"]["matcher_tree"]
+def test_removed_config_denies_removed_ids_by_exact_match() -> None:
+    empty = push.removed_config([])
+    assert "matcher_tree" not in empty["matcher"]
+    assert empty["matcher"]["on_no_match"]["action"]["typed_config"]["action"] == "ALLOW"
+    config = push.removed_config(["k1", "k2"])
+    tree = config["matcher"]["matcher_tree"]
     assert tree["input"]["typed_config"]["header_name"] == push.KID_HEADER
     assert set(tree["exact_match_map"]["map"]) == {"k1", "k2"}
-    assert all(a["action"]["typed_config"]["action"] == "DENY" for a in tree["exact_match_map"]["map"].values())
-    assert gate["matcher"]["on_no_match"]["matcher"] == empty["matcher"]
+    for action in tree["exact_match_map"]["map"].values():  # named for the 401 mapper
+        assert action["action"]["typed_config"]["action"] == "DENY"
+        assert action["action"]["name"].startswith(push.GATE_DENIAL_PREFIX)
+    verified = push.verified_config()["matcher"]
+    assert verified["on_no_match"]["action"]["name"].startswith(push.GATE_DENIAL_PREFIX)
+
+
+def test_buckets_come_round_only_after_their_events_aged_out() -> None:
+    window, buckets = 660.0, push.REMOVED_BUCKETS
+    length = window / (buckets - 1)
+    seen = {push.bucket_of(t, window, buckets) for t in range(0, int(length * buckets), 7)}
+    assert seen == set(range(buckets))
+    for t in range(0, 5000, 13):  # the next event in t's bucket is at least a window later
+        b = push.bucket_of(t, window, buckets)
+        again = next(u for u in range(t + 1, t + 10_000) if push.bucket_of(u, window, buckets) == b and
+                     push.bucket_of(u - 1, window, buckets) != b)
+        assert again - t >= window
+
+
+def test_one_change_rebuilds_one_bucket() -> None:
+    from authserver.gateways.xds import build_resources
+
+    clock = Clock()
+    cache, tk, _ = _cache(clock)
+    memo: dict = {}
+    first = build_resources(tk, clock(), memo)
+    assert set(first) == set(push.resource_names("acme"))
+    key, _ = key_row(tenant_row())
+    key.published_at = int(NOW)
+    cache.apply(key)
+    second = build_resources(tk, clock(), memo)
+    changed = {name for name in first if first[name].digest != second[name].digest}
+    assert changed == {push.recent_name("acme", push.bucket_of(NOW, tk.recent_window, push.RECENT_BUCKETS))}
 
 
 def test_xds_settings() -> None:
