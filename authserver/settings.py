@@ -22,7 +22,7 @@ import keys  # the algorithm registry; keys/ has no heavy imports
 
 from . import clientaddr
 
-__all__ = ["DEFAULT_SQLITE_URL", "Settings"]
+__all__ = ["DEFAULT_SQLITE_URL", "Settings", "parse_nodes"]
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./authserver.db"
 
@@ -46,6 +46,17 @@ def _normalize_db_url(url: str) -> str:
         if url.startswith(plain):
             return async_ + url[len(plain):]
     return url
+
+
+def parse_nodes(text: str) -> dict[str, str]:
+    """``NODE_ID=TENANT[,NODE_ID=TENANT...]`` -> {node id: tenant id}; ValueError if malformed."""
+    nodes: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node, sep, tenant = item.partition("=")
+        if not sep or not node.strip() or not tenant.strip():
+            raise ValueError(f"want NODE_ID=TENANT, got {item!r}")
+        nodes[node.strip()] = tenant.strip()
+    return nodes
 
 
 def _var(name: str) -> str:
@@ -96,6 +107,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # only from these are X-Forwarded-For / Forwarded read; empty trusts none
     trusted_proxies: str = ""
     run_migrations: bool = True
+    # Envoy's control plane (gateways/xds.py): ADS over gRPC on this port; unset: off
+    xds_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+    xds_host: str = "127.0.0.1"
+    # who may subscribe: comma-separated NODE_ID=TENANT (Envoy's node.id; empty: nobody)
+    xds_nodes: str = ""
+    # TLS with client certificates for remote gateways: all three files, or none (plaintext)
+    xds_tls_cert: str | None = None
+    xds_tls_key: str | None = None
+    xds_tls_client_ca: str | None = None
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and
@@ -117,6 +137,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             clientaddr.parse_networks(self.trusted_proxies)
         except ValueError as exc:
             raise ValueError(f"AUTHSERVER_TRUSTED_PROXIES: {exc}") from None
+        try:
+            parse_nodes(self.xds_nodes)
+        except ValueError as exc:
+            raise ValueError(f"AUTHSERVER_XDS_NODES: {exc}") from None
+        tls = (self.xds_tls_cert, self.xds_tls_key, self.xds_tls_client_ca)
+        if any(tls) and not all(tls):
+            raise ValueError("AUTHSERVER_XDS_TLS_CERT, _KEY and _CLIENT_CA go together (TLS with client certificates)")
         unknown = [a for a in (self.default_algorithm, *self.pool_algorithms) if a not in keys.supported_algorithms()]
         if unknown:
             raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(keys.supported_algorithms())}")
@@ -153,6 +180,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return clientaddr.parse_networks(self.trusted_proxies)  # parsed once (cached)
 
     @property
+    def xds_node_tenants(self) -> dict[str, str]:
+        return parse_nodes(self.xds_nodes)
+
+    @property
+    def xds_tls(self) -> bool:
+        return self.xds_tls_cert is not None
+
+    @property
+    def push_window_seconds(self) -> float:
+        """How long a removal is pushed to gateways: until their cached JWKS
+        surely lacks it (one cache period, twice for a failed refresh, plus a
+        minute: failing here would let a revoked key in). 0 without xDS."""
+        return 0.0 if self.xds_port is None else 2.0 * self.gateway_cache_seconds + 60.0
+
+    @property
+    def recent_window_seconds(self) -> float:
+        """How long a new key is pushed: until the gateways' next JWKS refresh
+        has it (one cache period plus a minute for the fetch and its retries)."""
+        return 0.0 if self.xds_port is None else self.gateway_cache_seconds + 60.0
+
+    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -187,6 +235,8 @@ def _parse(name: str, type_: msgspec.inspect.Type, raw: str) -> Any:
 
 def _plain(type_: msgspec.inspect.Type) -> Any:
     """The Python type to parse a string into; ranges are left to __post_init__."""
+    if isinstance(type_, msgspec.inspect.UnionType):  # X | None: parse as X
+        (type_,) = [t for t in type_.types if not isinstance(t, msgspec.inspect.NoneType)] or [type_]
     if isinstance(type_, msgspec.inspect.BoolType):
         return bool
     if isinstance(type_, msgspec.inspect.IntType):

@@ -17,12 +17,14 @@ import sys
 from typing import Any
 
 from .common import HostPort, ScopeRule, jwks_uri, parse_hostport, parse_scope_rule
-from .envoy import CLAIM_HEADERS, envoy_config, provider_name, routes_of, scope_regex
+from .envoy import CLAIM_HEADERS, XdsTls, envoy_config, node_id_of, provider_name, routes_of, scope_regex
 from .espv2 import espv2_config, espv2_flags
 
 __all__ = [
     "CLAIM_HEADERS",
     "HostPort",
+    "XdsTls",
+    "node_id_of",
     "ScopeRule",
     "cli_gateway",
     "envoy_config",
@@ -67,6 +69,14 @@ def render_envoy(tenant: Any, settings: Any, *, fmt: str = "yaml", **kwargs: Any
         "Envoy does not refetch the JWKS for an unknown kid. There is deliberately no jwt_cache_config:",
         "a cached token would stay valid until its exp, after its revocation.",
     ]
+    if kwargs.get("xds"):
+        node = kwargs.get("node_id") or node_id_of(tenant.id)
+        head[4:7] = [
+            "Pushed by authserver over xDS (ADS, gRPC): new keys work at once, revoked keys stop at once.",
+            f"  Node id '{node}': authserver must list it (AUTHSERVER_XDS_NODES={node}={tenant.id}).",
+            f"  Without the control plane Envoy keeps validating offline; a revoked key then stops within {cache} s",
+            "  (remote_jwks cache_duration). There is deliberately no jwt_cache_config.",
+        ]
     if cache != settings.gateway_cache_seconds:
         head.append(
             f"NOTE: cache_duration {cache} s differs from AUTHSERVER_GATEWAY_CACHE_SECONDS="
@@ -140,6 +150,20 @@ async def load_tenant(settings: Any, tenant_id: str) -> Any:
         await engine.dispose()
 
 
+def _xds_args(args: argparse.Namespace) -> tuple[list[HostPort], XdsTls | None]:
+    xds = [parse_hostport(hp, what="--xds") for hp in (getattr(args, "xds", None) or "").split(",") if hp.strip()]
+    ca, cert, key = (getattr(args, name, None) for name in ("xds_ca", "xds_cert", "xds_key"))
+    files = (ca, cert, key)
+    if any(files) and not all(files):
+        raise ValueError("--xds-ca, --xds-cert and --xds-key go together (TLS with a client certificate)")
+    if any(files) and not xds:
+        raise ValueError("--xds-ca/--xds-cert/--xds-key need --xds")
+    if getattr(args, "node_id", None) and not xds:
+        raise ValueError("--node-id only matters with --xds")
+    tls = XdsTls(ca, cert, key, getattr(args, "xds_server_name", None)) if ca and cert and key else None
+    return xds, tls
+
+
 async def cli_gateway(settings: Any, args: argparse.Namespace) -> int:
     """``authserver gateway envoy|espv2``: print a config for ``args.tenant``."""
     fmt = getattr(args, "format", None) or "yaml"
@@ -153,10 +177,12 @@ async def cli_gateway(settings: Any, args: argparse.Namespace) -> int:
         upstream = parse_hostport(args.upstream, what="--upstream")
         listen = parse_hostport(args.listen, what="--listen")
         admin = parse_hostport(args.admin, what="--admin") if getattr(args, "admin", None) else None
+        xds, xds_tls = _xds_args(args)
         tenant = await load_tenant(settings, args.tenant)
         out = render_envoy(
             tenant, settings, fmt=fmt, upstream=upstream, listen=listen, cache_duration=cache,
-            scope_rules=rules, admin=admin, authserver_url=authserver_url,
+            scope_rules=rules, admin=admin, authserver_url=authserver_url, xds=xds, xds_tls=xds_tls,
+            node_id=getattr(args, "node_id", None),
             **({"ca_file": args.ca_file} if getattr(args, "ca_file", None) else {}),
         )
     elif args.gateway_cmd == "espv2":

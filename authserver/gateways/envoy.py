@@ -31,9 +31,11 @@ Why each setting is what it is (measured with Envoy 1.40; deploy/envoy/README.md
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from . import push
 from .common import (
     HostPort,
     ScopeRule,
@@ -44,12 +46,16 @@ from .common import (
     shard_prefix,
 )
 
-__all__ = ["envoy_config", "routes_of", "scope_regex", "provider_name", "CLAIM_HEADERS", "PAYLOAD_METADATA_KEY"]
+__all__ = [
+    "CLAIM_HEADERS", "PAYLOAD_METADATA_KEY", "XdsTls",
+    "envoy_config", "node_id_of", "provider_name", "routes_of", "scope_regex",
+]
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
-PAYLOAD_METADATA_KEY = "jwt_payload"
+PAYLOAD_METADATA_KEY = push.PAYLOAD_METADATA_KEY
 # claim -> request header for the upstream
-CLAIM_HEADERS = (("sub", "x-api-key-subject"), ("scope", "x-api-key-scope"), ("jti", "x-api-key-id"))
+CLAIM_HEADERS = (("sub", "x-api-key-subject"), ("scope", "x-api-key-scope"), ("jti", push.KID_HEADER))
+XDS_CLUSTER = "authserver_xds"
 DEFAULT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 _RE2_META = set("\\.+*?()|[]{}^$")
@@ -62,6 +68,11 @@ def scope_regex(scope: str) -> str:
     pattern spells out the optional neighbours: ``^(.* )?SCOPE( .*)?$``."""
     escaped = "".join("\\" + c if c in _RE2_META else c for c in scope)
     return f"^(.* )?{escaped}( .*)?$"
+
+
+def node_id_of(tenant_id: str) -> str:
+    """The node id a generated config gives Envoy (``--node-id`` overrides it)."""
+    return f"authserver-gateway-{tenant_id}"
 
 
 def provider_name(tenant_id: str, shard: int | None = None) -> str:
@@ -143,6 +154,101 @@ def _provider(tenant: Any, shard: int | None, uri: str, cluster: str, cache_dura
     }
 
 
+@dataclass(frozen=True, slots=True)
+class XdsTls:
+    """Files Envoy uses to reach the control plane over TLS with a client certificate."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+    server_name: str | None = None  # the name in authserver's certificate (default: the --xds host)
+
+
+def _with_push(provider: dict[str, Any]) -> dict[str, Any]:
+    """A remote-JWKS provider as it runs beside the pushed filters: the claim
+    headers come from the header mutation filter, and the key stays in the
+    request for the ``recent`` filter (the route strips it)."""
+    provider.pop("claim_to_headers", None)
+    provider["forward"] = True
+    return provider
+
+
+def _allow_failed(requirement: dict[str, Any]) -> dict[str, Any]:
+    """With push, a key this filter cannot verify may be a recent one: the gate decides."""
+    return {"requires_any": {"requirements": [requirement, {"allow_missing_or_failed": {}}]}}
+
+
+def _claims_filter() -> dict[str, Any]:
+    """Sets the claim headers from the verified payload, whichever jwt_authn
+    filter verified it, after removing client copies. The gate reads one of them."""
+    mutations: list[dict[str, Any]] = [{"remove": header} for _, header in CLAIM_HEADERS]
+    mutations += [{"append": {
+        "header": {"key": header, "value": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_METADATA_KEY}:{claim})%"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }} for claim, header in CLAIM_HEADERS]
+    return {
+        "name": "authserver.claims",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": mutations},
+        },
+    }
+
+
+def _pushed_filter(name: str, type_url: str, default: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "config_discovery": {
+        "config_source": {"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "5s"},
+        # what runs until the first push (and if authserver is never reached):
+        # no recent keys, no removals
+        "default_config": default,
+        "type_urls": [type_url],
+    }}
+
+
+def _xds_cluster(endpoints: Sequence[HostPort], tls: XdsTls | None) -> dict[str, Any]:
+    cluster: dict[str, Any] = {
+        "name": XDS_CLUSTER,
+        "type": "STATIC" if all(hp.is_ip for hp in endpoints) else "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {
+                # keep the stream alive through idle NATs; notice a dead control plane
+                "connection_keepalive": {"interval": "10s", "timeout": "5s"},
+            }},
+        }},
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(hp)}} for hp in endpoints]}],
+        },
+    }
+    if cluster["type"] == "STRICT_DNS":
+        cluster["dns_lookup_family"] = "V4_PREFERRED"
+    if tls is not None:
+        sni = tls.server_name or endpoints[0].host
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": sni,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "tls_certificates": [{
+                        "certificate_chain": {"filename": tls.cert_file},
+                        "private_key": {"filename": tls.key_file},
+                    }],
+                    "validation_context": {
+                        "trusted_ca": {"filename": tls.ca_file},
+                        "match_typed_subject_alt_names": [
+                            {"san_type": "IP_ADDRESS" if HostPort(sni, 1).is_ip else "DNS", "matcher": {"exact": sni}},
+                        ],
+                    },
+                },
+            },
+        }
+    return cluster
+
+
 def _rbac_filter(rules: Iterable[ScopeRule]) -> dict[str, Any]:
     policies: dict[str, Any] = {}
     for i, rule in enumerate(rules):
@@ -171,18 +277,35 @@ def _rbac_filter(rules: Iterable[ScopeRule]) -> dict[str, Any]:
     }
 
 
+def _status_filter(status: int) -> dict[str, Any]:
+    return {"status_code_filter": {"comparison": {
+        "op": "EQ", "value": {"default_value": status, "runtime_key": f"authserver.local_reply_{status}"},
+    }}}
+
+
 def _problem_mapper(status: int, title: str, code: str) -> dict[str, Any]:
     body = f'{{"type":"https://authserver.dev/problems/{code}","title":"{title}","status":{status},"code":"{code}"}}'
     return {
-        "filter": {"status_code_filter": {"comparison": {
-            "op": "EQ", "value": {"default_value": status, "runtime_key": f"authserver.local_reply_{status}"},
-        }}},
+        "filter": _status_filter(status),
         "body": {"inline_string": body},
         "body_format_override": {
             "text_format_source": {"inline_string": "%LOCAL_REPLY_BODY%"},
             "content_type": "application/problem+json",
         },
     }
+
+
+def _gate_denial_mapper() -> dict[str, Any]:
+    """The gate's denials (no verified key, or a removed one) are 403s from RBAC
+    filters; their action names tell them from scope denials: answer 401."""
+    mapper = _problem_mapper(401, "Missing or invalid credential", "unauthorized")
+    denied = f"rbac_access_denied_matched_policy[{push.GATE_DENIAL_PREFIX}"
+    mapper["filter"] = {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+        "expression": f"response.code == 403 && response.code_details.startsWith('{denied}')",
+    }}}
+    mapper["status_code"] = 401
+    return mapper
 
 
 def envoy_config(
@@ -196,6 +319,9 @@ def envoy_config(
     admin: str | HostPort | None = None,
     authserver_url: str | None = None,
     ca_file: str = DEFAULT_CA_FILE,
+    xds: Sequence[str | HostPort] = (),
+    xds_tls: XdsTls | None = None,
+    node_id: str | None = None,
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap (a dict; dump it as YAML or JSON).
 
@@ -203,10 +329,15 @@ def envoy_config(
     shard_count). ``settings``: reads ``gateway_cache_seconds`` and
     ``public_url``. ``authserver_url`` overrides where Envoy fetches the JWKS
     (e.g. an internal address); issuer and audience always come from the tenant.
+    ``xds``: authserver's xDS endpoints; with them the config also takes what
+    authserver pushes (new keys at once, removals at once; see ``push``),
+    and validation stays offline, with the pulled JWKS, when they are down.
     """
     upstream_hp = upstream if isinstance(upstream, HostPort) else parse_hostport(upstream, what="--upstream")
     listen_hp = listen if isinstance(listen, HostPort) else parse_hostport(listen, what="--listen")
     admin_hp = admin if isinstance(admin, HostPort) or admin is None else parse_hostport(admin, what="--admin")
+    xds_hps = [hp if isinstance(hp, HostPort) else parse_hostport(hp, what="--xds") for hp in xds]
+    pushed = bool(xds_hps)
     cache_duration = int(cache_duration or settings.gateway_cache_seconds)
     if cache_duration < 1:
         raise ValueError("cache duration must be at least 1 second")
@@ -220,11 +351,15 @@ def envoy_config(
         for shard in shard_ids(tenant)
     }
     main = provider_name(tenant.id)
+    if pushed:
+        for provider in providers.values():
+            _with_push(provider)
     jwt_config: dict[str, Any] = {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
         "providers": providers,
         # keys without a shard prefix (and requests without a key) meet the main JWKS
-        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": main}}],
+        "rules": [{"match": {"prefix": "/"}, "requires": (
+            _allow_failed({"provider_name": main}) if pushed else {"provider_name": main})}],
     }
     def default_route() -> dict[str, Any]:  # a fresh dict each time: no shared (YAML-aliased) parts
         return {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
@@ -237,18 +372,23 @@ def envoy_config(
         # would run every provider's extractor on every request.) A matcher
         # tree (longest-prefix map) finds the route in one lookup; a list of
         # header-matching routes would be scanned linearly, one per shard.
-        jwt_config["requirement_map"] = {name: {"provider_name": name} for name in providers}
+        jwt_config["requirement_map"] = {
+            name: _allow_failed({"provider_name": name}) if pushed else {"provider_name": name} for name in providers
+        }
         # jwt_authn strips every provider's claim_to_headers from every request,
         # a cost linear in providers (p50 +44% at 977 shards, measured in
         # bench/). Sharded, forward the claims from the payload metadata at the
         # virtual host instead: remove client copies, then add ours.
+        # (With push, the claims filter does it for both jwt_authn filters.)
         for provider in providers.values():
-            del provider["claim_to_headers"]
-        virtual_host["request_headers_to_remove"] = [header for _, header in CLAIM_HEADERS]
-        virtual_host["request_headers_to_add"] = [{
-            "header": {"key": header, "value": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_METADATA_KEY}:{claim})%"},
-            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-        } for claim, header in CLAIM_HEADERS]
+            provider.pop("claim_to_headers", None)
+        if not pushed:
+            virtual_host["request_headers_to_remove"] = [header for _, header in CLAIM_HEADERS]
+            virtual_host["request_headers_to_add"] = [{
+                "header": {"key": header,
+                           "value": f"%DYNAMIC_METADATA({JWT_FILTER}:{PAYLOAD_METADATA_KEY}:{claim})%"},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            } for claim, header in CLAIM_HEADERS]
         by_prefix = {}
         for shard in shard_ids(tenant):
             if shard is None:
@@ -280,6 +420,20 @@ def envoy_config(
         }
 
     http_filters: list[dict[str, Any]] = [{"name": JWT_FILTER, "typed_config": jwt_config}]
+    if pushed:
+        # keys too new for the pulled JWKS, the claim headers from whichever
+        # filter verified the key, the gate: a verified key that was not
+        # removed since (see push.py)
+        http_filters += [
+            *(_pushed_filter(push.recent_name(tenant.id, b), push.JWT_TYPE, push.recent_config(tenant, ()))
+              for b in range(push.RECENT_BUCKETS)),
+            _claims_filter(),
+            {"name": "authserver.verified", "typed_config": push.verified_config()},
+            *(_pushed_filter(push.removed_name(tenant.id, b), push.RBAC_TYPE, push.removed_config(()))
+              for b in range(push.REMOVED_BUCKETS)),
+        ]
+        # both jwt_authn filters forward the key; the upstream never sees it
+        virtual_host["request_headers_to_remove"] = ["authorization"]
     if rules:
         http_filters.append(_rbac_filter(rules))
     http_filters.append({
@@ -304,13 +458,14 @@ def envoy_config(
         "http_filters": http_filters,
         # refusals as RFC 9457 problem details, saying no more than our server does
         "local_reply_config": {"mappers": [
+            *([_gate_denial_mapper()] if pushed else []),
             _problem_mapper(401, "Missing or invalid credential", "unauthorized"),
             _problem_mapper(403, "Forbidden", "forbidden"),
         ]},
     }
 
     bootstrap: dict[str, Any] = {
-        "node": {"id": f"authserver-gateway-{tenant.id}", "cluster": "authserver-gateway"},
+        "node": {"id": node_id or node_id_of(tenant.id), "cluster": "authserver-gateway"},
         "static_resources": {
             "listeners": [{
                 "name": "ingress",
@@ -326,6 +481,18 @@ def envoy_config(
             ],
         },
     }
+    if pushed:
+        bootstrap["static_resources"]["clusters"].append(_xds_cluster(xds_hps, xds_tls))
+        bootstrap["dynamic_resources"] = {"ads_config": {
+            "api_type": "GRPC",
+            "transport_api_version": "V3",
+            "set_node_on_first_message_only": True,
+            "grpc_services": [{"envoy_grpc": {
+                "cluster_name": XDS_CLUSTER,
+                # come back soon after authserver does (Envoy's default backs off to 30 s)
+                "retry_policy": {"retry_back_off": {"base_interval": "0.25s", "max_interval": "2s"}},
+            }}],
+        }}
     if admin_hp is not None:
         bootstrap["admin"] = {"address": _socket_address(admin_hp)}
     return bootstrap

@@ -45,6 +45,15 @@ class CacheSync:
             )
             async for row in rows:
                 cache.apply(row)
+            if cache.push_window > 0:
+                # removals a gateway's cached JWKS may still hold: pushed as a deny list
+                since = int(now - cache.push_window)
+                recent_removals = select(ApiKey).where(
+                    (ApiKey.kind == "api") & (
+                        ApiKey.revoked_at.between(since, now) | ApiKey.grace_ends_at.between(since, now)
+                        | ApiKey.expires_at.between(since, now)))
+                for row in (await s.scalars(recent_removals)).all():
+                    cache.note_removed(row)
 
     async def start(self) -> None:
         self.last_reconcile_ms = int(self.clock() * 1000)
@@ -82,7 +91,7 @@ class CacheSync:
 
     async def rebuild_cache(self) -> None:
         """Load everything into a new cache, then swap it in."""
-        fresh = KeyCache(self.clock)
+        fresh = KeyCache(self.clock, self.cache.push_window, self.cache.recent_window)
         await self.load(fresh)
         self.cache.replace_with(fresh)
 

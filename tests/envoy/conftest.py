@@ -16,8 +16,8 @@ def make_stack(tmp_path_factory, envoy_binary):
     """A factory so each test module describes what it mints before the start."""
     made: list[Stack] = []
 
-    def make(plan) -> Stack:
-        stack = Stack(tmp_path_factory.mktemp("envoy-stack"), envoy_binary)
+    def make(plan, **options) -> Stack:
+        stack = Stack(tmp_path_factory.mktemp("envoy-stack"), envoy_binary, **options)
         made.append(stack)
         stack.setup(plan)
         return stack.start()

@@ -64,8 +64,8 @@ class Gateway:
     def status(self, key: str | None, path: str = "/hello") -> int:
         return self.get(path, key).status_code
 
-    def stats(self) -> dict[str, int]:
-        text = self.http.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": "jwt_authn"}).text
+    def stats(self, filter: str = "jwt_authn") -> dict[str, int]:
+        text = self.http.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": filter}).text
         out = {}
         for line in text.splitlines():
             name, _, value = line.partition(": ")
@@ -96,19 +96,22 @@ class Gateway:
 class Stack:
     """Our server + an echo upstream, and the Envoys started against them."""
 
-    def __init__(self, tmp: Path, envoy_binary: str) -> None:
+    def __init__(self, tmp: Path, envoy_binary: str, cache_seconds: int = CACHE_SECONDS,
+                 env: dict[str, str] | None = None) -> None:
         self.dir = tmp
         self.envoy_binary = envoy_binary
+        self.cache_seconds = cache_seconds
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.db_url = f"sqlite+aiosqlite:///{tmp / 'authserver.db'}"
         self.env = {
             "AUTHSERVER_DATABASE_URL": self.db_url,
             "AUTHSERVER_PUBLIC_URL": self.url,
-            "AUTHSERVER_GATEWAY_CACHE_SECONDS": str(CACHE_SECONDS),
+            "AUTHSERVER_GATEWAY_CACHE_SECONDS": str(cache_seconds),
             "AUTHSERVER_LOG_JSON": "false",
             "AUTHSERVER_DEGRADED_CACHE_TTL_SECONDS": "0.5",
             "AUTHSERVER_RATE_LIMIT_ADMIN_PER_MINUTE": "0",
+            **(env or {}),
         }
         self.http = httpx.Client(trust_env=False, timeout=10)
         self.server = Server(self.env, port=self.port, log_dir=tmp)
@@ -121,7 +124,7 @@ class Stack:
     def settings(self):
         from authserver.settings import Settings
 
-        return Settings(database_url=self.db_url, public_url=self.url, gateway_cache_seconds=CACHE_SECONDS,
+        return Settings(database_url=self.db_url, public_url=self.url, gateway_cache_seconds=self.cache_seconds,
                         log_json=False)
 
     # --- before the server starts: the service layer on the same database ---
@@ -183,14 +186,15 @@ class Stack:
                       "--listen", f"127.0.0.1:{listen}", "--admin", f"127.0.0.1:{admin}", *extra)
         return yaml.safe_load(out.stdout), listen, admin
 
-    def envoy_config(self, tenant: str, cache: int = CACHE_SECONDS, scopes: tuple[str, ...] = ()):
+    def envoy_config(self, tenant: str, cache: int = CACHE_SECONDS, scopes: tuple[str, ...] = (),
+                     **kwargs: Any):
         from authserver.gateways import envoy_config, load_tenant, parse_scope_rule
 
         info = asyncio.run(load_tenant(self.settings, tenant))
         listen, admin = free_port(), free_port()
         cfg = envoy_config(info, self.settings, upstream=self.echo.address, listen=f"127.0.0.1:{listen}",
                            admin=f"127.0.0.1:{admin}", cache_duration=cache,
-                           scope_rules=[parse_scope_rule(s) for s in scopes])
+                           scope_rules=[parse_scope_rule(s) for s in scopes], **kwargs)
         return cfg, listen, admin
 
     def start_envoy(self, config: dict[str, Any], listen: int, admin: int, name: str) -> Gateway:

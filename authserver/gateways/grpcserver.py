@@ -1,0 +1,59 @@
+"""The gRPC server Envoy talks to (``authserver serve`` starts it when
+``AUTHSERVER_XDS_PORT`` is set): plaintext, or TLS requiring a client
+certificate signed by ``AUTHSERVER_XDS_TLS_CLIENT_CA``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+
+from ..settings import Settings
+from .xds import XdsServer
+
+__all__ = ["GatewayServer"]
+
+log = logging.getLogger("authserver.xds")
+
+_OPTIONS = [
+    # Envoy pings every 10 s on the xDS connection (the generated config's
+    # connection_keepalive); gRPC's default would call that abuse and hang up
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
+    ("grpc.http2.max_ping_strikes", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class GatewayServer:
+    def __init__(self, settings: Settings, xds: XdsServer) -> None:
+        self.settings = settings
+        self.xds = xds
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        s = self.settings
+        assert s.xds_port is not None  # only started when set
+        server = grpc.aio.server(options=_OPTIONS)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.xds, server)
+        address = f"[{s.xds_host}]:{s.xds_port}" if ":" in s.xds_host else f"{s.xds_host}:{s.xds_port}"
+        if s.xds_tls:
+            assert s.xds_tls_cert and s.xds_tls_key and s.xds_tls_client_ca  # checked by Settings
+            credentials = grpc.ssl_server_credentials(
+                [(Path(s.xds_tls_key).read_bytes(), Path(s.xds_tls_cert).read_bytes())],
+                root_certificates=Path(s.xds_tls_client_ca).read_bytes(), require_client_auth=True,
+            )
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
+        await server.start()
+        self.server = server
+        log.info("xds: serving ADS on %s:%d (%s)", s.xds_host, self.port, "TLS, client certificates" if s.xds_tls
+                 else "plaintext")
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(grace=0.5)
+            self.server = None
