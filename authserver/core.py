@@ -106,7 +106,7 @@ class Core:
                                   notify=redis.invalidation.publish_tenant if redis else no_tenant_notice),
             lifecycle=lifecycle,
             queries=KeyQueries(settings, sessions, cache, clock),
-            introspector=Introspector(sessions, cache, clock),
+            introspector=Introspector(sessions, cache, clock, limiter),
             sync=sync, prepublisher=instant, metrics=metrics,
             limiter=limiter,
             redis=redis.client if redis else None,

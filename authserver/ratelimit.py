@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Decision", "MemoryLimiter", "RedisLimiter", "strictest"]
+__all__ = ["Decision", "MemoryLimiter", "RedisLimiter", "key_bucket", "strictest"]
 
 from redis.asyncio import Redis
 
@@ -55,6 +55,11 @@ def _decide(prev: int, cur: int, limit: int, window: int, now: float, counted: b
         retry_after = max(1, min(reset_after, math.ceil(excess / prev * window)))
     remaining = max(0, int(limit - estimate))
     return Decision(allowed, limit, remaining, reset_after, retry_after)
+
+
+def key_bucket(tenant_id: str, kid: str) -> str:
+    """Where an API key's own limits are counted (the gateway service and introspection)."""
+    return f"key:{tenant_id}:{kid}"
 
 
 def _estimate(prev: int, cur: int, window: int, now: float) -> float:

@@ -25,7 +25,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..keycache import KeyCache
-from ..ratelimit import Decision, MemoryLimiter, RedisLimiter, strictest
+from ..ratelimit import Decision, MemoryLimiter, RedisLimiter, key_bucket, strictest
 
 __all__ = ["DOMAIN", "RateLimitMetrics", "RateLimitServer"]
 
@@ -103,7 +103,7 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
             self.metrics.decisions.labels("unlimited").inc()
             response.statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK))
             return None
-        decisions = await self.limiter.hit_all(f"key:{tenant_id}:{kid}", limits, cost)
+        decisions = await self.limiter.hit_all(key_bucket(tenant_id, kid), limits, cost)
         chosen = strictest(decisions)
         i = decisions.index(chosen)
         response.statuses.append(_status(limits[i][0], limits[i][1], chosen))
