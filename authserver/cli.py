@@ -141,6 +141,25 @@ async def _cmd_keys_roll(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_keys_update(settings: Settings, args: argparse.Namespace) -> int:
+    from .api.views import key_view
+    from .schemas import KeyPatch, parse_rate_limit
+    from .services import Actor
+
+    fields: dict[str, Any] = {}
+    if args.name is not None:
+        fields["name"] = args.name
+    if args.no_rate_limits:
+        fields["rate_limits"] = None
+    elif args.rate_limit:
+        fields["rate_limits"] = [parse_rate_limit(r) for r in args.rate_limit]
+    async with open_core(settings) as core:
+        row = await core.lifecycle.update(args.tenant, args.key_id, KeyPatch(**fields), Actor("cli"))
+        view = key_view(row, core.clock(), settings)
+        _print_json(view) if args.json else print(f"updated {row.id}: rate limits {view['rate_limits'] or 'none'}")
+    return 0
+
+
 async def _cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from .api.views import key_view
     from .services import Actor
@@ -254,7 +273,7 @@ def _add_tenant(sub: _Subparsers) -> None:
 
 _KEY_COMMANDS: dict[str, Command] = {
     "mint": _cmd_keys_mint, "list": _cmd_keys_list, "get": _cmd_keys_get, "roll": _cmd_keys_roll,
-    "revoke": _cmd_keys_revoke,
+    "revoke": _cmd_keys_revoke, "update": _cmd_keys_update,
 }
 
 
@@ -266,7 +285,7 @@ def _add_keys(sub: _Subparsers) -> None:
         kp.set_defaults(func=func)
         kp.add_argument("--tenant", default=None, help="tenant id (default: the default tenant)")
         kp.add_argument("--json", action="store_true")
-        if name in ("get", "roll", "revoke"):
+        if name in ("get", "roll", "revoke", "update"):
             kp.add_argument("key_id")
         if name == "mint":
             kp.add_argument("--name")
@@ -279,6 +298,11 @@ def _add_keys(sub: _Subparsers) -> None:
             kp.add_argument("--limit", type=int, default=100)
         if name == "roll":
             kp.add_argument("--grace", type=int, default=None, help="seconds the old key stays valid")
+        if name == "update":
+            kp.add_argument("--name")
+            kp.add_argument("--rate-limit", action="append", metavar="LIMIT/WINDOW",
+                            help="e.g. 10/s, 100/10s, 1000/h; repeat for several windows (replaces the key's limits)")
+            kp.add_argument("--no-rate-limits", action="store_true", help="remove the key's rate limits")
 
 
 def _add_gateway(sub: _Subparsers) -> None:
@@ -302,6 +326,11 @@ def _add_gateway(sub: _Subparsers) -> None:
     ge.add_argument("--xds-ca", default=None, metavar="FILE", help="with --xds over TLS: CA of authserver's cert")
     ge.add_argument("--xds-cert", default=None, metavar="FILE", help="with --xds over TLS: Envoy's client cert")
     ge.add_argument("--xds-key", default=None, metavar="FILE", help="with --xds over TLS: its private key")
+    ge.add_argument("--ratelimit", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                    help="authserver's rate-limit service (the AUTHSERVER_XDS_PORT): enforce each key's "
+                         "rate_limits at Envoy")
+    ge.add_argument("--ratelimit-deny", action="store_true",
+                    help="refuse requests while the rate-limit service is unreachable (default: let them through)")
     ge.add_argument("--xds-server-name", default=None,
                     help="with --xds over TLS: the name in authserver's certificate (default: the --xds host)")
     gs = gsub.add_parser("espv2", help="ESPv2 OpenAPI securityDefinitions and flags")
@@ -329,12 +358,12 @@ _DASH_KEY_ID = re.compile(r"\A-[A-Za-z0-9_-]{42}\Z")
 
 
 def _key_id_last(argv: list[str]) -> list[str]:
-    """``keys get|roll|revoke -AbC...``: move such a key id behind ``--`` (it
+    """``keys get|roll|revoke|update -AbC...``: move such a key id behind ``--`` (it
     is the only positional of these commands, so its place does not matter)."""
     if "keys" not in argv or "--" in argv:
         return argv
     i = argv.index("keys")
-    if argv[i + 1:i + 2] not in (["get"], ["roll"], ["revoke"]):
+    if argv[i + 1:i + 2] not in (["get"], ["roll"], ["revoke"], ["update"]):
         return argv
     ids = [n for n, a in enumerate(argv) if n > i + 1 and _DASH_KEY_ID.match(a)]
     if len(ids) != 1:

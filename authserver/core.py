@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -32,6 +33,8 @@ from .services.tenants import no_tenant_notice
 from .settings import Settings
 
 __all__ = ["Core"]
+
+log = logging.getLogger("authserver")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,16 +97,18 @@ class Core:
             clock=clock,
         ) if settings.instant_activation else None
         lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
+        limiter = redis.limiter if redis else MemoryLimiter(clock)
         return cls(
-            gateway=_gateway_server(settings, cache, metrics, clock) if settings.xds_port is not None else None,
+            gateway=_gateway_server(settings, cache, metrics, limiter, clock) if settings.xds_port is not None
+            else None,
             settings=settings, clock=clock, engine=engine, sessions=sessions, cache=cache, keygen=keygen,
             tenants=TenantService(settings, sessions, cache, keygen, lifecycle, clock,
                                   notify=redis.invalidation.publish_tenant if redis else no_tenant_notice),
             lifecycle=lifecycle,
             queries=KeyQueries(settings, sessions, cache, clock),
-            introspector=Introspector(sessions, cache, clock),
+            introspector=Introspector(sessions, cache, clock, limiter),
             sync=sync, prepublisher=instant, metrics=metrics,
-            limiter=redis.limiter if redis else MemoryLimiter(clock),
+            limiter=limiter,
             redis=redis.client if redis else None,
             invalidation=redis.invalidation if redis else None,
             replica_id=replica_id,
@@ -147,13 +152,18 @@ class Core:
         await self.engine.dispose()
 
 
-def _gateway_server(settings: Settings, cache: KeyCache, metrics: Metrics, clock: Callable[[], float]) -> Any:
+def _gateway_server(settings: Settings, cache: KeyCache, metrics: Metrics, limiter: MemoryLimiter | RedisLimiter,
+                    clock: Callable[[], float]) -> Any:
     from .gateways.grpcserver import GatewayServer
+    from .gateways.ratelimit import RateLimitMetrics, RateLimitServer
     from .gateways.xds import XdsMetrics, XdsServer
 
     xds = XdsServer(cache, settings.xds_node_tenants, XdsMetrics(metrics.registry), clock=clock,
                     require_peer_identity=settings.xds_tls)
-    return GatewayServer(settings, xds)
+    shared = isinstance(limiter, RedisLimiter)
+    if not shared:
+        log.warning("per-key rate limits are counted per replica: set AUTHSERVER_REDIS_URL to share them")
+    return GatewayServer(settings, xds, RateLimitServer(cache, limiter, RateLimitMetrics(metrics.registry, shared)))
 
 
 def _connect_redis(settings: Settings, clock: Callable[[], float], replica_id: str, sync: CacheSync,

@@ -167,6 +167,13 @@ class TenantKeys:
         before = self.published.get(key.kid)
         if before == key:
             return False
+        if before is not None and (before.kind, before.shard, before.jwk) == (key.kind, key.shard, key.jwk):
+            # the same public key (new limits, name, removal time): the JWKS stays as it is
+            self.published[key.kid] = key
+            if key.removed_at is not None and key.removed_at != before.removed_at:
+                heapq.heappush(self._due, (key.removed_at, key.kid))
+            self._changed()
+            return True
         if before is not None and before.kind == "pending" and key.shard == before.shard:
             # a pre-published key being issued: it keeps its place in the JWKS
             # (same bytes, same ETag), it only becomes verifiable here

@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+__all__ = ["Decision", "MemoryLimiter", "RedisLimiter", "key_bucket", "strictest"]
+
 from redis.asyncio import Redis
 
 log = logging.getLogger("authserver.ratelimit")
@@ -55,6 +57,24 @@ def _decide(prev: int, cur: int, limit: int, window: int, now: float, counted: b
     return Decision(allowed, limit, remaining, reset_after, retry_after)
 
 
+def key_bucket(tenant_id: str, kid: str) -> str:
+    """Where an API key's own limits are counted (the gateway service and introspection)."""
+    return f"key:{tenant_id}:{kid}"
+
+
+def _estimate(prev: int, cur: int, window: int, now: float) -> float:
+    return prev * (window - now % window) / window + cur
+
+
+def strictest(decisions: list[Decision]) -> Decision:
+    """The decision to report for several windows: a refusing one (the longest
+    wait), else the one with the fewest requests left."""
+    refused = [d for d in decisions if not d.allowed]
+    if refused:
+        return max(refused, key=lambda d: d.retry_after)
+    return min(decisions, key=lambda d: (d.remaining, -d.reset_after))
+
+
 class MemoryLimiter:
     def __init__(self, clock: Callable[[], float], max_entries: int = 200_000) -> None:
         self.clock = clock
@@ -76,6 +96,24 @@ class MemoryLimiter:
         prev = self._counts.get((key, window, idx - 1), 0)
         return _decide(prev, self._counts.get((key, window, idx), 0), limit, window, now, counted=False)
 
+    async def hit_all(self, key: str, limits: list[tuple[int, int]], cost: int = 1) -> list[Decision]:
+        """Count ``cost`` against every ``(limit, window)`` of ``key`` only if
+        all of them have room (a refused request counts against none, so an
+        overloaded key still gets its full rate): one decision per window."""
+        now = self.clock()
+        counts = [(self._counts.get((key, w, int(now // w) - 1), 0), self._counts.get((key, w, int(now // w)), 0))
+                  for _, w in limits]
+        ok = all(_estimate(p, c, w, now) + cost <= lim for (p, c), (lim, w) in zip(counts, limits, strict=True))
+        if ok:
+            for i, (_, w) in enumerate(limits):
+                idx = (key, w, int(now // w))
+                self._counts[idx] = counts[i][1] + cost
+                counts[i] = (counts[i][0], counts[i][1] + cost)
+            if len(self._counts) > self.max_entries:
+                self._forget_old(now)
+        return [_decide(p, c + (0 if ok else cost), lim, w, now, counted=True)
+                for (p, c), (lim, w) in zip(counts, limits, strict=True)]
+
     def _forget_old(self, now: float) -> None:
         """Windows older than the previous one can no longer count."""
         self._counts = {k: v for k, v in self._counts.items() if k[2] >= int(now // k[1]) - 1}
@@ -86,6 +124,32 @@ local cur = redis.call('INCRBY', KEYS[1], ARGV[1])
 if cur == tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 local prev = tonumber(redis.call('GET', KEYS[2]) or '0')
 return {prev, cur}
+"""
+
+
+# Every window of a key at once: check all, count in all only if all have room.
+# KEYS: cur_1, prev_1, cur_2, prev_2, ...; ARGV: now, cost, limit_1, window_1, ...
+_HIT_ALL = """
+local now, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n = #KEYS / 2
+local out, ok = {}, 1
+for i = 1, n do
+  local cur = tonumber(redis.call('GET', KEYS[2*i-1]) or '0')
+  local prev = tonumber(redis.call('GET', KEYS[2*i]) or '0')
+  local limit, window = tonumber(ARGV[1+2*i]), tonumber(ARGV[2+2*i])
+  if prev * (window - now % window) / window + cur + cost > limit then ok = 0 end
+  out[2*i-1], out[2*i] = prev, cur
+end
+if ok == 1 then
+  for i = 1, n do
+    local window = tonumber(ARGV[2+2*i])
+    local c = redis.call('INCRBY', KEYS[2*i-1], cost)
+    if c == cost then redis.call('EXPIRE', KEYS[2*i-1], 2 * window + 1) end
+    out[2*i] = c
+  end
+end
+table.insert(out, 1, ok)
+return out
 """
 
 
@@ -100,6 +164,7 @@ class RedisLimiter:
         self.fallback = fallback
         self.on_degraded = on_degraded
         self._script = redis.register_script(_HIT)
+        self._script_all = redis.register_script(_HIT_ALL)
         self._degraded = False
 
     def _keys(self, key: str, window: int, now: float) -> tuple[str, str]:
@@ -115,6 +180,22 @@ class RedisLimiter:
             return await self.fallback.hit(key, limit, window, cost)
         self._degraded = False
         return _decide(int(prev), int(cur), limit, window, now, counted=True)
+
+    async def hit_all(self, key: str, limits: list[tuple[int, int]], cost: int = 1) -> list[Decision]:
+        """``MemoryLimiter.hit_all``, atomic across replicas: one round trip."""
+        now = self.clock()
+        keys = [k for _, w in limits for k in self._keys(key, w, now)]
+        args: list[float | int] = [now, cost]
+        for limit, window in limits:
+            args += [limit, window]
+        try:
+            ok, *counts = await self._script_all(keys=keys, args=args)
+        except Exception as exc:
+            self._note_degraded(exc)
+            return await self.fallback.hit_all(key, limits, cost)
+        self._degraded = False
+        return [_decide(int(counts[2 * i]), int(counts[2 * i + 1]) + (0 if ok else cost), lim, w, now, counted=True)
+                for i, (lim, w) in enumerate(limits)]
 
     async def peek(self, key: str, limit: int, window: int) -> Decision:
         now = self.clock()

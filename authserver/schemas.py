@@ -58,6 +58,9 @@ class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
     window_seconds: Annotated[int, msgspec.Meta(ge=1, le=2678400)]
 
 
+RateLimits = Annotated[list[RateLimit], msgspec.Meta(max_length=8)]
+
+
 class KeySpec(msgspec.Struct, forbid_unknown_fields=True):
     """What a new key is: the same for the API, the CLI, the portal and a roll."""
 
@@ -67,10 +70,53 @@ class KeySpec(msgspec.Struct, forbid_unknown_fields=True):
     expires_in: Seconds | None = None  # seconds from now
     algorithm: Algorithm | None = None
     metadata: dict[str, Any] = {}
-    rate_limits: Annotated[list[RateLimit], msgspec.Meta(max_length=8)] | None = None
+    rate_limits: RateLimits | None = None
 
     def rate_limit_dicts(self) -> list[dict[str, int]] | None:
         return None if self.rate_limits is None else [msgspec.structs.asdict(r) for r in self.rate_limits]
+
+
+class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
+    """What may change on a live key without re-issuing it (the token's claims
+    cannot change: scopes, subject and expiry need a roll). An absent field is
+    left alone; ``rate_limits: null`` (or []) removes the limits."""
+
+    name: Name | None | msgspec.UnsetType = msgspec.UNSET
+    metadata: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
+    rate_limits: RateLimits | None | msgspec.UnsetType = msgspec.UNSET
+
+    def changes(self) -> dict[str, Any]:
+        """The given fields as column values."""
+        out: dict[str, Any] = {}
+        if self.name is not msgspec.UNSET:
+            out["name"] = self.name
+        if self.metadata is not msgspec.UNSET:
+            _check_metadata(self.metadata)
+            _check_metadata_size(self.metadata)
+            out["meta"] = dict(self.metadata)
+        if self.rate_limits is not msgspec.UNSET:
+            out["rate_limits"] = [msgspec.structs.asdict(r) for r in self.rate_limits or []] or None
+        if not out:
+            raise InvalidInput("nothing to change: give name, metadata or rate_limits")
+        return out
+
+
+_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_rate_limit(text: str) -> RateLimit:
+    """``LIMIT/WINDOW`` as the CLI takes it: ``10/s``, ``100/10s``, ``1000/h``, ``5000/1d`` (a bare
+    number of seconds too); ValueError if not."""
+    limit, sep, window = text.strip().partition("/")
+    window = window.strip().lower()
+    count, unit = (window[:-1], window[-1]) if window[-1:] in _WINDOW_UNITS else (window, "s")
+    try:
+        value = {"limit": int(limit), "window_seconds": int(count or "1") * _WINDOW_UNITS[unit]}
+        if not sep:
+            raise ValueError
+        return msgspec.convert(value, RateLimit)
+    except (ValueError, msgspec.ValidationError):
+        raise ValueError(f"a rate limit is LIMIT/WINDOW, e.g. 10/s, 100/10s, 1000/h; got {text!r}") from None
 
 
 class RollRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -11,7 +11,7 @@ import re
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, Response, delete, get, post
+from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
@@ -22,7 +22,7 @@ from ..core import Core
 from ..db.models import ApiKey
 from ..errors import InvalidInput, ServiceError
 from ..keycache import claimed_kid
-from ..schemas import KEY_ID_PATTERN, TEXT_PATTERN, KeySpec, RollRequest
+from ..schemas import KEY_ID_PATTERN, TEXT_PATTERN, KeyPatch, KeySpec, RollRequest
 from ..services import Introspector, KeyLifecycle, KeyQueries
 from ..services.queries import decode_cursor
 from .deps import core_of, json_body
@@ -105,6 +105,16 @@ class KeysController(Controller):
         new, minted, old = await lifecycle.roll(admin.tenant_id, key_id, admin.actor,
                                                 grace_seconds=body.grace_seconds, expires_in=body.expires_in)
         return _with_key(core, new, minted, previous=key_view(old, core.clock(), core.settings))
+
+    @patch("/{key_id:str}", guards=[json_body(KeyPatch), requires(WRITE)])
+    async def update(self, request: AnyRequest, admin: NamedDependency[Admin],
+                     lifecycle: NamedDependency[KeyLifecycle], key_id: _KeyId,
+                     data: JSONBody[KeyPatch]) -> dict[str, Any]:
+        """Change a live key's name, metadata or rate limits without re-issuing it
+        (gateways enforce new limits at the next request)."""
+        core = core_of(request)
+        row = await lifecycle.update(admin.tenant_id, key_id, request.state.body, admin.actor)
+        return key_view(row, core.clock(), core.settings)
 
     @delete("/{key_id:str}", status_code=200, guards=[requires(WRITE)])
     async def revoke(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],

@@ -77,6 +77,10 @@ def render_envoy(tenant: Any, settings: Any, *, fmt: str = "yaml", **kwargs: Any
             f"  Without the control plane Envoy keeps validating offline; a revoked key then stops within {cache} s",
             "  (remote_jwks cache_duration). There is deliberately no jwt_cache_config.",
         ]
+    if kwargs.get("ratelimit"):
+        head.append("Per-key rate limits: authserver's rate-limit service (gRPC), after jwt_authn; "
+                    + ("requests are refused while it is unreachable." if kwargs.get("ratelimit_deny")
+                       else "traffic flows while it is unreachable."))
     if cache != settings.gateway_cache_seconds:
         head.append(
             f"NOTE: cache_duration {cache} s differs from AUTHSERVER_GATEWAY_CACHE_SECONDS="
@@ -183,6 +187,8 @@ async def cli_gateway(settings: Any, args: argparse.Namespace) -> int:
             tenant, settings, fmt=fmt, upstream=upstream, listen=listen, cache_duration=cache,
             scope_rules=rules, admin=admin, authserver_url=authserver_url, xds=xds, xds_tls=xds_tls,
             node_id=getattr(args, "node_id", None),
+            ratelimit=[hp for hp in (getattr(args, "ratelimit", None) or "").split(",") if hp.strip()],
+            ratelimit_deny=bool(getattr(args, "ratelimit_deny", False)),
             **({"ca_file": args.ca_file} if getattr(args, "ca_file", None) else {}),
         )
     elif args.gateway_cmd == "espv2":

@@ -56,6 +56,7 @@ PAYLOAD_METADATA_KEY = push.PAYLOAD_METADATA_KEY
 # claim -> request header for the upstream
 CLAIM_HEADERS = (("sub", "x-api-key-subject"), ("scope", "x-api-key-scope"), ("jti", push.KID_HEADER))
 XDS_CLUSTER = "authserver_xds"
+RATELIMIT_CLUSTER = "authserver_ratelimit"
 DEFAULT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 _RE2_META = set("\\.+*?()|[]{}^$")
@@ -205,9 +206,10 @@ def _pushed_filter(name: str, type_url: str, default: dict[str, Any]) -> dict[st
     }}
 
 
-def _xds_cluster(endpoints: Sequence[HostPort], tls: XdsTls | None) -> dict[str, Any]:
+def _grpc_cluster(name: str, endpoints: Sequence[HostPort], tls: XdsTls | None) -> dict[str, Any]:
+    """An HTTP/2 cluster to authserver's gRPC port (xDS, rate limits)."""
     cluster: dict[str, Any] = {
-        "name": XDS_CLUSTER,
+        "name": name,
         "type": "STATIC" if all(hp.is_ip for hp in endpoints) else "STRICT_DNS",
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
@@ -218,7 +220,7 @@ def _xds_cluster(endpoints: Sequence[HostPort], tls: XdsTls | None) -> dict[str,
             }},
         }},
         "load_assignment": {
-            "cluster_name": XDS_CLUSTER,
+            "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket_address(hp)}} for hp in endpoints]}],
         },
     }
@@ -247,6 +249,23 @@ def _xds_cluster(endpoints: Sequence[HostPort], tls: XdsTls | None) -> dict[str,
             },
         }
     return cluster
+
+
+def _ratelimit_filter(deny: bool) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.ratelimit",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+            "domain": "authserver",  # gateways.ratelimit.DOMAIN
+            # authserver down: traffic keeps flowing (validation is offline anyway)
+            "failure_mode_deny": deny,
+            "timeout": "0.05s",
+            "rate_limit_service": {
+                "grpc_service": {"envoy_grpc": {"cluster_name": RATELIMIT_CLUSTER}},
+                "transport_api_version": "V3",
+            },
+        },
+    }
 
 
 def _rbac_filter(rules: Iterable[ScopeRule]) -> dict[str, Any]:
@@ -322,6 +341,8 @@ def envoy_config(
     xds: Sequence[str | HostPort] = (),
     xds_tls: XdsTls | None = None,
     node_id: str | None = None,
+    ratelimit: Sequence[str | HostPort] = (),
+    ratelimit_deny: bool = False,
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap (a dict; dump it as YAML or JSON).
 
@@ -332,11 +353,15 @@ def envoy_config(
     ``xds``: authserver's xDS endpoints; with them the config also takes what
     authserver pushes (new keys at once, removals at once; see ``push``),
     and validation stays offline, with the pulled JWKS, when they are down.
+    ``ratelimit``: authserver's rate-limit service (the same gRPC port): each
+    verified key's limits are enforced here; while it is unreachable traffic
+    flows (``ratelimit_deny``: refused instead).
     """
     upstream_hp = upstream if isinstance(upstream, HostPort) else parse_hostport(upstream, what="--upstream")
     listen_hp = listen if isinstance(listen, HostPort) else parse_hostport(listen, what="--listen")
     admin_hp = admin if isinstance(admin, HostPort) or admin is None else parse_hostport(admin, what="--admin")
     xds_hps = [hp if isinstance(hp, HostPort) else parse_hostport(hp, what="--xds") for hp in xds]
+    rl_hps = [hp if isinstance(hp, HostPort) else parse_hostport(hp, what="--ratelimit") for hp in ratelimit]
     pushed = bool(xds_hps)
     cache_duration = int(cache_duration or settings.gateway_cache_seconds)
     if cache_duration < 1:
@@ -436,6 +461,15 @@ def envoy_config(
         virtual_host["request_headers_to_remove"] = ["authorization"]
     if rules:
         http_filters.append(_rbac_filter(rules))
+    if rl_hps:
+        # last before the router: only verified, unrevoked keys with their scope are counted
+        http_filters.append(_ratelimit_filter(ratelimit_deny))
+        virtual_host["rate_limits"] = [{"actions": [
+            {"generic_key": {"descriptor_key": "tenant", "descriptor_value": tenant.id}},
+            # the verified key id (no verified key: no descriptor, no call)
+            {"metadata": {"descriptor_key": "key_id", "source": "DYNAMIC", "metadata_key": {
+                "key": JWT_FILTER, "path": [{"key": PAYLOAD_METADATA_KEY}, {"key": "jti"}]}}},
+        ]}]
     http_filters.append({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
@@ -482,7 +516,7 @@ def envoy_config(
         },
     }
     if pushed:
-        bootstrap["static_resources"]["clusters"].append(_xds_cluster(xds_hps, xds_tls))
+        bootstrap["static_resources"]["clusters"].append(_grpc_cluster(XDS_CLUSTER, xds_hps, xds_tls))
         bootstrap["dynamic_resources"] = {"ads_config": {
             "api_type": "GRPC",
             "transport_api_version": "V3",
@@ -493,6 +527,8 @@ def envoy_config(
                 "retry_policy": {"retry_back_off": {"base_interval": "0.25s", "max_interval": "2s"}},
             }}],
         }}
+    if rl_hps:
+        bootstrap["static_resources"]["clusters"].append(_grpc_cluster(RATELIMIT_CLUSTER, rl_hps, xds_tls))
     if admin_hp is not None:
         bootstrap["admin"] = {"address": _socket_address(admin_hp)}
     return bootstrap

@@ -1,5 +1,6 @@
 """The gRPC server Envoy talks to (``authserver serve`` starts it when
-``AUTHSERVER_XDS_PORT`` is set): plaintext, or TLS requiring a client
+``AUTHSERVER_XDS_PORT`` is set): the xDS API (``xds``) and the rate-limit
+service (``ratelimit``) on one port; plaintext, or TLS requiring a client
 certificate signed by ``AUTHSERVER_XDS_TLS_CLIENT_CA``."""
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
 from ..settings import Settings
+from .ratelimit import RateLimitServer
 from .xds import XdsServer
 
 __all__ = ["GatewayServer"]
@@ -27,9 +30,10 @@ _OPTIONS = [
 
 
 class GatewayServer:
-    def __init__(self, settings: Settings, xds: XdsServer) -> None:
+    def __init__(self, settings: Settings, xds: XdsServer, ratelimit: RateLimitServer) -> None:
         self.settings = settings
         self.xds = xds
+        self.ratelimit = ratelimit
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -38,6 +42,7 @@ class GatewayServer:
         assert s.xds_port is not None  # only started when set
         server = grpc.aio.server(options=_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.xds, server)
+        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self.ratelimit, server)
         address = f"[{s.xds_host}]:{s.xds_port}" if ":" in s.xds_host else f"{s.xds_host}:{s.xds_port}"
         if s.xds_tls:
             assert s.xds_tls_cert and s.xds_tls_key and s.xds_tls_client_ca  # checked by Settings
@@ -50,8 +55,8 @@ class GatewayServer:
             self.port = server.add_insecure_port(address)
         await server.start()
         self.server = server
-        log.info("xds: serving ADS on %s:%d (%s)", s.xds_host, self.port, "TLS, client certificates" if s.xds_tls
-                 else "plaintext")
+        log.info("xds: serving ADS and the rate-limit service on %s:%d (%s)", s.xds_host, self.port,
+                 "TLS, client certificates" if s.xds_tls else "plaintext")
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -12,6 +12,7 @@ import keys
 
 from ..db.models import ApiKey
 from ..keycache import KeyCache, claimed_kid
+from ..ratelimit import MemoryLimiter, RedisLimiter, key_bucket
 from .common import tenant_of
 
 __all__ = ["Introspector"]
@@ -21,15 +22,17 @@ _WHY = {"revoked": "REVOKED", "expired": "EXPIRED", "rolled": "EXPIRED"}
 
 class Introspector:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: KeyCache,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, limiter: MemoryLimiter | RedisLimiter | None = None) -> None:
         self.sessions = sessions
         self.cache = cache
         self.clock = clock
+        self.limiter = limiter  # where gateways' calls are counted (gateways.ratelimit)
 
     async def introspect(self, tenant_id: str, token: str) -> dict[str, Any]:
         """The RFC 7662 answer, plus a ``status`` for the operator (VALID,
-        EXPIRED, REVOKED, INVALID). A key is valid only with the exact prefix
-        it was minted with."""
+        RATE_LIMITED, EXPIRED, REVOKED, INVALID) and, for a key with limits,
+        each window's state as gateways count it. A key is valid only with the
+        exact prefix it was minted with."""
         tk = tenant_of(self.cache, tenant_id)
         try:
             verified, published = tk.verify_api(token)
@@ -51,6 +54,13 @@ class Introspector:
         }
         if published.removed_at is not None:
             answer["published_until"] = published.removed_at
+        if published.rate_limits and self.limiter is not None:
+            state = [(r, await self.limiter.peek(key_bucket(tenant_id, verified.kid), r["limit"], r["window_seconds"]))
+                     for r in published.rate_limits]
+            answer["rate_limit_state"] = [{**r, "remaining": d.remaining, "reset_after": d.reset_after}
+                                          for r, d in state]
+            if any(d.remaining == 0 for _, d in state):
+                answer["status"] = "RATE_LIMITED"  # still a valid key: its gateway refuses it for now
         return answer
 
     async def _why_unknown(self, tenant_id: str, token: str) -> str:

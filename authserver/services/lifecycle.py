@@ -14,7 +14,7 @@ import keys
 from ..db.models import ApiKey
 from ..errors import Conflict, InvalidInput, NotFound
 from ..keycache import KeyCache, TenantKeys
-from ..schemas import KeySpec, key_spec
+from ..schemas import KeyPatch, KeySpec, key_spec
 from ..settings import Settings
 from .common import ADMIN_PREFIX, Actor, Publisher, audit_event, tenant_of
 from .keygen import KeyGenerator
@@ -121,6 +121,27 @@ class KeyLifecycle:
             s.add(audit_event(tenant_id, actor, "key.revoke", kid, {"kind": kind}, self.clock()))
         await self.publisher.publish(row)
         self.publisher.changed("key.revoke", row)
+        return row
+
+    async def update(self, tenant_id: str, kid: str, patch: KeyPatch, actor: Actor) -> ApiKey:
+        """Change what a live key carries besides its token (name, metadata,
+        rate limits); every replica and gateway sees it at the next request."""
+        tenant_of(self.cache, tenant_id)
+        changes = patch.changes()
+        async with self.sessions() as s, s.begin():
+            row = await s.get(ApiKey, kid, with_for_update=True)
+            if row is None or row.tenant_id != tenant_id or row.kind != "api":
+                raise NotFound("no such key")
+            if not row.is_published(self.clock()):
+                raise Conflict(f"this key is {row.state(self.clock())}; only a live key can change")
+            for column, value in changes.items():
+                setattr(row, column, value)
+            row.changed_at = self._now_ms()
+            details = {k: v for k, v in changes.items() if k != "meta"} | ({"metadata": True} if "meta" in changes
+                                                                            else {})
+            s.add(audit_event(tenant_id, actor, "key.update", kid, details, self.clock()))
+        await self.publisher.publish(row)
+        self.publisher.changed("key.update", row)
         return row
 
     async def record(self, tenant_id: str, actor: Actor, action: str, target: str | None = None,

@@ -18,7 +18,8 @@ BOUND = 1.0
 PUBLIC = "http://127.0.0.1:{port}"
 
 
-def _envoy_for(env: dict[str, str], replica, xds_port: int, echo: EchoUpstream, tmp, name: str):
+def _envoy_for(env: dict[str, str], replica, xds_port: int, echo: EchoUpstream, tmp, name: str,
+               ratelimit: bool = False):
     from authserver.gateways import envoy_config, load_tenant
     from authserver.settings import Settings
 
@@ -26,7 +27,8 @@ def _envoy_for(env: dict[str, str], replica, xds_port: int, echo: EchoUpstream, 
     info = asyncio.run(load_tenant(settings, "default"))
     listen, admin = free_port(), free_port()
     cfg = envoy_config(info, settings, upstream=echo.address, listen=f"127.0.0.1:{listen}",
-                       admin=f"127.0.0.1:{admin}", authserver_url=replica.url, xds=[f"127.0.0.1:{xds_port}"])
+                       admin=f"127.0.0.1:{admin}", authserver_url=replica.url, xds=[f"127.0.0.1:{xds_port}"],
+                       ratelimit=[f"127.0.0.1:{xds_port}"] if ratelimit else ())
     workdir = tmp / name
     workdir.mkdir()
     proc = EnvoyProcess(cfg, binary=find_envoy(), workdir=workdir, log_level="info").start()
@@ -102,6 +104,40 @@ def test_two_replicas_each_serving_an_envoy_stay_consistent(fresh_postgres_url, 
         from authserver.gateways import push
 
         assert set(_ecds_configs(ea[2])) == set(push.resource_names("default"))
+    finally:
+        for proc in envoys:
+            proc.stop()
+        echo.stop()
+
+
+def test_a_rate_limit_holds_across_two_replicas(fresh_postgres_url, redis_proc, servers, tmp_path):
+    """Two Envoys, each asking its own replica: the key's limit is one budget."""
+    if find_envoy() is None:
+        pytest.fail("the envoy binary is missing")
+    grpc_a, grpc_b, port_a = free_port(), free_port(), free_port()
+    env = {
+        "AUTHSERVER_DATABASE_URL": fresh_postgres_url,
+        "AUTHSERVER_REDIS_URL": redis_proc.url,
+        "AUTHSERVER_PUBLIC_URL": PUBLIC.format(port=port_a),
+        "AUTHSERVER_LOG_JSON": "false",
+        "AUTHSERVER_RATE_LIMIT_ADMIN_PER_MINUTE": "0",
+        "AUTHSERVER_XDS_NODES": "authserver-gateway-default=default",
+    }
+    cli(env, "tenant", "create", "default", "--json", "--algorithm", "ES256")
+    key = cli(env, "keys", "mint", "--name", "limited", "--json")
+    cli(env, "keys", "update", key["id"], "--rate-limit", "10/60s", "--json")
+    a = servers({**env, "AUTHSERVER_XDS_PORT": str(grpc_a)}, port=port_a).start()
+    b = servers({**env, "AUTHSERVER_XDS_PORT": str(grpc_b)}).start()
+    echo = EchoUpstream("127.0.0.1", 0)
+    echo.start()
+    envoys = []
+    try:
+        ea = _envoy_for(env, a, grpc_a, echo, tmp_path, "envoy-a", ratelimit=True)
+        envoys.append(ea[0])
+        eb = _envoy_for(env, b, grpc_b, echo, tmp_path, "envoy-b", ratelimit=True)
+        envoys.append(eb[0])
+        codes = [(ea if i % 2 else eb)[1](key["key"]) for i in range(40)]
+        assert codes.count(200) == 10 and codes.count(429) == 30, codes
     finally:
         for proc in envoys:
             proc.stop()

@@ -82,3 +82,28 @@ async def test_redis_down_falls_back_to_local_limits():
     assert [(await lim.hit("k", 2, 60)).allowed for _ in range(3)] == [True, True, False]
     assert degraded
     await r.aclose()
+
+
+async def test_hit_all_counts_in_every_window_only_when_all_have_room(limiter):
+    lim, clock = limiter
+    limits = [(2, 10), (3, 60)]
+    got = [(await lim.hit_all("k", limits)) for _ in range(3)]
+    assert [all(d.allowed for d in ds) for ds in got] == [True, True, False]
+    assert [d.remaining for d in got[1]] == [0, 1]
+    clock.t += 30  # two 10 s windows later: nothing left of them; the 60 s window holds 2
+    ds = await lim.hit_all("k", limits)
+    assert all(d.allowed for d in ds)  # the refused call above was not counted in the 60 s window
+    ds = await lim.hit_all("k", limits)
+    assert not ds[1].allowed and ds[0].allowed  # 3 per minute reached; the 10 s window had room
+    assert ds[1].retry_after >= 1
+
+
+async def test_hit_all_refusals_do_not_starve_the_next_window(limiter):
+    lim, clock = limiter
+    allowed = 0
+    for _ in range(500):  # 10x the limit offered in one window
+        allowed += all(d.allowed for d in await lim.hit_all("busy", [(50, 10)]))
+    assert allowed == 50
+    clock.t += 10 + 5  # half way through the next window: the previous one weighs half
+    allowed = sum([all(d.allowed for d in await lim.hit_all("busy", [(50, 10)])) for _ in range(500)])
+    assert allowed == 25  # had refusals been counted, the estimate would stay far above 50

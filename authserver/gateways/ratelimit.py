@@ -1,0 +1,113 @@
+"""Envoy's global rate-limit service (``envoy.service.ratelimit.v3``) for
+per-key limits: each verified API key's ``rate_limits`` (several windows),
+counted in Redis with an atomic sliding window shared by every replica.
+
+Envoy's ``ratelimit`` filter (after ``jwt_authn`` and the gate, see
+``envoy.py``) sends one descriptor per request: ``[("tenant", T), ("key_id",
+KID)]``, the key id being the one the gateway verified. The limits are read
+from the key cache on every call, so a ``PATCH`` is in effect at the next
+request. A key without limits is answered at once, without a Redis round trip.
+An unknown key id (revoked since, another tenant's) is not limited here:
+refusing it is the gate's job. Refusals carry RateLimit headers, Retry-After
+and a problem+json body (code ``rate_limited``); allowed answers carry the
+RateLimit headers of the strictest window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ..keycache import KeyCache
+from ..ratelimit import Decision, MemoryLimiter, RedisLimiter, key_bucket, strictest
+
+__all__ = ["DOMAIN", "RateLimitMetrics", "RateLimitServer"]
+
+log = logging.getLogger("authserver.ratelimit")
+
+DOMAIN = "authserver"
+_OK = rls_pb2.RateLimitResponse.OK
+_OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
+_PROBLEM = {
+    "type": "https://authserver.dev/problems/rate_limited", "title": "Too many requests", "status": 429,
+    "code": "rate_limited",
+}
+_UNITS = ((86400, rls_pb2.RateLimitResponse.RateLimit.DAY), (3600, rls_pb2.RateLimitResponse.RateLimit.HOUR),
+          (60, rls_pb2.RateLimitResponse.RateLimit.MINUTE), (1, rls_pb2.RateLimitResponse.RateLimit.SECOND))
+
+
+class RateLimitMetrics:
+    def __init__(self, registry: CollectorRegistry, shared: bool) -> None:
+        self.decisions = Counter("authserver_ratelimit_decisions", "Rate-limit decisions for gateways",
+                                 ["result"], registry=registry)
+        self.shared = Gauge("authserver_ratelimit_shared",
+                            "1 when per-key limits are counted in Redis for every replica, 0 per replica",
+                            registry=registry)
+        self.shared.set(1 if shared else 0)
+
+
+def _header(name: str, value: str) -> Any:
+    return base_pb2.HeaderValue(key=name, value=value)
+
+
+def _status(limit: int, window: int, decision: Decision) -> Any:
+    status = rls_pb2.RateLimitResponse.DescriptorStatus(
+        code=_OK if decision.allowed else _OVER, limit_remaining=decision.remaining,
+    )
+    status.duration_until_reset.seconds = decision.reset_after
+    # Envoy's units are whole periods; a window of another length is reported
+    # by the headers we add, so the unit here is only the nearest description
+    per, unit = next(((s, u) for s, u in _UNITS if window % s == 0), (1, _UNITS[-1][1]))
+    status.current_limit.requests_per_unit = max(1, limit * per // window)
+    status.current_limit.unit = unit
+    status.current_limit.name = f"{limit}/{window}s"
+    return status
+
+
+class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]  # generated, untyped
+    def __init__(self, cache: KeyCache, limiter: MemoryLimiter | RedisLimiter, metrics: RateLimitMetrics) -> None:
+        self.cache = cache
+        self.limiter = limiter
+        self.metrics = metrics
+
+    async def ShouldRateLimit(  # noqa: N802  (the gRPC method name)
+        self, request: Any, context: grpc.aio.ServicerContext,
+    ) -> Any:
+        response = rls_pb2.RateLimitResponse(overall_code=_OK)
+        for descriptor in request.descriptors:
+            entries = {e.key: e.value for e in descriptor.entries}
+            decision = await self._decide(entries.get("tenant", ""), entries.get("key_id", ""),
+                                          max(1, request.hits_addend or 1), response)
+            if decision is not None and not decision.allowed:
+                response.overall_code = _OVER
+        if response.overall_code == _OVER:
+            response.raw_body = json.dumps(_PROBLEM, separators=(",", ":")).encode()
+            response.response_headers_to_add.append(_header("content-type", "application/problem+json"))
+        return response
+
+    async def _decide(self, tenant_id: str, kid: str, cost: int, response: Any) -> Decision | None:
+        tk = self.cache.get(tenant_id)
+        key = tk.published.get(kid) if tk is not None else None
+        if key is None or key.kind != "api":
+            self.metrics.decisions.labels("unknown_key").inc()
+            response.statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK))
+            return None
+        limits = [(int(r["limit"]), int(r["window_seconds"])) for r in key.rate_limits]
+        if not limits:  # no limits: no round trip
+            self.metrics.decisions.labels("unlimited").inc()
+            response.statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK))
+            return None
+        decisions = await self.limiter.hit_all(key_bucket(tenant_id, kid), limits, cost)
+        chosen = strictest(decisions)
+        i = decisions.index(chosen)
+        response.statuses.append(_status(limits[i][0], limits[i][1], chosen))
+        for name, value in chosen.headers().items():
+            response.response_headers_to_add.append(_header(name.lower(), value))
+        self.metrics.decisions.labels("allowed" if chosen.allowed else "over_limit").inc()
+        return chosen
