@@ -331,6 +331,8 @@ def _add_gateway(sub: _Subparsers) -> None:
                          "rate_limits at Envoy")
     ge.add_argument("--ratelimit-deny", action="store_true",
                     help="refuse requests while the rate-limit service is unreachable (default: let them through)")
+    ge.add_argument("--accesslog", default=None, metavar="HOST:PORT[,HOST:PORT...]",
+                    help="authserver's access-log service (the AUTHSERVER_XDS_PORT): usage and last_used_at per key")
     ge.add_argument("--xds-server-name", default=None,
                     help="with --xds over TLS: the name in authserver's certificate (default: the --xds host)")
     gs = gsub.add_parser("espv2", help="ESPv2 OpenAPI securityDefinitions and flags")

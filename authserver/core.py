@@ -30,6 +30,7 @@ from .services import (
 )
 from .services.common import no_notice
 from .services.tenants import no_tenant_notice
+from .services.usage import UsageQueries, UsageRecorder
 from .settings import Settings
 
 __all__ = ["Core"]
@@ -64,6 +65,8 @@ class Core:
     redis: Any = None
     invalidation: Invalidation | None = None
     replica_id: str = ""
+    usage: UsageRecorder | None = None  # what gateways report (with the gRPC services)
+    usage_queries: UsageQueries | None = None
     # Envoy's control plane (AUTHSERVER_XDS_PORT); None when off
     gateway: Any = None  # gateways.grpcserver.GatewayServer: grpc loads only when used
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -98,9 +101,11 @@ class Core:
         ) if settings.instant_activation else None
         lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
         limiter = redis.limiter if redis else MemoryLimiter(clock)
+        usage = UsageRecorder(sessions, flush_interval=settings.usage_flush_seconds, clock=clock)
         return cls(
-            gateway=_gateway_server(settings, cache, metrics, limiter, clock) if settings.xds_port is not None
+            gateway=_gateway_server(settings, cache, metrics, limiter, usage, clock) if settings.xds_port is not None
             else None,
+            usage=usage, usage_queries=UsageQueries(sessions),
             settings=settings, clock=clock, engine=engine, sessions=sessions, cache=cache, keygen=keygen,
             tenants=TenantService(settings, sessions, cache, keygen, lifecycle, clock,
                                   notify=redis.invalidation.publish_tenant if redis else no_tenant_notice),
@@ -135,6 +140,8 @@ class Core:
         if self.gateway is not None:
             await self.gateway.start()
             self._spawn(self.gateway.xds.run(), "xds")
+            if self.usage is not None:
+                self._spawn(self.usage.run(), "usage")
 
     def _spawn(self, coro: Any, name: str) -> None:
         self.tasks.append(asyncio.create_task(coro, name=name))
@@ -142,6 +149,11 @@ class Core:
     async def stop(self) -> None:
         if self.gateway is not None:
             await self.gateway.stop()
+            if self.usage is not None:
+                try:  # what was counted since the last batch
+                    await self.usage.flush()
+                except Exception as exc:
+                    log.warning("usage: the last batch was lost (%s)", type(exc).__name__)
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -153,7 +165,8 @@ class Core:
 
 
 def _gateway_server(settings: Settings, cache: KeyCache, metrics: Metrics, limiter: MemoryLimiter | RedisLimiter,
-                    clock: Callable[[], float]) -> Any:
+                    usage: UsageRecorder, clock: Callable[[], float]) -> Any:
+    from .gateways.accesslog import AccessLogMetrics, AccessLogServer
     from .gateways.grpcserver import GatewayServer
     from .gateways.ratelimit import RateLimitMetrics, RateLimitServer
     from .gateways.xds import XdsMetrics, XdsServer
@@ -163,7 +176,8 @@ def _gateway_server(settings: Settings, cache: KeyCache, metrics: Metrics, limit
     shared = isinstance(limiter, RedisLimiter)
     if not shared:
         log.warning("per-key rate limits are counted per replica: set AUTHSERVER_REDIS_URL to share them")
-    return GatewayServer(settings, xds, RateLimitServer(cache, limiter, RateLimitMetrics(metrics.registry, shared)))
+    return GatewayServer(settings, xds, RateLimitServer(cache, limiter, RateLimitMetrics(metrics.registry, shared)),
+                         AccessLogServer(cache, xds.access, usage, AccessLogMetrics(metrics.registry)))
 
 
 def _connect_redis(settings: Settings, clock: Callable[[], float], replica_id: str, sync: CacheSync,

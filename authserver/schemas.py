@@ -104,16 +104,24 @@ class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
 _WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def parse_duration(text: str) -> int:
+    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``30d``; ValueError if not."""
+    text = text.strip().lower()
+    count, unit = (text[:-1], text[-1]) if text[-1:] in _WINDOW_UNITS else (text, "s")
+    if not count.isdigit() or len(count) > 9:
+        raise ValueError(f"a duration is a number of seconds or like 15m, 12h, 30d; got {text!r}")
+    return int(count) * _WINDOW_UNITS[unit]
+
+
 def parse_rate_limit(text: str) -> RateLimit:
     """``LIMIT/WINDOW`` as the CLI takes it: ``10/s``, ``100/10s``, ``1000/h``, ``5000/1d`` (a bare
     number of seconds too); ValueError if not."""
     limit, sep, window = text.strip().partition("/")
     window = window.strip().lower()
-    count, unit = (window[:-1], window[-1]) if window[-1:] in _WINDOW_UNITS else (window, "s")
     try:
-        value = {"limit": int(limit), "window_seconds": int(count or "1") * _WINDOW_UNITS[unit]}
-        if not sep:
+        if not sep or not window:
             raise ValueError
+        value = {"limit": int(limit), "window_seconds": parse_duration("1" + window if window.isalpha() else window)}
         return msgspec.convert(value, RateLimit)
     except (ValueError, msgspec.ValidationError):
         raise ValueError(f"a rate limit is LIMIT/WINDOW, e.g. 10/s, 100/10s, 1000/h; got {text!r}") from None

@@ -116,6 +116,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     xds_tls_cert: str | None = None
     xds_tls_key: str | None = None
     xds_tls_client_ca: str | None = None
+    # usage from gateways' access logs is written in batches this often (last_used_at lags by about this)
+    usage_flush_seconds: Annotated[float, Meta(gt=0, le=3600)] = 2.0
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and

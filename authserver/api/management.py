@@ -22,7 +22,7 @@ from ..core import Core
 from ..db.models import ApiKey
 from ..errors import InvalidInput, ServiceError
 from ..keycache import claimed_kid
-from ..schemas import KEY_ID_PATTERN, TEXT_PATTERN, KeyPatch, KeySpec, RollRequest
+from ..schemas import KEY_ID_PATTERN, TEXT_PATTERN, KeyPatch, KeySpec, RollRequest, parse_duration
 from ..services import Introspector, KeyLifecycle, KeyQueries
 from ..services.queries import decode_cursor
 from .deps import core_of, json_body
@@ -34,6 +34,15 @@ _KEY_ID_RE = re.compile(KEY_ID_PATTERN)
 _INT64_MAX = 2**63 - 1
 _KeyId = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=KEY_ID_PATTERN)]
 AnyRequest = Request[Any, Any, Any]
+
+
+def _duration(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def _checked_cursor(cursor: str | None) -> str | None:
@@ -79,21 +88,45 @@ class KeysController(Controller):
         cursor: Annotated[str | None, QueryParameter(max_length=512, pattern=r"^[A-Za-z0-9_=-]*$")] = None,
         subject: Annotated[str | None, QueryParameter(min_length=1, max_length=256, pattern=TEXT_PATTERN)] = None,
         search: Annotated[str | None, QueryParameter(name="q", max_length=200, pattern=TEXT_PATTERN)] = None,
+        unused_for: Annotated[str | None, QueryParameter(max_length=12, pattern=r"^[0-9]+[smhd]?$")] = None,
     ) -> dict[str, Any]:
         """List keys, newest first. ``state``: active, rolling, live, expired, revoked, all;
-        ``q``: a substring of the name or subject, or a key id prefix."""
+        ``q``: a substring of the name or subject, or a key id prefix; ``unused_for``:
+        e.g. ``30d``, keys with no call reported by a gateway for that long."""
         core = core_of(request)
         page = await queries.list_keys(admin.tenant_id, state=key_state, limit=limit,
-                                       cursor=_checked_cursor(cursor), subject=subject, search=search)
+                                       cursor=_checked_cursor(cursor), subject=subject, search=search,
+                                       unused_for=_duration(unused_for))
         now = core.clock()
         return {"data": [key_view(r, now, core.settings) for r in page.items], "next_cursor": page.next_cursor}
 
     @get("/{key_id:str}", guards=[requires(READ)])
     async def get_key(self, request: AnyRequest, admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
                       key_id: _KeyId) -> dict[str, Any]:
-        """One key's description (never the key string)."""
+        """One key's description (never the key string), with the calls gateways reported."""
         core = core_of(request)
-        return key_view(await queries.get(admin.tenant_id, key_id), core.clock(), core.settings)
+        view = key_view(await queries.get(admin.tenant_id, key_id), core.clock(), core.settings)
+        assert core.usage_queries is not None  # always built
+        return view | {"usage_totals": await core.usage_queries.totals(admin.tenant_id, key_id)}
+
+    @get("/{key_id:str}/usage", guards=[requires(READ)])
+    async def usage(
+        self, request: AnyRequest, admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
+        key_id: _KeyId,
+        start: Annotated[int | None, QueryParameter(name="from", ge=0, le=_INT64_MAX)] = None,
+        end: Annotated[int | None, QueryParameter(name="to", ge=0, le=_INT64_MAX)] = None,
+        granularity: Annotated[str, QueryParameter(pattern="^(hour|day)$")] = "hour",
+    ) -> dict[str, Any]:
+        """Calls gateways reported for this key per hour or day (UNIX seconds
+        ``from``/``to``; default the last 24 hours), by status class."""
+        core = core_of(request)
+        await queries.get(admin.tenant_id, key_id)  # 404 for another tenant's key
+        now = int(core.clock())
+        to = end if end is not None else now + 1
+        frm = start if start is not None else to - 86400
+        assert core.usage_queries is not None
+        data = await core.usage_queries.series(admin.tenant_id, key_id, frm, to, granularity)
+        return {"from": frm, "to": to, "granularity": granularity, "data": data}
 
     @post("/{key_id:str}/roll", status_code=201,
           guards=[json_body(RollRequest | None, RollRequest()), requires(WRITE)])

@@ -36,6 +36,7 @@ def key_view(row: ApiKey, now: float, settings: Settings) -> dict[str, Any]:
         "gateway_accepts_after": published_at + settings.gateway_cache_seconds,
         "metadata": row.meta,
         "rate_limits": row.rate_limits,
+        "last_used_at": row.last_used_at,  # the last call a gateway reported (batched: lags a few seconds)
     }
 
 

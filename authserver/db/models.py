@@ -67,6 +67,8 @@ class ApiKey(Base):
     # when its public key first appeared in the JWKS (earlier than created_at
     # for a pre-published key): gateways accept it one cache period later
     published_at: Mapped[int | None] = mapped_column(BigInteger)
+    # the last call a gateway reported (access logs, written in batches)
+    last_used_at: Mapped[int | None] = mapped_column(BigInteger)
 
     __table_args__ = (
         Index("ix_api_keys_tenant_created", "tenant_id", "created_at", "id"),
@@ -90,6 +92,22 @@ class ApiKey(Base):
     def is_published(self, now: float) -> bool:
         removed = self.removed_at()
         return removed is None or removed > now
+
+
+class KeyUsage(Base):
+    """Calls gateways reported per key and hour, by status class (never the key string)."""
+
+    __tablename__ = "key_usage"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # UNIX seconds, start of the hour
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    s2xx: Mapped[int] = mapped_column(BigInteger, default=0)
+    s3xx: Mapped[int] = mapped_column(BigInteger, default=0)
+    s4xx: Mapped[int] = mapped_column(BigInteger, default=0)
+    s5xx: Mapped[int] = mapped_column(BigInteger, default=0)
+
+    __table_args__ = (Index("ix_key_usage_tenant_hour", "tenant_id", "hour"),)
 
 
 class AuditEvent(Base):

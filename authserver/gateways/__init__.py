@@ -189,6 +189,7 @@ async def cli_gateway(settings: Any, args: argparse.Namespace) -> int:
             node_id=getattr(args, "node_id", None),
             ratelimit=[hp for hp in (getattr(args, "ratelimit", None) or "").split(",") if hp.strip()],
             ratelimit_deny=bool(getattr(args, "ratelimit_deny", False)),
+            accesslog=[hp for hp in (getattr(args, "accesslog", None) or "").split(",") if hp.strip()],
             **({"ca_file": args.ca_file} if getattr(args, "ca_file", None) else {}),
         )
     elif args.gateway_cmd == "espv2":

@@ -57,6 +57,7 @@ PAYLOAD_METADATA_KEY = push.PAYLOAD_METADATA_KEY
 CLAIM_HEADERS = (("sub", "x-api-key-subject"), ("scope", "x-api-key-scope"), ("jti", push.KID_HEADER))
 XDS_CLUSTER = "authserver_xds"
 RATELIMIT_CLUSTER = "authserver_ratelimit"
+ACCESSLOG_CLUSTER = "authserver_accesslog"
 DEFAULT_CA_FILE = "/etc/ssl/certs/ca-certificates.crt"
 
 _RE2_META = set("\\.+*?()|[]{}^$")
@@ -268,6 +269,27 @@ def _ratelimit_filter(deny: bool) -> dict[str, Any]:
     }
 
 
+def _accesslog(log_name: str) -> dict[str, Any]:
+    """Calls with a verified key, streamed to authserver's access-log service
+    (the payload's jti and the status are what it reads; no request headers)."""
+    return {
+        "name": "envoy.access_loggers.http_grpc",
+        "filter": {"metadata_filter": {"matcher": {
+            "filter": JWT_FILTER, "path": [{"key": PAYLOAD_METADATA_KEY}, {"key": "jti"}],
+            "value": {"present_match": True},
+        }}},
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
+            "common_config": {
+                "log_name": log_name,
+                "grpc_service": {"envoy_grpc": {"cluster_name": ACCESSLOG_CLUSTER}},
+                "transport_api_version": "V3",
+                "buffer_flush_interval": "0.5s",
+            },
+        },
+    }
+
+
 def _rbac_filter(rules: Iterable[ScopeRule]) -> dict[str, Any]:
     policies: dict[str, Any] = {}
     for i, rule in enumerate(rules):
@@ -343,6 +365,7 @@ def envoy_config(
     node_id: str | None = None,
     ratelimit: Sequence[str | HostPort] = (),
     ratelimit_deny: bool = False,
+    accesslog: Sequence[str | HostPort] = (),
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap (a dict; dump it as YAML or JSON).
 
@@ -355,13 +378,15 @@ def envoy_config(
     and validation stays offline, with the pulled JWKS, when they are down.
     ``ratelimit``: authserver's rate-limit service (the same gRPC port): each
     verified key's limits are enforced here; while it is unreachable traffic
-    flows (``ratelimit_deny``: refused instead).
+    flows (``ratelimit_deny``: refused instead). ``accesslog``: authserver's
+    access-log service: calls with a verified key are reported for usage.
     """
     upstream_hp = upstream if isinstance(upstream, HostPort) else parse_hostport(upstream, what="--upstream")
     listen_hp = listen if isinstance(listen, HostPort) else parse_hostport(listen, what="--listen")
     admin_hp = admin if isinstance(admin, HostPort) or admin is None else parse_hostport(admin, what="--admin")
     xds_hps = [hp if isinstance(hp, HostPort) else parse_hostport(hp, what="--xds") for hp in xds]
     rl_hps = [hp if isinstance(hp, HostPort) else parse_hostport(hp, what="--ratelimit") for hp in ratelimit]
+    al_hps = [hp if isinstance(hp, HostPort) else parse_hostport(hp, what="--accesslog") for hp in accesslog]
     pushed = bool(xds_hps)
     cache_duration = int(cache_duration or settings.gateway_cache_seconds)
     if cache_duration < 1:
@@ -529,6 +554,9 @@ def envoy_config(
         }}
     if rl_hps:
         bootstrap["static_resources"]["clusters"].append(_grpc_cluster(RATELIMIT_CLUSTER, rl_hps, xds_tls))
+    if al_hps:
+        hcm["access_log"] = [_accesslog(node_id or node_id_of(tenant.id))]
+        bootstrap["static_resources"]["clusters"].append(_grpc_cluster(ACCESSLOG_CLUSTER, al_hps, xds_tls))
     if admin_hp is not None:
         bootstrap["admin"] = {"address": _socket_address(admin_hp)}
     return bootstrap

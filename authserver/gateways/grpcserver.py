@@ -1,6 +1,6 @@
 """The gRPC server Envoy talks to (``authserver serve`` starts it when
-``AUTHSERVER_XDS_PORT`` is set): the xDS API (``xds``) and the rate-limit
-service (``ratelimit``) on one port; plaintext, or TLS requiring a client
+``AUTHSERVER_XDS_PORT`` is set): the xDS API (``xds``), the rate-limit
+service (``ratelimit``) and the access-log service (``accesslog``) on one port; plaintext, or TLS requiring a client
 certificate signed by ``AUTHSERVER_XDS_TLS_CLIENT_CA``."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import logging
 from pathlib import Path
 
 import grpc
+from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
 from ..settings import Settings
+from .accesslog import AccessLogServer
 from .ratelimit import RateLimitServer
 from .xds import XdsServer
 
@@ -30,10 +32,12 @@ _OPTIONS = [
 
 
 class GatewayServer:
-    def __init__(self, settings: Settings, xds: XdsServer, ratelimit: RateLimitServer) -> None:
+    def __init__(self, settings: Settings, xds: XdsServer, ratelimit: RateLimitServer,
+                 accesslog: AccessLogServer) -> None:
         self.settings = settings
         self.xds = xds
         self.ratelimit = ratelimit
+        self.accesslog = accesslog
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -43,6 +47,7 @@ class GatewayServer:
         server = grpc.aio.server(options=_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.xds, server)
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self.ratelimit, server)
+        als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.accesslog, server)
         address = f"[{s.xds_host}]:{s.xds_port}" if ":" in s.xds_host else f"{s.xds_host}:{s.xds_port}"
         if s.xds_tls:
             assert s.xds_tls_cert and s.xds_tls_key and s.xds_tls_client_ca  # checked by Settings
@@ -55,7 +60,7 @@ class GatewayServer:
             self.port = server.add_insecure_port(address)
         await server.start()
         self.server = server
-        log.info("xds: serving ADS and the rate-limit service on %s:%d (%s)", s.xds_host, self.port,
+        log.info("xds: serving ADS, rate limits and access logs on %s:%d (%s)", s.xds_host, self.port,
                  "TLS, client certificates" if s.xds_tls else "plaintext")
 
     async def stop(self) -> None:

@@ -41,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..keycache import KeyCache, TenantKeys
 from . import push
+from .nodes import NodeAccess
 
 __all__ = ["ECDS_TYPE", "XdsMetrics", "XdsServer", "build_resources"]
 
@@ -157,10 +158,9 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
     def __init__(self, cache: KeyCache, nodes: Mapping[str, str], metrics: XdsMetrics, *,
                  clock: Callable[[], float] = time.time, require_peer_identity: bool = False) -> None:
         self.cache = cache
-        self.nodes = dict(nodes)
         self.metrics = metrics
         self.clock = clock
-        self.require_peer_identity = require_peer_identity
+        self.access = NodeAccess(nodes, require_peer_identity=require_peer_identity, refused=metrics.refused)
         self._streams: dict[str, set[_Stream]] = {}  # tenant id -> streams
         self._resources: dict[str, tuple[int, dict[str, _Resource]]] = {}  # tenant -> (serial, resources)
         self._memo: dict[str, tuple[Any, _Resource]] = {}  # resource name -> (content, resource)
@@ -246,24 +246,8 @@ class XdsServer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignor
         yield  # pragma: no cover  (makes this an async generator, as grpc expects)
 
     async def _admit(self, first: discovery_pb2.DiscoveryRequest, context: grpc.aio.ServicerContext) -> _Stream:
-        node_id = first.node.id
-        tenant_id = self.nodes.get(node_id)
-        if tenant_id is None:
-            self.metrics.refused.labels("unknown_node").inc()
-            log.warning("xds: refused a stream from %s: node id %r is not in AUTHSERVER_XDS_NODES",
-                        context.peer(), node_id[:100])
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this node id may not subscribe")
-        if self.require_peer_identity:
-            auth = context.auth_context()
-            names = {n.decode(errors="replace") for key in ("x509_common_name", "x509_subject_alternative_name")
-                     for n in auth.get(key, [])}
-            if node_id not in names:
-                self.metrics.refused.labels("certificate").inc()
-                log.warning("xds: refused node %r from %s: not named in its client certificate",
-                            node_id[:100], context.peer())
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "the node id is not the certificate's")
-        assert tenant_id is not None  # abort raised otherwise
-        return _Stream(node_id, tenant_id, context.peer())
+        tenant_id = await self.access.admit(first.node.id, context)
+        return _Stream(first.node.id, tenant_id, context.peer())
 
     async def _read(self, stream: _Stream, requests: AsyncIterator[discovery_pb2.DiscoveryRequest]) -> None:
         async for request in requests:

@@ -77,9 +77,11 @@ class KeyQueries:
     async def list_keys(
         self, tenant_id: str, *, state: str = "all", limit: int = 50, cursor: str | None = None,
         subject: str | None = None, search: str | None = None, kind: str = "api",
+        unused_for: int | None = None,
     ) -> Page:
         """Keys newest first. ``search``: a case-insensitive substring of the name
-        or subject, or a key id prefix."""
+        or subject, or a key id prefix. ``unused_for``: only keys no gateway has
+        reported a call for in that many seconds (nor ever, if older than that)."""
         tenant_of(self.cache, tenant_id)
         if state not in STATES:
             raise InvalidInput(f"state must be one of {', '.join(STATES)}")
@@ -91,6 +93,10 @@ class KeyQueries:
             q = q.where(cond)
         if subject is not None:
             q = q.where(ApiKey.subject == subject)
+        if unused_for is not None:
+            since = int(self.clock()) - unused_for
+            q = q.where(or_(ApiKey.last_used_at < since,
+                            and_(ApiKey.last_used_at.is_(None), ApiKey.created_at < since)))
         if search:
             needle = search.lower()
             q = q.where(or_(
