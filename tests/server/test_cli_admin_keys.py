@@ -97,3 +97,14 @@ async def _audit(database_url: str, tenant: str):
 
     async with open_core(Settings(database_url=database_url, public_url="http://cli.test", log_json=False)) as core:
         return await core.queries.audit(tenant, limit=500)
+
+
+def test_an_admin_key_id_starting_with_a_dash_is_a_key_id():
+    from authserver.cli import _key_id_last, build_parser
+
+    kid = "-" + "A" * 42
+    for argv in (["admin-keys", "revoke", kid], ["admin-keys", "roll", "--grace", "5", kid, "--json"],
+                 ["admin-keys", "get", kid, "--tenant", "t"]):
+        assert build_parser().parse_args(_key_id_last(argv)).key_id == kid
+    args = build_parser().parse_args(["admin-keys", "mint", "--scope", "keys:read", "--expires-in", "60"])
+    assert args.scope == ["keys:read"] and args.expires_in == 60 and args.name is None
