@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 
 from . import __version__, portal
-from .api import management, public
+from .api import admin_keys, management, public
 from .api.deps import SERVICES, add_ratelimit_headers
 from .core import Core
 from .logs import configure_logging
@@ -34,7 +34,7 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             await core.stop()
 
     return Litestar(
-        route_handlers=[*public.ROUTES, *management.ROUTES, *portal.ROUTES],  # type: ignore[list-item]  # portal.ROUTES is an untyped list (not ours)
+        route_handlers=[*public.ROUTES, *management.ROUTES, admin_keys.AdminKeysController, *portal.ROUTES],  # type: ignore[list-item]  # portal.ROUTES is an untyped list (not ours)
         lifespan=[lifespan],
         dependencies=SERVICES,
         before_send=[add_ratelimit_headers],

@@ -35,9 +35,11 @@ from .clientaddr import resolve_client
 from .core import Core
 from .errors import Forbidden, RateLimited, Unauthorized
 from .keycache import TenantKeys
+from .schemas import ADMIN_KEYS_WRITE, KEYS_READ, KEYS_WRITE
 from .services import Actor
 
 __all__ = [
+    "ADMIN_WRITE",
     "READ",
     "WRITE",
     "Admin",
@@ -52,8 +54,10 @@ __all__ = [
     "verify_admin_key",
 ]
 
-READ = "keys:read"
-WRITE = "keys:write"
+# the scopes are stated in authserver.schemas (ADMIN_SCOPES); the guards name them here
+READ = KEYS_READ
+WRITE = KEYS_WRITE
+ADMIN_WRITE = ADMIN_KEYS_WRITE
 _STATE_KEY = "admin"
 _ADDR_KEY = "client_addr"
 _UNSET = object()

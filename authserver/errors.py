@@ -6,6 +6,7 @@
     ├── Forbidden (403)         credential fine, scope or tenant wrong
     ├── NotFound (404)
     ├── Conflict (409)          e.g. rolling a revoked key
+    │   └── LastAdminKey (409)  revoking the admin key the tenant cannot do without
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)  e.g. a body that is not JSON where JSON is required
     ├── RateLimited (429)       carries retry_after seconds
@@ -21,6 +22,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "Conflict",
+    "LastAdminKey",
     "PayloadTooLarge",
     "UnsupportedMediaType",
     "RateLimited",
@@ -57,6 +59,10 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status, code, title = 409, "conflict", "Conflict with the current state"
+
+
+class LastAdminKey(Conflict):
+    code, title = "last_admin_key", "The tenant's last admin key"
 
 
 class PayloadTooLarge(ServiceError):

@@ -31,34 +31,44 @@ __all__ = ["print_admin_key", "run_with_envoy", "setup"]
 DEMO_SCOPE_RULE = "/write=write"
 
 
-async def setup(settings: Settings, tenant_id: str) -> tuple[str, str]:
-    """Create ``tenant_id`` (or mint another admin key for it): ("created" or "existing", admin key)."""
-    from .keycache import ADMIN_SCOPES
-    from .services import Actor, KeySpec
+async def setup(settings: Settings, tenant_id: str, *, new_admin_key: bool = False) -> tuple[str, str | None]:
+    """Create ``tenant_id`` with its first admin key: ("created", admin key). An
+    existing tenant gets no new admin key unless ``new_admin_key`` (every run
+    used to leave another permanent one behind): ("existing", None or the key)."""
+    from .schemas import ADMIN_SCOPES
+    from .services import Actor
+    from .services.adminkeys import admin_key_spec
 
     async with open_core(settings) as core:
         if core.cache.get(tenant_id) is None:
             _, admin = await core.tenants.create_tenant(tenant_id, actor=Actor("cli"))
             return "created", admin.key
-        _, admin = await core.lifecycle.mint(tenant_id, KeySpec(name="admin", scopes=list(ADMIN_SCOPES)),
-                                             Actor("cli"), kind="admin")
-        return "existing", admin.key
+        if not new_admin_key:
+            return "existing", None
+        spec = admin_key_spec({"name": "admin (quickstart)"}, ADMIN_SCOPES)
+        _, minted = await core.lifecycle.mint(tenant_id, spec, Actor("cli"), kind="admin")
+        return "existing", minted.key
 
 
-def _curl_example(settings: Settings, tenant_id: str, admin_key: str) -> str:
+def _curl_example(settings: Settings, tenant_id: str, admin_key: str | None) -> str:
     base = f"http://{settings.host}:{settings.port}"
     return (
-        f"  export ADMIN_KEY='{admin_key}'\n"
-        f"  curl -s -X POST {base}/v1/keys -H \"Authorization: Bearer $ADMIN_KEY\" \\\n"
+        (f"  export ADMIN_KEY='{admin_key}'\n" if admin_key else "")
+        + f"  curl -s -X POST {base}/v1/keys -H \"Authorization: Bearer $ADMIN_KEY\" \\\n"
         f"       -H 'Content-Type: application/json' -d '{{\"name\": \"my first key\", \"scopes\": [\"read\"]}}'\n"
         f"  curl -s {base}/t/{tenant_id}/.well-known/jwks.json"
     )
 
 
-def print_admin_key(settings: Settings, tenant_id: str, how: str, admin_key: str) -> None:
+def print_admin_key(settings: Settings, tenant_id: str, how: str, admin_key: str | None) -> None:
     print(f"authserver quickstart: tenant '{tenant_id}' ({how}), database {settings.database_url}")
-    print("Admin key for the management API (shown once, store it now):\n")
-    print(f"  {admin_key}\n")
+    if admin_key is None:
+        print("No new admin key: use the one you stored. Lost it? Mint one (the CLI works on the database):\n")
+        print(f"  authserver admin-keys mint --tenant {tenant_id} --expires-in 86400\n")
+        print("or run quickstart with --new-admin-key. List them: authserver admin-keys list\n")
+    else:
+        print("Admin key for the management API (shown once, store it now):\n")
+        print(f"  {admin_key}\n")
     print("Try it:\n" + _curl_example(settings, tenant_id, admin_key) + "\n")
 
 

@@ -19,7 +19,12 @@ import keys
 from .errors import InvalidInput
 
 __all__ = [
+    "ADMIN_KEYS_WRITE",
+    "ADMIN_SCOPES",
     "ALGORITHM_NAMES",
+    "KEYS_READ",
+    "KEYS_WRITE",
+    "AdminKeySpec",
     "KEY_ID_PATTERN",
     "MAX_EXPIRES_IN",
     "MAX_METADATA_BYTES",
@@ -51,6 +56,17 @@ if TYPE_CHECKING:
     Algorithm = str
 else:  # a Literal built from the registry, so msgspec refuses any other name
     Algorithm = Literal[ALGORITHM_NAMES]
+
+
+# --- admin keys: the scope set, stated once (authserver.auth guards check it) ---
+KEYS_READ = "keys:read"  # read API keys, admin keys and the audit log; sign in to the portal
+KEYS_WRITE = "keys:write"  # mint, roll and revoke API keys
+ADMIN_KEYS_WRITE = "admin-keys:write"  # mint, roll and revoke admin keys, never beyond the caller's own scopes
+ADMIN_SCOPES: tuple[str, ...] = (KEYS_READ, KEYS_WRITE, ADMIN_KEYS_WRITE)
+if TYPE_CHECKING:
+    AdminScope = str
+else:  # msgspec refuses any other scope name
+    AdminScope = Literal[ADMIN_SCOPES]
 
 
 class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
@@ -129,6 +145,15 @@ def parse_rate_limit(text: str) -> RateLimit:
 
 class RollRequest(msgspec.Struct, forbid_unknown_fields=True):
     grace_seconds: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    expires_in: Seconds | None = None
+
+
+class AdminKeySpec(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/admin-keys``. ``scopes`` None: the caller's own
+    (the CLI: all of them); [] is a key that can only introspect."""
+
+    name: Name | None = None
+    scopes: Annotated[list[AdminScope], msgspec.Meta(max_length=len(ADMIN_SCOPES))] | None = None
     expires_in: Seconds | None = None
 
 

@@ -28,11 +28,18 @@ from ..services.queries import decode_cursor
 from .deps import core_of, json_body
 from .views import audit_view, key_view
 
-__all__ = ["ROUTES", "KeysController", "audit_log", "introspect"]
+__all__ = [
+    "ROUTES", "KeyId", "KeysController", "ListCursor", "ListLimit", "ListState", "audit_log", "checked_cursor",
+    "introspect",
+]
 
 _KEY_ID_RE = re.compile(KEY_ID_PATTERN)
 _INT64_MAX = 2**63 - 1
-_KeyId = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=KEY_ID_PATTERN)]
+KeyId = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=KEY_ID_PATTERN)]
+# the list parameters of /v1/keys and /v1/admin-keys (authserver.api.admin_keys)
+ListState = Annotated[str, QueryParameter(name="state")]
+ListLimit = Annotated[int, QueryParameter(ge=1, le=500)]
+ListCursor = Annotated[str | None, QueryParameter(max_length=512, pattern=r"^[A-Za-z0-9_=-]*$")]
 AnyRequest = Request[Any, Any, Any]
 
 
@@ -45,7 +52,7 @@ def _duration(text: str | None) -> int | None:
         raise InvalidInput(str(exc)) from None
 
 
-def _checked_cursor(cursor: str | None) -> str | None:
+def checked_cursor(cursor: str | None) -> str | None:
     """Only cursors this server could have issued reach the database."""
     if not cursor:
         return None
@@ -83,9 +90,9 @@ class KeysController(Controller):
         request: AnyRequest,
         admin: NamedDependency[Admin],
         queries: NamedDependency[KeyQueries],
-        key_state: Annotated[str, QueryParameter(name="state")] = "all",
-        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, QueryParameter(max_length=512, pattern=r"^[A-Za-z0-9_=-]*$")] = None,
+        key_state: ListState = "all",
+        limit: ListLimit = 50,
+        cursor: ListCursor = None,
         subject: Annotated[str | None, QueryParameter(min_length=1, max_length=256, pattern=TEXT_PATTERN)] = None,
         search: Annotated[str | None, QueryParameter(name="q", max_length=200, pattern=TEXT_PATTERN)] = None,
         unused_for: Annotated[str | None, QueryParameter(max_length=12, pattern=r"^[0-9]+[smhd]?$")] = None,
@@ -95,14 +102,14 @@ class KeysController(Controller):
         e.g. ``30d``, keys with no call reported by a gateway for that long."""
         core = core_of(request)
         page = await queries.list_keys(admin.tenant_id, state=key_state, limit=limit,
-                                       cursor=_checked_cursor(cursor), subject=subject, search=search,
+                                       cursor=checked_cursor(cursor), subject=subject, search=search,
                                        unused_for=_duration(unused_for))
         now = core.clock()
         return {"data": [key_view(r, now, core.settings) for r in page.items], "next_cursor": page.next_cursor}
 
     @get("/{key_id:str}", guards=[requires(READ)])
     async def get_key(self, request: AnyRequest, admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
-                      key_id: _KeyId) -> dict[str, Any]:
+                      key_id: KeyId) -> dict[str, Any]:
         """One key's description (never the key string), with the calls gateways reported."""
         core = core_of(request)
         view = key_view(await queries.get(admin.tenant_id, key_id), core.clock(), core.settings)
@@ -112,7 +119,7 @@ class KeysController(Controller):
     @get("/{key_id:str}/usage", guards=[requires(READ)])
     async def usage(
         self, request: AnyRequest, admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
-        key_id: _KeyId,
+        key_id: KeyId,
         start: Annotated[int | None, QueryParameter(name="from", ge=0, le=_INT64_MAX)] = None,
         end: Annotated[int | None, QueryParameter(name="to", ge=0, le=_INT64_MAX)] = None,
         granularity: Annotated[str, QueryParameter(pattern="^(hour|day)$")] = "hour",
@@ -131,7 +138,7 @@ class KeysController(Controller):
     @post("/{key_id:str}/roll", status_code=201,
           guards=[json_body(RollRequest | None, RollRequest()), requires(WRITE)])
     async def roll(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
-                   key_id: _KeyId, data: JSONBody[RollRequest | None] = None) -> Response[Any]:
+                   key_id: KeyId, data: JSONBody[RollRequest | None] = None) -> Response[Any]:
         """Replace a key: a new key now, the old one stays valid for the grace period."""
         body: RollRequest = request.state.body
         core = core_of(request)
@@ -141,7 +148,7 @@ class KeysController(Controller):
 
     @patch("/{key_id:str}", guards=[json_body(KeyPatch), requires(WRITE)])
     async def update(self, request: AnyRequest, admin: NamedDependency[Admin],
-                     lifecycle: NamedDependency[KeyLifecycle], key_id: _KeyId,
+                     lifecycle: NamedDependency[KeyLifecycle], key_id: KeyId,
                      data: JSONBody[KeyPatch]) -> dict[str, Any]:
         """Change a live key's name, metadata or rate limits without re-issuing it
         (gateways enforce new limits at the next request)."""
@@ -151,7 +158,7 @@ class KeysController(Controller):
 
     @delete("/{key_id:str}", status_code=200, guards=[requires(WRITE)])
     async def revoke(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
-                     key_id: _KeyId) -> dict[str, Any]:
+                     key_id: KeyId) -> dict[str, Any]:
         """Revoke now: the key leaves the JWKS at once."""
         core = core_of(request)
         return key_view(await lifecycle.revoke(admin.tenant_id, key_id, admin.actor), core.clock(), core.settings)

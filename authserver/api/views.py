@@ -7,7 +7,7 @@ from typing import Any
 from ..db.models import ApiKey, AuditEvent
 from ..settings import Settings
 
-__all__ = ["audit_view", "key_view"]
+__all__ = ["admin_key_view", "audit_view", "key_view"]
 
 
 def key_view(row: ApiKey, now: float, settings: Settings) -> dict[str, Any]:
@@ -44,4 +44,26 @@ def audit_view(ev: AuditEvent) -> dict[str, Any]:
     return {
         "id": ev.id, "at": ev.at, "actor": ev.actor, "action": ev.action,
         "target": ev.target, "remote_addr": ev.remote_addr, "details": ev.details,
+    }
+
+
+def admin_key_view(row: ApiKey, now: float) -> dict[str, Any]:
+    """Public description of an admin key (never published to gateways, so no
+    gateway, shard or metadata fields): never the key string itself."""
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "name": row.name,
+        "scopes": list(row.scopes),
+        "prefix": row.prefix,
+        "last4": row.last4,
+        "hint": f"{row.prefix}…{row.last4}",
+        "algorithm": row.algorithm,
+        "state": row.state(now),
+        "created_at": row.created_at,
+        "expires_at": row.expires_at,
+        "revoked_at": row.revoked_at,
+        "grace_ends_at": row.grace_ends_at,
+        "rolled_from": row.rolled_from,
+        "rolled_to": row.rolled_to,
     }

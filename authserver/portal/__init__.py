@@ -12,6 +12,7 @@ from litestar import Router
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
+from .admin_keys import HANDLERS as ADMIN_KEY_HANDLERS
 from .render import STATIC_DIR, STATIC_PATH, TEMPLATE_CONFIG, security_headers
 from .views import EXCEPTION_HANDLERS, HANDLERS
 
@@ -19,7 +20,7 @@ __all__ = ["ROUTES", "TEMPLATE_CONFIG"]
 
 PORTAL = Router(
     path="/portal",
-    route_handlers=HANDLERS,
+    route_handlers=[*HANDLERS, *ADMIN_KEY_HANDLERS],
     middleware=[security_headers],
     exception_handlers=EXCEPTION_HANDLERS,
     include_in_schema=False,

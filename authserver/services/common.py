@@ -16,7 +16,10 @@ from ..db.models import ApiKey, AuditEvent
 from ..errors import NotFound
 from ..keycache import KeyCache, TenantKeys
 
-__all__ = ["ADMIN_PREFIX", "Actor", "ChangeHook", "Notifier", "Publisher", "audit_event", "no_notice", "tenant_of"]
+__all__ = [
+    "ADMIN_PREFIX", "Actor", "ChangeHook", "Notifier", "Publisher", "audit_action", "audit_event", "no_notice",
+    "no_such_key", "tenant_of",
+]
 
 log = logging.getLogger("authserver.keys")
 ADMIN_PREFIX = "sk_admin_"
@@ -42,6 +45,26 @@ def audit_event(tenant_id: str, actor: Actor, action: str, target: str | None, d
                 at: float) -> AuditEvent:
     return AuditEvent(tenant_id=tenant_id, at=int(at), actor=actor.id, action=action, target=target,
                       remote_addr=actor.remote_addr, details=details)
+
+
+# admin keys and API keys share a table and an id space but not their routes
+_KINDS = {"api": ("API key", "/v1/keys", "authserver keys"),
+          "admin": ("admin key", "/v1/admin-keys", "authserver admin-keys")}
+
+
+def audit_action(kind: str, verb: str) -> str:
+    """key.mint, key.roll, ... for API keys; admin_key.mint, ... for admin keys."""
+    return f"{'admin_key' if kind == 'admin' else 'key'}.{verb}"
+
+
+def no_such_key(row: ApiKey | None, tenant_id: str, kid: str, kind: str) -> NotFound:
+    """404 for ``kid`` as a ``kind`` key; if it is the tenant's key of the other
+    kind, say so and where it is managed (same tenant only: nothing leaks)."""
+    if row is not None and row.tenant_id == tenant_id and row.kind != kind and row.kind in _KINDS and kind in _KINDS:
+        what, path, cli = _KINDS[row.kind]
+        return NotFound(f"no such {_KINDS[kind][0]}: {kid} is an {what}; use {path}/{kid}, "
+                        f"or `{cli} get|roll|revoke {kid}`")
+    return NotFound("no such key")
 
 
 def tenant_of(cache: KeyCache, tenant_id: str) -> TenantKeys:

@@ -7,18 +7,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import keys
 
-from ..db.models import ApiKey
-from ..errors import Conflict, InvalidInput, NotFound
+from ..db.models import ApiKey, Tenant
+from ..errors import Conflict, InvalidInput, LastAdminKey
 from ..keycache import KeyCache, TenantKeys
-from ..schemas import KeyPatch, KeySpec, key_spec
+from ..schemas import ADMIN_KEYS_WRITE, KeyPatch, KeySpec, key_spec
 from ..settings import Settings
-from .common import ADMIN_PREFIX, Actor, Publisher, audit_event, tenant_of
+from .common import ADMIN_PREFIX, Actor, Publisher, audit_action, audit_event, no_such_key, tenant_of
 from .keygen import KeyGenerator
 from .prepublish import Prepublished, Prepublisher
+from .queries import state_filter
 
 __all__ = ["KeyLifecycle"]
 
@@ -35,12 +37,17 @@ class _Fresh:
         return None
 
 
-def _rollable(old: ApiKey | None, tenant_id: str, now: int) -> ApiKey:
-    if old is None or old.tenant_id != tenant_id or old.kind != "api":
-        raise NotFound("no such key")
+def _rollable(old: ApiKey | None, tenant_id: str, kid: str, now: int, kind: str) -> ApiKey:
+    if old is None or old.tenant_id != tenant_id or old.kind != kind:
+        raise no_such_key(old, tenant_id, kid, kind)
     if old.state(now) != "active":
         raise Conflict(f"only an active key can be rolled; this one is {old.state(now)}")
     return old
+
+
+def _can_manage(row: ApiKey, now: int) -> bool:
+    """An active admin key (not expired, not on its way out by a roll) that can manage admin keys."""
+    return row.kind == "admin" and row.state(now) == "active" and ADMIN_KEYS_WRITE in row.scopes
 
 
 class KeyLifecycle:
@@ -70,55 +77,70 @@ class KeyLifecycle:
         async with self.sessions() as s, s.begin():
             await issued.claim(s)
             s.add(row)
-            s.add(audit_event(tenant_id, actor, "key.mint", row.id, details, self.clock()))
+            s.add(audit_event(tenant_id, actor, audit_action(kind, "mint"), row.id, details, self.clock()))
         await self.publisher.publish(row)
         self.publisher.changed("key.mint", row)
         return row, issued.minted
 
     async def roll(self, tenant_id: str, kid: str, actor: Actor, *, grace_seconds: int | None = None,
-                   expires_in: int | None = None) -> tuple[ApiKey, keys.MintedKey, ApiKey]:
+                   expires_in: int | None = None, kind: str = "api") -> tuple[ApiKey, keys.MintedKey, ApiKey]:
         """A new key with the old one's attributes; the old one stays valid for the grace period."""
         grace = self.settings.default_grace_seconds if grace_seconds is None else grace_seconds
         if not (0 <= grace <= self.settings.max_grace_seconds):
             raise InvalidInput(f"grace_seconds must be between 0 and {self.settings.max_grace_seconds}")
         tk = tenant_of(self.cache, tenant_id)
         async with self.sessions() as s:
-            old = _rollable(await s.get(ApiKey, kid), tenant_id, int(self.clock()))
+            old = _rollable(await s.get(ApiKey, kid), tenant_id, kid, int(self.clock()), kind)
         if expires_in is None and old.expires_at is not None:
             expires_in = max(1, old.expires_at - old.created_at)
         spec = key_spec({
             "name": old.name, "subject": old.subject, "scopes": list(old.scopes), "expires_in": expires_in,
             "algorithm": old.algorithm, "metadata": dict(old.meta), "rate_limits": old.rate_limits,
         })
-        issued = await self._issue(tk, spec, "api", instant=False)
-        row = self._row(tk, spec, "api", issued, rolled_from=old.id)
+        issued = await self._issue(tk, spec, kind, instant=False)
+        row = self._row(tk, spec, kind, issued, rolled_from=old.id)
         async with self.sessions() as s, s.begin():
             now = int(self.clock())
-            locked = _rollable(await s.get(ApiKey, kid, with_for_update=True), tenant_id, now)
+            locked = _rollable(await s.get(ApiKey, kid, with_for_update=True), tenant_id, kid, now, kind)
             locked.grace_ends_at = now + grace
             locked.rolled_to = row.id
             locked.changed_at = row.changed_at
-            details = {"kind": "api", "alg": row.algorithm, "scopes": list(spec.scopes), "rolled_from": kid,
+            details = {"kind": kind, "alg": row.algorithm, "scopes": list(spec.scopes), "rolled_from": kid,
                        "grace_seconds": grace}
             s.add(row)
-            s.add(audit_event(tenant_id, actor, "key.roll", row.id, details, now))
+            s.add(audit_event(tenant_id, actor, audit_action(kind, "roll"), row.id, details, now))
         await self.publisher.publish(locked)
         await self.publisher.publish(row)
         self.publisher.changed("key.roll", row)
         return row, issued.minted, locked
 
-    async def revoke(self, tenant_id: str, kid: str, actor: Actor, *, kind: str = "api") -> ApiKey:
-        """Revoke now: the key leaves the JWKS at once. Revoking twice is not an error."""
+    async def revoke(self, tenant_id: str, kid: str, actor: Actor, *, kind: str = "api",
+                     keep_last_admin: bool = False) -> ApiKey:
+        """Revoke now: the key leaves the JWKS at once. Revoking twice is not an error.
+
+        ``keep_last_admin`` (the API): refuse (409) to revoke an admin key when
+        no other active admin key could still manage admin keys; the CLI, which
+        can always mint one, may."""
         tenant_of(self.cache, tenant_id)
         async with self.sessions() as s, s.begin():
+            if keep_last_admin:
+                # one tenant's admin revocations in turn: two callers must not
+                # each revoke "the other" last key (SQLite: BEGIN IMMEDIATE already)
+                await s.get(Tenant, tenant_id, with_for_update=True)
             row = await s.get(ApiKey, kid, with_for_update=True)
             if row is None or row.tenant_id != tenant_id or row.kind != kind:
-                raise NotFound("no such key")
+                raise no_such_key(row, tenant_id, kid, kind)
             if row.revoked_at is not None:
                 return row
-            row.revoked_at = int(self.clock())
+            now = int(self.clock())
+            if keep_last_admin and _can_manage(row, now) and not await self._other_manager(s, tenant_id, kid, now):
+                raise LastAdminKey(
+                    "this is the tenant's last active admin key with the admin-keys:write scope: mint another "
+                    "one first (POST /v1/admin-keys), or revoke it with `authserver admin-keys revoke --force`"
+                )
+            row.revoked_at = now
             row.changed_at = self._now_ms()
-            s.add(audit_event(tenant_id, actor, "key.revoke", kid, {"kind": kind}, self.clock()))
+            s.add(audit_event(tenant_id, actor, audit_action(kind, "revoke"), kid, {"kind": kind}, self.clock()))
         await self.publisher.publish(row)
         self.publisher.changed("key.revoke", row)
         return row
@@ -131,7 +153,7 @@ class KeyLifecycle:
         async with self.sessions() as s, s.begin():
             row = await s.get(ApiKey, kid, with_for_update=True)
             if row is None or row.tenant_id != tenant_id or row.kind != "api":
-                raise NotFound("no such key")
+                raise no_such_key(row, tenant_id, kid, "api")
             if not row.is_published(self.clock()):
                 raise Conflict(f"this key is {row.state(self.clock())}; only a live key can change")
             for column, value in changes.items():
@@ -151,6 +173,13 @@ class KeyLifecycle:
             s.add(audit_event(tenant_id, actor, action, target, details or {}, self.clock()))
 
     # --- helpers -----------------------------------------------------------
+
+    async def _other_manager(self, s: AsyncSession, tenant_id: str, kid: str, now: int) -> bool:
+        """Whether another active admin key of the tenant can manage admin keys."""
+        active = state_filter("active", now)
+        q = select(ApiKey).where(ApiKey.tenant_id == tenant_id, ApiKey.kind == "admin", ApiKey.id != kid)
+        rows = (await s.scalars(q.where(active) if active is not None else q)).all()
+        return any(_can_manage(r, now) for r in rows)
 
     def _claims(self, tk: TenantKeys, spec: KeySpec, kind: str) -> dict[str, Any]:
         now = int(self.clock())

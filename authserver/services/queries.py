@@ -11,10 +11,10 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ..db.models import ApiKey, AuditEvent
-from ..errors import InvalidInput, NotFound
+from ..errors import InvalidInput
 from ..keycache import KeyCache
 from ..settings import Settings
-from .common import tenant_of
+from .common import no_such_key, tenant_of
 
 __all__ = ["STATES", "KeyQueries", "Page", "decode_cursor", "encode_cursor", "state_filter"]
 
@@ -71,7 +71,7 @@ class KeyQueries:
         async with self.sessions() as s:
             row = await s.get(ApiKey, kid)
         if row is None or row.tenant_id != tenant_id or row.kind != kind:
-            raise NotFound("no such key")
+            raise no_such_key(row, tenant_id, kid, kind)
         return row
 
     async def list_keys(

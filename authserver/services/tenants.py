@@ -14,8 +14,8 @@ import keys
 
 from ..db.models import Tenant
 from ..errors import Conflict, InvalidInput, NotFound
-from ..keycache import ADMIN_SCOPES, KeyCache, TenantInfo, TenantKeys
-from ..schemas import ALGORITHM_NAMES, KeySpec
+from ..keycache import KeyCache, TenantInfo, TenantKeys
+from ..schemas import ADMIN_SCOPES, ALGORITHM_NAMES, KeySpec
 from ..settings import Settings
 from .common import ADMIN_PREFIX, Actor, audit_event, tenant_of
 from .keygen import KeyGenerator

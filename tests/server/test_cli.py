@@ -154,10 +154,14 @@ def test_quickstart_no_serve_prints_a_working_admin_key_and_curl(run):
     assert admin, out
     assert "curl -s -X POST http://127.0.0.1:8080/v1/keys" in out and "Authorization: Bearer $ADMIN_KEY" in out
     assert "/t/default/.well-known/jwks.json" in out and "(created)" in out
-    again = run("quickstart", "--no-serve").stdout  # idempotent: a new admin key for the same tenant
-    assert "(existing)" in again
-    second = re.search(r"^\s+(sk_admin_eyJ\S+)\s*$", again, re.M).group(1)
-    assert second != admin.group(1)
+    again = run("quickstart", "--no-serve").stdout  # an existing tenant: no new admin key unless asked
+    assert "(existing)" in again and "sk_admin_" not in again
+    assert "authserver admin-keys mint --tenant default" in again and "--new-admin-key" in again
+    assert len(json.loads(run("admin-keys", "list", "--json").stdout)) == 1
+    asked = run("quickstart", "--no-serve", "--new-admin-key").stdout
+    second = re.search(r"^\s+(sk_admin_eyJ\S+)\s*$", asked, re.M).group(1)
+    assert "(existing)" in asked and second != admin.group(1)
+    assert len(json.loads(run("admin-keys", "list", "--json").stdout)) == 2
     listed = json.loads(run("keys", "list", "--json").stdout)  # the default tenant exists now
     assert listed == []
 
