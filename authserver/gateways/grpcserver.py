@@ -28,6 +28,8 @@ _OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5000),
     ("grpc.http2.max_ping_strikes", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+    # a second process on the same port fails to start instead of sharing it unnoticed
+    ("grpc.so_reuseport", 0),
 ]
 
 
@@ -49,19 +51,26 @@ class GatewayServer:
         rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self.ratelimit, server)
         als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.accesslog, server)
         address = f"[{s.xds_host}]:{s.xds_port}" if ":" in s.xds_host else f"{s.xds_host}:{s.xds_port}"
+        try:
+            self.port = self._bind(server, address)
+        except RuntimeError:
+            raise RuntimeError(f"cannot listen for gateways on {address} (AUTHSERVER_XDS_PORT): "
+                               "the port is in use or not allowed") from None
+        await server.start()
+        self.server = server
+        log.info("xds: serving ADS, rate limits and access logs on %s:%d (%s)", s.xds_host, self.port,
+                 "TLS, client certificates" if s.xds_tls else "plaintext")
+
+    def _bind(self, server: grpc.aio.Server, address: str) -> int:
+        s = self.settings
         if s.xds_tls:
             assert s.xds_tls_cert and s.xds_tls_key and s.xds_tls_client_ca  # checked by Settings
             credentials = grpc.ssl_server_credentials(
                 [(Path(s.xds_tls_key).read_bytes(), Path(s.xds_tls_cert).read_bytes())],
                 root_certificates=Path(s.xds_tls_client_ca).read_bytes(), require_client_auth=True,
             )
-            self.port = server.add_secure_port(address, credentials)
-        else:
-            self.port = server.add_insecure_port(address)
-        await server.start()
-        self.server = server
-        log.info("xds: serving ADS, rate limits and access logs on %s:%d (%s)", s.xds_host, self.port,
-                 "TLS, client certificates" if s.xds_tls else "plaintext")
+            return int(server.add_secure_port(address, credentials))
+        return int(server.add_insecure_port(address))
 
     async def stop(self) -> None:
         if self.server is not None:

@@ -121,6 +121,11 @@ class Stack:
         self.gateways: list[Gateway] = []
 
     @property
+    def grpc_address(self) -> str:
+        """authserver's gRPC port for gateways (xDS, rate limits, access logs), when the env sets it."""
+        return f"127.0.0.1:{self.env['AUTHSERVER_XDS_PORT']}"
+
+    @property
     def settings(self):
         from authserver.settings import Settings
 

@@ -21,7 +21,6 @@ pytestmark = pytest.mark.envoy
 
 CACHE = 300  # Envoy's JWKS cache and AUTHSERVER_GATEWAY_CACHE_SECONDS: pull alone would take up to this long
 BOUND = 1.0  # the bound for push: revoke -> 401 and mint -> 200
-XDS_PORT = free_port()
 NODES = "authserver-gateway-default=default,authserver-gateway-sharded=sharded,other-node=default"
 
 
@@ -41,13 +40,14 @@ async def _plan(stack, core) -> None:
 
 @pytest.fixture(scope="module")
 def stack(make_stack):
+    port = free_port()  # picked just before the server binds it (not at import: it may be taken by then)
     return make_stack(_plan, cache_seconds=CACHE, env={
-        "AUTHSERVER_XDS_PORT": str(XDS_PORT), "AUTHSERVER_XDS_NODES": NODES,
+        "AUTHSERVER_XDS_PORT": str(port), "AUTHSERVER_XDS_NODES": NODES,
     })
 
 
 def _envoy(stack, tenant: str = "default", name: str = "push", *extra: str):
-    config, listen, admin = stack.envoy_config_from_cli(tenant, "--xds", f"127.0.0.1:{XDS_PORT}", *extra)
+    config, listen, admin = stack.envoy_config_from_cli(tenant, "--xds", stack.grpc_address, *extra)
     gw = stack.start_envoy(config, listen, admin, f"{name}-{listen}")
     # the first push arrived (the listener also opens on the default configs after 5 s)
     wait_until(lambda: gw.stats("extension_config_discovery").get("update_success", 0) >= 1, 10,

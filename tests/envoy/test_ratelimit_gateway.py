@@ -16,7 +16,6 @@ from authserver_devtools import free_port, wait_until
 
 pytestmark = [pytest.mark.envoy, pytest.mark.redis]
 
-GRPC_PORT = free_port()
 
 
 async def _plan(stack, core) -> None:
@@ -33,9 +32,10 @@ async def _plan(stack, core) -> None:
 
 @pytest.fixture(scope="module")
 def stack(make_stack):
+    port = free_port()  # picked just before the server binds it (not at import: it may be taken by then)
     need_service("Redis", "127.0.0.1", 6379)
     return make_stack(_plan, env={
-        "AUTHSERVER_XDS_PORT": str(GRPC_PORT), "AUTHSERVER_XDS_NODES": "authserver-gateway-default=default",
+        "AUTHSERVER_XDS_PORT": str(port), "AUTHSERVER_XDS_NODES": "authserver-gateway-default=default",
         "AUTHSERVER_REDIS_URL": REDIS_URL, "AUTHSERVER_REDIS_NAMESPACE": f"rltest-{uuid.uuid4().hex[:8]}",
     })
 
@@ -43,7 +43,7 @@ def stack(make_stack):
 @pytest.fixture(scope="module")
 def gw(stack):
     config, listen, admin = stack.envoy_config_from_cli(
-        "default", "--xds", f"127.0.0.1:{GRPC_PORT}", "--ratelimit", f"127.0.0.1:{GRPC_PORT}")
+        "default", "--xds", stack.grpc_address, "--ratelimit", stack.grpc_address)
     return stack.start_envoy(config, listen, admin, "ratelimit")
 
 
