@@ -23,6 +23,9 @@ __all__ = [
     "KEY_ID_PATTERN",
     "MAX_EXPIRES_IN",
     "MAX_METADATA_BYTES",
+    "NAME_MAX_LENGTH",
+    "SEARCH_MAX_LENGTH",
+    "SUBJECT_MAX_LENGTH",
     "TEXT_PATTERN",
     "KeySpec",
     "RateLimit",
@@ -41,9 +44,12 @@ ALGORITHM_NAMES: tuple[str, ...] = keys.supported_algorithms()
 MAX_EXPIRES_IN = 10 * 365 * 86400
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 16
+NAME_MAX_LENGTH = 200
+SUBJECT_MAX_LENGTH = 256
+SEARCH_MAX_LENGTH = 200  # a list filter (?q=): a substring of a name or subject, or a key id prefix
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
-Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=TEXT_PATTERN)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX_LENGTH, pattern=TEXT_PATTERN)]
+Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=SUBJECT_MAX_LENGTH, pattern=TEXT_PATTERN)]
 Scope = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=SCOPE_PATTERN)]
 Seconds = Annotated[int, msgspec.Meta(ge=1, le=MAX_EXPIRES_IN)]
 # a closed set: it also labels the mint latency metric, so no client string may reach it

@@ -16,7 +16,7 @@ from ..errors import Conflict, InvalidInput, NotFound
 from ..keycache import KeyCache, TenantKeys
 from ..schemas import KeySpec, key_spec
 from ..settings import Settings
-from .common import ADMIN_PREFIX, Actor, Publisher, audit_event, tenant_of
+from .common import ADMIN_PREFIX, Actor, Publisher, audit_event, checked_kid, tenant_of
 from .keygen import KeyGenerator
 from .prepublish import Prepublished, Prepublisher
 
@@ -78,6 +78,7 @@ class KeyLifecycle:
     async def roll(self, tenant_id: str, kid: str, actor: Actor, *, grace_seconds: int | None = None,
                    expires_in: int | None = None) -> tuple[ApiKey, keys.MintedKey, ApiKey]:
         """A new key with the old one's attributes; the old one stays valid for the grace period."""
+        checked_kid(kid)
         grace = self.settings.default_grace_seconds if grace_seconds is None else grace_seconds
         if not (0 <= grace <= self.settings.max_grace_seconds):
             raise InvalidInput(f"grace_seconds must be between 0 and {self.settings.max_grace_seconds}")
@@ -110,6 +111,7 @@ class KeyLifecycle:
     async def revoke(self, tenant_id: str, kid: str, actor: Actor, *, kind: str = "api") -> ApiKey:
         """Revoke now: the key leaves the JWKS at once. Revoking twice is not an error."""
         tenant_of(self.cache, tenant_id)
+        checked_kid(kid)
         async with self.sessions() as s, s.begin():
             row = await s.get(ApiKey, kid, with_for_update=True)
             if row is None or row.tenant_id != tenant_id or row.kind != kind:
