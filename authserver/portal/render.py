@@ -7,14 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from litestar import MediaType, Response
+from litestar import MediaType, Request, Response
 from litestar.enums import ScopeType
-from litestar.exceptions import NotFoundException
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..problems import problem
 from .session import AnyRequest
 
 log = logging.getLogger("authserver.portal")
@@ -70,11 +70,14 @@ STATIC_FILES = frozenset(
 
 
 def only_static_files(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware for the static router: only the files in STATIC_FILES."""
+    """ASGI middleware for the static router: only the files in STATIC_FILES.
+    Answers the 404 itself (inside security_headers, unlike a raised exception)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == ScopeType.HTTP and scope["path"] not in STATIC_FILES:
-            raise NotFoundException()
+            missing = problem(404, "not_found", "No such file.")
+            await missing.to_asgi_response(None, Request(scope))(scope, receive, send)
+            return
         await app(scope, receive, send)
 
     return middleware
