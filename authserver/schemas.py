@@ -20,6 +20,7 @@ from .errors import InvalidInput
 
 __all__ = [
     "ALGORITHM_NAMES",
+    "AUDIT_ACTION_PATTERN",
     "KEY_ID_PATTERN",
     "MAX_EXPIRES_IN",
     "MAX_METADATA_BYTES",
@@ -47,6 +48,7 @@ MAX_METADATA_DEPTH = 16
 NAME_MAX_LENGTH = 200
 SUBJECT_MAX_LENGTH = 256
 SEARCH_MAX_LENGTH = 200  # a list filter (?q=): a substring of a name or subject, or a key id prefix
+AUDIT_ACTION_PATTERN = r"^[a-z][a-z_]{0,15}(\.[a-z_]{1,15})?$"  # key.mint, portal.sign_in: an audit filter
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX_LENGTH, pattern=TEXT_PATTERN)]
 Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=SUBJECT_MAX_LENGTH, pattern=TEXT_PATTERN)]

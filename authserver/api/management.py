@@ -22,7 +22,15 @@ from ..core import Core
 from ..db.models import ApiKey
 from ..errors import InvalidInput, ServiceError
 from ..keycache import claimed_kid
-from ..schemas import KEY_ID_PATTERN, SEARCH_MAX_LENGTH, SUBJECT_MAX_LENGTH, TEXT_PATTERN, KeySpec, RollRequest
+from ..schemas import (
+    AUDIT_ACTION_PATTERN,
+    KEY_ID_PATTERN,
+    SEARCH_MAX_LENGTH,
+    SUBJECT_MAX_LENGTH,
+    TEXT_PATTERN,
+    KeySpec,
+    RollRequest,
+)
 from ..services import Introspector, KeyLifecycle, KeyQueries
 from .deps import core_of, json_body
 from .views import audit_view, key_view
@@ -113,7 +121,7 @@ async def audit_log(
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
     cursor: _Cursor = None,
     key: Annotated[str | None, QueryParameter(max_length=64, pattern=KEY_ID_PATTERN)] = None,
-    action: Annotated[str | None, QueryParameter(max_length=32, pattern=r"^[a-z][a-z_.]*$")] = None,
+    action: Annotated[str | None, QueryParameter(max_length=32, pattern=AUDIT_ACTION_PATTERN)] = None,
     before_id: Annotated[int | None, QueryParameter(ge=0, le=_INT64_MAX, description="deprecated: use cursor")] = None,
 ) -> dict[str, Any]:
     """The tenant's audit trail, newest first; ``key``: only events about that key id,

@@ -504,13 +504,13 @@ async def audit(request: AnyRequest, ctx: NamedDependency[Ctx], queries: NamedDe
     cursor = params.get("cursor") or None
     found = await queries.audit(ctx.tenant_id, limit=AUDIT_PAGE_SIZE, cursor=cursor, key=key or None,
                                 action=action or None)
-    names = await queries.key_names(ctx.tenant_id, {k for e in found.items for k in (e.target, e.actor) if k})
+    names = await queries.key_names(ctx.tenant_id, {key, *(k for e in found.items for k in (e.target, e.actor) if k)})
     rows = [{**audit_view(e), "detail_items": _details(e.details), "target_name": names.get(e.target or ""),
              "actor_name": names.get(e.actor)} for e in found.items]
     return await ctx.page(
         "audit.html", nav="audit", title="Audit log", events=rows, cursor=cursor, next_cursor=found.next_cursor,
         self_kid=ctx.admin.kid, key=key, action=action, actions=AUDIT_ACTIONS,
-        key_name=(await queries.key_names(ctx.tenant_id, [key])).get(key) if key else None,
+        key_name=names.get(key),
     )
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ..db.models import ApiKey, AuditEvent
 from ..errors import InvalidInput, NotFound
 from ..keycache import KeyCache
-from ..schemas import KEY_ID_PATTERN, SEARCH_MAX_LENGTH, SUBJECT_MAX_LENGTH, TEXT_PATTERN
+from ..schemas import AUDIT_ACTION_PATTERN, KEY_ID_PATTERN, SEARCH_MAX_LENGTH, SUBJECT_MAX_LENGTH, TEXT_PATTERN
 from ..settings import Settings
 from .common import checked_kid, tenant_of
 
@@ -45,7 +45,7 @@ _KEY_CURSOR_RE = re.compile(r"(0|[1-9][0-9]{0,18}):(" + KEY_ID_PATTERN.strip("^$
 _AUDIT_CURSOR_RE = re.compile(r"a(0|[1-9][0-9]{0,18})")
 _TEXT_RE = re.compile(TEXT_PATTERN)
 _KEY_ID_RE = re.compile(KEY_ID_PATTERN)
-_ACTION_RE = re.compile(r"[a-z][a-z_]{0,15}(\.[a-z_]{1,15})?")
+_ACTION_RE = re.compile(AUDIT_ACTION_PATTERN)
 BAD_CURSOR = "cursor is not one this server issued: start again from the first page"
 
 
