@@ -22,12 +22,16 @@ __all__ = [
     "ADMIN_KEYS_WRITE",
     "ADMIN_SCOPES",
     "ALGORITHM_NAMES",
+    "AUDIT_ACTION_PATTERN",
     "KEYS_READ",
     "KEYS_WRITE",
     "AdminKeySpec",
     "KEY_ID_PATTERN",
     "MAX_EXPIRES_IN",
     "MAX_METADATA_BYTES",
+    "NAME_MAX_LENGTH",
+    "SEARCH_MAX_LENGTH",
+    "SUBJECT_MAX_LENGTH",
     "TEXT_PATTERN",
     "KeySpec",
     "RateLimit",
@@ -46,9 +50,13 @@ ALGORITHM_NAMES: tuple[str, ...] = keys.supported_algorithms()
 MAX_EXPIRES_IN = 10 * 365 * 86400
 MAX_METADATA_BYTES = 4096
 MAX_METADATA_DEPTH = 16
+NAME_MAX_LENGTH = 200
+SUBJECT_MAX_LENGTH = 256
+SEARCH_MAX_LENGTH = 200  # a list filter (?q=): a substring of a name or subject, or a key id prefix
+AUDIT_ACTION_PATTERN = r"^[a-z][a-z_]{0,15}(\.[a-z_]{1,15})?$"  # key.mint, portal.sign_in: an audit filter
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=TEXT_PATTERN)]
-Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=TEXT_PATTERN)]
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=NAME_MAX_LENGTH, pattern=TEXT_PATTERN)]
+Subject = Annotated[str, msgspec.Meta(min_length=1, max_length=SUBJECT_MAX_LENGTH, pattern=TEXT_PATTERN)]
 Scope = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=SCOPE_PATTERN)]
 Seconds = Annotated[int, msgspec.Meta(ge=1, le=MAX_EXPIRES_IN)]
 # a closed set: it also labels the mint latency metric, so no client string may reach it

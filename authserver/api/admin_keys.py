@@ -21,7 +21,7 @@ from ..schemas import AdminKeySpec, RollRequest
 from ..services import KeyLifecycle, KeyQueries
 from ..services.adminkeys import admin_key_spec, check_grant
 from .deps import core_of, json_body
-from .management import KeyId, ListCursor, ListLimit, ListState, checked_cursor
+from .management import KeyId, ListCursor, ListLimit, ListState
 from .views import admin_key_view
 
 __all__ = ["AdminKeysController"]
@@ -49,7 +49,7 @@ class AdminKeysController(Controller):
     ) -> dict[str, Any]:
         """The tenant's admin keys, newest first; ``cursor`` from ``next_cursor`` as in /v1/keys."""
         page = await queries.list_keys(admin.tenant_id, state=key_state, limit=limit,
-                                       cursor=checked_cursor(cursor), kind="admin")
+                                       cursor=cursor, kind="admin")
         now = core_of(request).clock()
         return {"data": [admin_key_view(r, now) for r in page.items], "next_cursor": page.next_cursor}
 

@@ -13,7 +13,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
 from .admin_keys import HANDLERS as ADMIN_KEY_HANDLERS
-from .render import STATIC_DIR, STATIC_PATH, TEMPLATE_CONFIG, security_headers
+from .render import STATIC_DIR, STATIC_PATH, TEMPLATE_CONFIG, only_static_files, security_headers
 from .views import EXCEPTION_HANDLERS, HANDLERS
 
 __all__ = ["ROUTES", "TEMPLATE_CONFIG"]
@@ -30,7 +30,7 @@ STATIC = create_static_files_router(
     path=STATIC_PATH,
     directories=[STATIC_DIR],
     name="portal-static",
-    middleware=[security_headers],
+    middleware=[security_headers, only_static_files],
     cache_control=CacheControlHeader(max_age=3600, public=True),
     include_in_schema=False,
 )

@@ -18,7 +18,6 @@ from litestar.di import NamedDependency
 from litestar.params import PathParameter
 from litestar.response import Redirect
 
-from ..api.management import checked_cursor
 from ..api.views import admin_key_view
 from ..auth import ADMIN_WRITE, READ
 from ..errors import InvalidInput
@@ -72,7 +71,7 @@ def _spec(values: dict[str, Any], granted: frozenset[str]) -> KeySpec:
 
 async def _list_page(ctx: Ctx, queries: KeyQueries, status: int = 200, *, cursor: str | None = None,
                      headers: dict[str, str] | None = None, **context: Any) -> Response[Any]:
-    page = await queries.list_keys(ctx.tenant_id, limit=PAGE_SIZE, cursor=checked_cursor(cursor), kind="admin")
+    page = await queries.list_keys(ctx.tenant_id, limit=PAGE_SIZE, cursor=cursor or None, kind="admin")
     now = ctx.core.clock()
     items = [_display(admin_key_view(r, now), now) for r in page.items]
     granted = [s for s in ADMIN_SCOPES if s in ctx.admin.scopes]

@@ -7,13 +7,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from litestar import MediaType, Response
+from litestar import MediaType, Request, Response
 from litestar.enums import ScopeType
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.template.config import TemplateConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..problems import problem
 from .session import AnyRequest
 
 log = logging.getLogger("authserver.portal")
@@ -56,6 +57,28 @@ def security_headers(app: ASGIApp) -> ASGIApp:
             await send(message)
 
         await app(scope, receive, send_with_headers)
+
+    return middleware
+
+
+# The files the static router may serve, fixed when the package is installed.
+# Any other path is a 404 before it reaches the file system: a NUL, a name too
+# long for it or a path below a file make os.stat raise (a 500 with a traceback).
+STATIC_FILES = frozenset(
+    f"{STATIC_PATH}/{p.relative_to(STATIC_DIR).as_posix()}" for p in STATIC_DIR.rglob("*") if p.is_file()
+)
+
+
+def only_static_files(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware for the static router: only the files in STATIC_FILES.
+    Answers the 404 itself (inside security_headers, unlike a raised exception)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["path"] not in STATIC_FILES:
+            missing = problem(404, "not_found", "No such file.")
+            await missing.to_asgi_response(None, Request(scope))(scope, receive, send)
+            return
+        await app(scope, receive, send)
 
     return middleware
 

@@ -23,7 +23,7 @@ redirect or a log.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
@@ -31,7 +31,6 @@ from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import PathParameter
 from litestar.response import Redirect
 from litestar.types import ExceptionHandlersMap, Guard
 
@@ -52,7 +51,7 @@ from ..problems import is_connection_error
 from ..schemas import MAX_EXPIRES_IN, KeySpec, key_spec
 from ..services import Actor, KeyLifecycle, KeyQueries
 from . import session as sessions
-from .render import error_page, log, page
+from .render import error_page, fmt_duration, log, page
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -62,9 +61,11 @@ STATE_CHOICES = [
     ("all", "All"), ("active", "Active"), ("rolling", "Rolling (in grace)"), ("live", "Live (active + rolling)"),
     ("expired", "Expired"), ("revoked", "Revoked"),
 ]
+# what an <input type=number> sends: digits, a point, an exponent; no sign, inf, nan or "_"
+_DECIMAL = re.compile(r"(?=.{1,32}$)([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?")
 GRACE_UNITS = [("seconds", 1), ("minutes", 60), ("hours", 3600), ("days", 86400)]
 MAX_EXPIRY_DAYS = MAX_EXPIRES_IN // 86400
-KeyId = Annotated[str, PathParameter(max_length=64)]
+KeyId = str  # checked by the services: an id that cannot be a key is not found
 SIGN_IN_FAILED = "Sign-in failed. Check the admin key and try again."
 
 
@@ -317,10 +318,8 @@ async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx],
     state = request.query_params.get("state") or "all"
     if state not in {s for s, _ in STATE_CHOICES}:
         state = "all"
-    q = (request.query_params.get("q") or "").strip()[:200]
-    cursor = request.query_params.get("cursor") or None
-    if cursor and len(cursor) > 200:
-        cursor = None
+    q = (request.query_params.get("q") or "").strip()
+    cursor = request.query_params.get("cursor") or None  # checked by the query service, as for the API
     page = await queries.list_keys(ctx.tenant_id, state=state, limit=PAGE_SIZE, cursor=cursor, search=q or None)
     rows, next_cursor = page.items, page.next_cursor
     now = ctx.core.clock()
@@ -418,18 +417,18 @@ def _grace_default(seconds: int) -> tuple[int, str]:
 
 
 def _parse_grace(form: Any, max_seconds: int) -> int:
+    """The form's amount and unit as whole seconds, within the roll service's bound
+    (``max_grace_seconds``). Only plain decimal numbers: float() alone would also
+    take inf, nan and 1_000, and 1e308 days overflows int()."""
     raw_value, unit = form.get("grace_value"), form.get("grace_unit")
     factor = dict(GRACE_UNITS).get(unit if isinstance(unit, str) else "")
-    try:
-        value = float(raw_value) if isinstance(raw_value, str) else None
-    except ValueError:
-        value = None
-    if factor is None or value is None or value != value or value < 0:
+    raw = raw_value.strip() if isinstance(raw_value, str) else ""
+    if factor is None or not _DECIMAL.fullmatch(raw):
         raise InvalidInput("The grace period must be a number of seconds, minutes, hours or days, 0 or more.")
-    seconds = int(round(value * factor))
-    if seconds > max_seconds:
-        raise InvalidInput(f"The grace period can be at most {max_seconds // 86400} days.")
-    return seconds
+    seconds = float(raw) * factor
+    if not seconds <= max_seconds:
+        raise InvalidInput(f"The grace period can be at most {fmt_duration(max_seconds)}.")
+    return int(round(seconds))
 
 
 @get("/keys/{key_id:str}/roll", guards=CAN_WRITE, dependencies=DEPENDENCIES)
@@ -493,15 +492,26 @@ def _details(d: dict[str, Any] | None) -> list[tuple[str, str]]:
     return out
 
 
+AUDIT_ACTIONS = ["key.mint", "key.roll", "key.revoke", "key.update", "admin_key.mint", "admin_key.roll",
+                 "admin_key.revoke", "portal.sign_in", "tenant.create", "tenant.shards"]
+
+
 @get("/audit", guards=CAN_READ, dependencies=DEPENDENCIES)
 async def audit(request: AnyRequest, ctx: NamedDependency[Ctx], queries: NamedDependency[KeyQueries]) -> Response[Any]:
-    before = request.query_params.get("before")
-    before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
-    events = await queries.audit(ctx.tenant_id, limit=AUDIT_PAGE_SIZE, before_id=before_id)
-    rows = [{**audit_view(e), "detail_items": _details(e.details)} for e in events]
+    """Paged like the key list (an opaque ``cursor``); ``key`` and ``action`` filter,
+    checked by the query service like the API's."""
+    params = request.query_params
+    key, action = (params.get("key") or "").strip(), (params.get("action") or "").strip()
+    cursor = params.get("cursor") or None
+    found = await queries.audit(ctx.tenant_id, limit=AUDIT_PAGE_SIZE, cursor=cursor, key=key or None,
+                                action=action or None)
+    names = await queries.key_names(ctx.tenant_id, {key, *(k for e in found.items for k in (e.target, e.actor) if k)})
+    rows = [{**audit_view(e), "detail_items": _details(e.details), "target_name": names.get(e.target or ""),
+             "actor_name": names.get(e.actor)} for e in found.items]
     return await ctx.page(
-        "audit.html", nav="audit", title="Audit log", events=rows, before_id=before_id, self_kid=ctx.admin.kid,
-        next_before=events[-1].id if len(events) == AUDIT_PAGE_SIZE else None,
+        "audit.html", nav="audit", title="Audit log", events=rows, cursor=cursor, next_cursor=found.next_cursor,
+        self_kid=ctx.admin.kid, key=key, action=action, actions=AUDIT_ACTIONS,
+        key_name=names.get(key),
     )
 
 

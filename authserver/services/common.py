@@ -8,6 +8,7 @@ key is published only from its committed row, so no JWK exists without one.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,11 @@ from typing import Any
 from ..db.models import ApiKey, AuditEvent
 from ..errors import NotFound
 from ..keycache import KeyCache, TenantKeys
+from ..schemas import KEY_ID_PATTERN
 
 __all__ = [
-    "ADMIN_PREFIX", "Actor", "ChangeHook", "Notifier", "Publisher", "audit_action", "audit_event", "no_notice",
-    "no_such_key", "tenant_of",
+    "ADMIN_PREFIX", "Actor", "ChangeHook", "Notifier", "Publisher", "audit_action", "audit_event", "checked_kid",
+    "no_notice", "no_such_key", "tenant_of",
 ]
 
 log = logging.getLogger("authserver.keys")
@@ -26,6 +28,18 @@ ADMIN_PREFIX = "sk_admin_"
 
 Notifier = Callable[[str, str], Awaitable[None]]  # (tenant_id, kid)
 ChangeHook = Callable[[str, str, ApiKey], None]  # (action, tenant_id, row): metrics
+
+
+_KEY_ID_RE = re.compile(KEY_ID_PATTERN)
+
+
+def checked_kid(kid: str) -> str:
+    """A key id as the client gave it: one that cannot be ours (a NUL, which
+    PostgreSQL refuses; any other character; too long) is simply not found,
+    before it reaches the database."""
+    if not _KEY_ID_RE.fullmatch(kid):
+        raise NotFound("no such key")
+    return kid
 
 
 @dataclass(frozen=True, slots=True)

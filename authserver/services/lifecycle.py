@@ -17,7 +17,7 @@ from ..errors import Conflict, InvalidInput, LastAdminKey
 from ..keycache import KeyCache, TenantKeys
 from ..schemas import ADMIN_KEYS_WRITE, KeyPatch, KeySpec, key_spec
 from ..settings import Settings
-from .common import ADMIN_PREFIX, Actor, Publisher, audit_action, audit_event, no_such_key, tenant_of
+from .common import ADMIN_PREFIX, Actor, Publisher, audit_action, audit_event, checked_kid, no_such_key, tenant_of
 from .keygen import KeyGenerator
 from .prepublish import Prepublished, Prepublisher
 from .queries import state_filter
@@ -85,6 +85,7 @@ class KeyLifecycle:
     async def roll(self, tenant_id: str, kid: str, actor: Actor, *, grace_seconds: int | None = None,
                    expires_in: int | None = None, kind: str = "api") -> tuple[ApiKey, keys.MintedKey, ApiKey]:
         """A new key with the old one's attributes; the old one stays valid for the grace period."""
+        checked_kid(kid)
         grace = self.settings.default_grace_seconds if grace_seconds is None else grace_seconds
         if not (0 <= grace <= self.settings.max_grace_seconds):
             raise InvalidInput(f"grace_seconds must be between 0 and {self.settings.max_grace_seconds}")
@@ -122,6 +123,7 @@ class KeyLifecycle:
         no other active admin key could still manage admin keys; the CLI, which
         can always mint one, may."""
         tenant_of(self.cache, tenant_id)
+        checked_kid(kid)
         async with self.sessions() as s, s.begin():
             if keep_last_admin:
                 # one tenant's admin revocations in turn: two callers must not

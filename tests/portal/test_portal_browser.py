@@ -278,3 +278,65 @@ def test_portal_sign_in_create_copy_roll_revoke(page, live_server, shots):
     page.goto("/portal/keys")
     page.wait_for_url("**/portal/login")
     api.close()
+
+
+# --- layout: nothing overflows, whatever the keys are called ----------------------
+
+_LONG = [  # the longest name and subject the schema allows, with and without places to break
+    {"name": "n" * 200, "subject": "s" * 256, "scopes": ["scope:" + "x" * 120]},
+    {"name": "billing-" * 25, "subject": "team-billing-production-eu-west-1." * 7, "scopes": ["read", "write"]},
+    {"name": "a name with spaces " * 10, "subject": "user@" + "example." * 30 + "com",
+     "scopes": [f"s{i}" for i in range(40)]},
+]
+# what must be inside the viewport: every Roll/Revoke button, wholly, and inside its table's box
+_OVERFLOW = """() => {
+  const vw = document.documentElement.clientWidth;
+  const out = [];
+  if (document.documentElement.scrollWidth > vw) out.push(`page ${document.documentElement.scrollWidth} > ${vw}`);
+  for (const b of document.querySelectorAll('td.actions .btn')) {
+    const r = b.getBoundingClientRect();
+    const box = b.closest('.table-wrap').getBoundingClientRect();
+    if (r.left < 0 || r.right > vw || r.left < box.left || r.right > box.right)
+      out.push(`${b.textContent} at ${r.left}..${r.right}, box ${box.left}..${box.right}, viewport ${vw}`);
+  }
+  for (const w of document.querySelectorAll('.table-wrap'))
+    if (w.scrollWidth > w.clientWidth + 1) out.push(`table ${w.scrollWidth} > its box ${w.clientWidth}`);
+  return out;
+}"""
+
+
+@pytest.mark.parametrize("width", [1280, 390, 1920])
+def test_long_names_and_subjects_never_overflow(browser, live_server, shots, width):
+    server, admin_key = live_server
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10)
+    made = []
+    for body in _LONG:
+        r = api.post("/v1/keys", json={**body, "algorithm": "ES256"})
+        assert r.status_code == 201, r.text
+        made.append(r.json()["id"])
+    context = browser.new_context(base_url=server.url, viewport={"width": width, "height": 900},
+                                  color_scheme="light", locale="en-US")
+    try:
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        sign_in(page, admin_key)
+        for kid in made:  # each long key has both buttons
+            row = page.locator(f'tr[data-key-id="{kid}"]')
+            assert row.get_by_role("link", name="Roll…").is_visible()
+            assert row.get_by_role("link", name="Revoke…").is_visible()
+        assert page.evaluate(_OVERFLOW) == []
+        shots(page, f"keys-long-{width}")
+        # the buttons work where they are: the roll dialog opens for the longest key, within the viewport
+        page.locator(f'tr[data-key-id="{made[0]}"]').get_by_role("link", name="Roll…").click()
+        dialog = page.locator("#roll-dialog")
+        dialog.wait_for(state="visible")
+        box = dialog.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= width
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        dialog.get_by_role("button", name="Cancel").click()
+        for path in ("/portal/audit", f"/portal/audit?key={made[0]}", f"/portal/keys/{made[1]}/roll",
+                     f"/portal/keys/{made[2]}/revoke", "/portal/keys/new"):
+            page.goto(path)
+            assert page.evaluate(_OVERFLOW) == [], path
+    finally:
+        context.close()

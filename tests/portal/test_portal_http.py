@@ -338,8 +338,31 @@ async def test_audit_page(portal, client):
     kid = pyjwt.get_unverified_header(key[len("sk_live_"):])["kid"]
     await portal.post(f"/portal/keys/{kid}/revoke", expect=303)
     r = await portal.get("/portal/audit")
-    text = r.text
+    text = r.text[r.text.index("<tbody>"):]
     assert "key.revoke" in text and "key.mint" in text and "tenant.create" in text
     assert text.index("key.revoke") < text.index("key.mint")  # newest first
     assert ">you</span>" in text and key not in text
+    # the key's name next to its id, linking to its events only
+    assert f'<span class="name">audited</span><a class="mono sub-link" href="/portal/audit?key={kid}"' in text
+    await portal.create(name="other")
+    mine = (await portal.get("/portal/audit", key=kid)).text
+    rows = re.findall(r'class="action action-[^"]*"[^>]*>([^<]+)<', mine)
+    assert rows == ["key.revoke", "key.mint"] and "other" not in mine[mine.index("<tbody>"):]
+    revokes = (await portal.get("/portal/audit", action="key.revoke")).text
+    assert re.findall(r'class="action action-[^"]*"[^>]*>([^<]+)<', revokes) == ["key.revoke"]
+    for bad in ({"key": "a\x00b"}, {"action": "x" * 40}, {"cursor": "MToA"}):
+        r = await portal.client.get("/portal/audit", params=bad)
+        assert r.status_code == 422 and r.headers["content-type"].startswith("text/html"), bad
+
+
+async def test_audit_pages_with_an_opaque_cursor(portal):
+    for i in range(50):
+        await portal.create(name=f"k{i}")  # 50 mints + sign-in + tenant.create: more than one page of 50
+    first = (await portal.get("/portal/audit")).text
+    m = re.search(r'rel="next" href="/portal/audit\?key=&amp;action=&amp;cursor=([A-Za-z0-9_-]+)"', first)
+    assert m, "no Older link"
+    second = (await portal.get("/portal/audit", cursor=m.group(1))).text
+    count = [len(re.findall(r"<time datetime", t)) for t in (first, second)]
+    assert count[0] == 50 and count[1] >= 2 and 'rel="next"' not in second
+    assert "tenant.create" in second and "tenant.create" not in first[first.index("<tbody>"):]
 

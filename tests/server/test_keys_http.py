@@ -343,13 +343,29 @@ async def test_every_change_is_audited_with_actor_and_address(client, admin_head
     assert mine[1]["details"]["rolled_from"] == a["id"] and mine[1]["details"]["grace_seconds"] == 5
     assert mine[2]["details"]["alg"] == "EdDSA" and mine[2]["details"]["scopes"] == ["x"]
     assert [e["id"] for e in events] == sorted((e["id"] for e in events), reverse=True)
-    # paging by before_id
+    # paging like /v1/keys: an opaque cursor in, next_cursor out
     page = (await client.get("/v1/audit", params={"limit": "2"}, headers=admin_headers)).json()
-    assert len(page["data"]) == 2 and page["next_before_id"] == page["data"][-1]["id"]
-    rest = (await client.get("/v1/audit", params={"before_id": page["next_before_id"]}, headers=admin_headers)).json()
+    assert len(page["data"]) == 2 and page["next_cursor"]
+    rest = (await client.get("/v1/audit", params={"cursor": page["next_cursor"]}, headers=admin_headers)).json()
     assert [e["id"] for e in page["data"] + rest["data"]] == [e["id"] for e in events]
+    assert rest["next_cursor"] is None and rest["next_before_id"] is None
+    # the older spelling still works
+    assert page["next_before_id"] == page["data"][-1]["id"]
+    old = (await client.get("/v1/audit", params={"before_id": page["next_before_id"]}, headers=admin_headers)).json()
+    assert old["data"] == rest["data"]
     for bad in ("-1", str(2**64), "abc"):
         is_problem(await client.get("/v1/audit", params={"before_id": bad}, headers=admin_headers), 400)
+    keys_cursor = (await client.get("/v1/keys", params={"limit": "1"}, headers=admin_headers)).json()["next_cursor"]
+    for bad in ("MToA", "OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk6YWJj", keys_cursor):  # a key list cursor is not one
+        is_problem(await client.get("/v1/audit", params={"cursor": bad}, headers=admin_headers), 422)
+    # filters: one key, one action
+    about_b = (await client.get("/v1/audit", params={"key": b["id"]}, headers=admin_headers)).json()["data"]
+    assert [e["action"] for e in about_b] == ["key.revoke", "key.roll"]
+    mints = (await client.get("/v1/audit", params={"action": "key.mint"}, headers=admin_headers)).json()["data"]
+    assert a["id"] in [e["target"] for e in mints] and {e["action"] for e in mints} == {"key.mint"}
+    assert len(mints) == len([e for e in events if e["action"] == "key.mint"])
+    for bad in ({"key": "a\x00b"}, {"key": "x" * 65}, {"action": "KEY"}, {"action": "a\x00"}):
+        is_problem(await client.get("/v1/audit", params=bad, headers=admin_headers), 400)
 
 
 async def test_metrics_follow_the_keys(client, admin_headers, clock):
