@@ -24,7 +24,8 @@ from ..errors import InvalidInput, ServiceError
 from ..keycache import claimed_kid
 from ..schemas import KEY_ID_PATTERN, TEXT_PATTERN, KeySpec, RollRequest
 from ..services import Introspector, KeyLifecycle, KeyQueries
-from ..services.queries import decode_cursor
+from ..services.queries import STATES, decode_cursor
+from . import docs
 from .deps import core_of, json_body
 from .views import audit_view, key_view
 
@@ -57,7 +58,7 @@ class KeysController(Controller):
     tags = ["keys"]
     dependencies = {"admin": provide_admin}
 
-    @post("/", status_code=201, guards=[json_body(KeySpec), requires(WRITE)])
+    @post("/", status_code=201, guards=[json_body(KeySpec), requires(WRITE)], **docs.op("mint"))
     async def mint(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
                    data: JSONBody[KeySpec]) -> Response[Any]:
         """Mint an API key. The full key is in this response and nowhere else, ever."""
@@ -68,13 +69,13 @@ class KeysController(Controller):
         return _with_key(core, row, minted,
                          warning="Store this key now: it is shown only once and cannot be recovered.")
 
-    @get("/", guards=[requires(READ)])
+    @get("/", guards=[requires(READ)], **docs.op("list_keys"))
     async def list_keys(
         self,
         request: AnyRequest,
         admin: NamedDependency[Admin],
         queries: NamedDependency[KeyQueries],
-        key_state: Annotated[str, QueryParameter(name="state")] = "all",
+        key_state: Annotated[str, QueryParameter(name="state", schema_extra={"enum": list(STATES)})] = "all",
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Annotated[str | None, QueryParameter(max_length=512, pattern=r"^[A-Za-z0-9_=-]*$")] = None,
         subject: Annotated[str | None, QueryParameter(min_length=1, max_length=256, pattern=TEXT_PATTERN)] = None,
@@ -88,7 +89,7 @@ class KeysController(Controller):
         now = core.clock()
         return {"data": [key_view(r, now, core.settings) for r in page.items], "next_cursor": page.next_cursor}
 
-    @get("/{key_id:str}", guards=[requires(READ)])
+    @get("/{key_id:str}", guards=[requires(READ)], **docs.op("get_key"))
     async def get_key(self, request: AnyRequest, admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
                       key_id: _KeyId) -> dict[str, Any]:
         """One key's description (never the key string)."""
@@ -96,7 +97,7 @@ class KeysController(Controller):
         return key_view(await queries.get(admin.tenant_id, key_id), core.clock(), core.settings)
 
     @post("/{key_id:str}/roll", status_code=201,
-          guards=[json_body(RollRequest | None, RollRequest()), requires(WRITE)])
+          guards=[json_body(RollRequest | None, RollRequest()), requires(WRITE)], **docs.op("roll"))
     async def roll(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
                    key_id: _KeyId, data: JSONBody[RollRequest | None] = None) -> Response[Any]:
         """Replace a key: a new key now, the old one stays valid for the grace period."""
@@ -106,7 +107,7 @@ class KeysController(Controller):
                                                 grace_seconds=body.grace_seconds, expires_in=body.expires_in)
         return _with_key(core, new, minted, previous=key_view(old, core.clock(), core.settings))
 
-    @delete("/{key_id:str}", status_code=200, guards=[requires(WRITE)])
+    @delete("/{key_id:str}", status_code=200, guards=[requires(WRITE)], **docs.op("revoke"))
     async def revoke(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
                      key_id: _KeyId) -> dict[str, Any]:
         """Revoke now: the key leaves the JWKS at once."""
@@ -114,7 +115,8 @@ class KeysController(Controller):
         return key_view(await lifecycle.revoke(admin.tenant_id, key_id, admin.actor), core.clock(), core.settings)
 
 
-@get("/v1/audit", tags=["audit"], guards=[requires(READ)], dependencies={"admin": provide_admin})
+@get("/v1/audit", tags=["audit"], guards=[requires(READ)], dependencies={"admin": provide_admin},
+     **docs.op("audit_log"))
 async def audit_log(
     admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
@@ -135,7 +137,8 @@ async def _token_param(request: AnyRequest) -> object:
     return (await request.form()).get("token")
 
 
-@post("/oauth/introspect", tags=["oauth"], status_code=200, dependencies={"admin": provide_introspection_admin})
+@post("/oauth/introspect", tags=["oauth"], status_code=200, dependencies={"admin": provide_introspection_admin},
+      **docs.op("introspect"))
 async def introspect(request: AnyRequest, admin: NamedDependency[Admin],
                      introspector: NamedDependency[Introspector]) -> Response[Any]:
     """RFC 7662 token introspection, authenticated by a tenant admin key.
