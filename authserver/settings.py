@@ -232,7 +232,7 @@ def _parse(name: str, type_: msgspec.inspect.Type, raw: str) -> Any:
             try:
                 text = parse_duration(text)
             except ValueError as exc:
-                raise ValueError(f"{_var(name)}: {exc}") from None
+                raise ValueError(f"{_var(name)}={raw!r} is not valid: {exc}") from None
     try:
         return msgspec.convert(text, _plain(type_), strict=False)
     except msgspec.ValidationError as exc:
