@@ -9,11 +9,11 @@ from contextlib import asynccontextmanager
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 
 from . import __version__, portal
-from .api import admin_keys, management, public
+from .api import admin_keys, docs, management, public
 from .api.deps import SERVICES, add_ratelimit_headers
+from .api.docspage import DocsPage
 from .core import Core
 from .logs import configure_logging
 from .problems import EXCEPTION_HANDLERS
@@ -41,8 +41,10 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         exception_handlers=EXCEPTION_HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
-            title="authserver", version=__version__, path="/schema",
-            render_plugins=[ScalarRenderPlugin()],
+            title="authserver", version=__version__, path="/schema", components=docs.COMPONENTS,
+            description="API keys as JWTs that gateways verify offline against the JWKS. Errors are RFC 9457 "
+                        "problem details (application/problem+json) with a stable `code`.",
+            render_plugins=[DocsPage()], use_handler_docstrings=True,
         ),
         state=State({"core": core}),
         logging_config=None,

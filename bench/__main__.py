@@ -1,4 +1,7 @@
-"""python -m bench [--quick] [--only gateway,mint,...] [--out bench/results]
+"""python -m bench [--quick] [--only gateway,mint,...] [--out DIR]
+
+A full run writes to bench/results/ (committed); a quick run to
+bench/results-quick/ (gitignored), so it never overwrites the full results.
 
 Every process the harness starts (Envoy, authserver, nginx, wrk) is stopped
 when its measurement ends, on errors and on Ctrl-C / SIGTERM too; children
@@ -21,6 +24,10 @@ from ._common import machine_info
 from .suites import SUITES
 
 QUICK_DEFAULT = ["gateway", "server_memory", "jwks_serving", "mint", "propagation"]
+# default outputs, beside this package whatever the working directory: the
+# committed full-run results, and a gitignored folder for quick runs
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+QUICK_RESULTS_DIR = Path(__file__).resolve().parent / "results-quick"
 
 
 def _sigterm(signum, frame):  # run the context managers that stop our children
@@ -32,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes, short runs (under 2 minutes)")
     p.add_argument("--only", help=f"comma-separated suites: {', '.join(SUITES)}")
-    p.add_argument("--out", default="bench/results", help="output directory (default bench/results)")
+    p.add_argument("--out", default=None,
+                   help="output directory (default bench/results, with --quick bench/results-quick)")
     p.add_argument("--merge", action="store_true",
                    help="keep the other suites of an earlier run in --out (re-run some suites only)")
     p.add_argument("--cache-duration", type=int, metavar="S",
@@ -56,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     for var in ("NO_PROXY", "no_proxy"):
         os.environ[var] = ",".join(filter(None, [os.environ.get(var), "127.0.0.1", "localhost"]))
 
+    out = Path(args.out) if args.out else QUICK_RESULTS_DIR if args.quick else RESULTS_DIR
     started = time.perf_counter()
     results = {"quick": args.quick, "machine": machine_info(), "suites": {}, "seconds": {}, "errors": {},
                "options": {"only": names, "cache_duration": args.cache_duration, "max_keys": args.max_keys}}
-    earlier = Path(args.out) / "results.json"
+    earlier = out / "results.json"
     if args.merge and earlier.exists():
         old = json.loads(earlier.read_text())
         results["suites"], results["seconds"] = old["suites"], old["seconds"]
@@ -77,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[bench] {name} {'FAILED' if name in results['errors'] else 'done'} in "
               f"{results['seconds'][name]} s", file=sys.stderr, flush=True)
     results["total_seconds"] = round(time.perf_counter() - started, 1)
-    for path in report.write(results, Path(args.out)):
+    for path in report.write(results, out):
         print(path)
     print(f"[bench] total {results['total_seconds']} s", file=sys.stderr)
     return 1 if results["errors"] else 0

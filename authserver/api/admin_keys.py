@@ -20,6 +20,7 @@ from ..db.models import ApiKey
 from ..schemas import AdminKeySpec, RollRequest
 from ..services import KeyLifecycle, KeyQueries
 from ..services.adminkeys import admin_key_spec, check_grant
+from . import docs
 from .deps import core_of, json_body
 from .management import KeyId, ListCursor, ListLimit, ListState
 from .views import admin_key_view
@@ -42,7 +43,7 @@ class AdminKeysController(Controller):
     tags = ["admin keys"]
     dependencies = {"admin": provide_admin}
 
-    @get("/", guards=[requires(READ)])
+    @get("/", guards=[requires(READ)], **docs.op("list_admin_keys"))
     async def list_admin_keys(
         self, request: AnyRequest, admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
         key_state: ListState = "all", limit: ListLimit = 50, cursor: ListCursor = None,
@@ -53,7 +54,8 @@ class AdminKeysController(Controller):
         now = core_of(request).clock()
         return {"data": [admin_key_view(r, now) for r in page.items], "next_cursor": page.next_cursor}
 
-    @post("/", status_code=201, guards=[json_body(AdminKeySpec), requires(ADMIN_WRITE)])
+    @post("/", status_code=201, guards=[json_body(AdminKeySpec), requires(ADMIN_WRITE)],
+          **docs.op("mint_admin_key"))
     async def mint_admin_key(self, request: AnyRequest, admin: NamedDependency[Admin],
                              lifecycle: NamedDependency[KeyLifecycle], data: JSONBody[AdminKeySpec]) -> Response[Any]:
         """Mint an admin key: ``scopes`` default to the caller's and may not exceed them;
@@ -62,7 +64,7 @@ class AdminKeysController(Controller):
         row, minted = await lifecycle.mint(admin.tenant_id, spec, admin.actor, kind="admin")
         return _created(row, minted.key, core_of(request).clock())
 
-    @get("/{key_id:str}", guards=[requires(READ)])
+    @get("/{key_id:str}", guards=[requires(READ)], **docs.op("get_admin_key"))
     async def get_admin_key(self, request: AnyRequest, admin: NamedDependency[Admin],
                             queries: NamedDependency[KeyQueries], key_id: KeyId) -> dict[str, Any]:
         """One admin key (never the key string)."""
@@ -70,7 +72,7 @@ class AdminKeysController(Controller):
         return admin_key_view(row, core_of(request).clock())
 
     @post("/{key_id:str}/roll", status_code=201,
-          guards=[json_body(RollRequest | None, RollRequest()), requires(ADMIN_WRITE)])
+          guards=[json_body(RollRequest | None, RollRequest()), requires(ADMIN_WRITE)], **docs.op("roll_admin_key"))
     async def roll_admin_key(self, request: AnyRequest, admin: NamedDependency[Admin],
                              queries: NamedDependency[KeyQueries], lifecycle: NamedDependency[KeyLifecycle],
                              key_id: KeyId, data: JSONBody[RollRequest | None] = None) -> Response[Any]:
@@ -83,7 +85,7 @@ class AdminKeysController(Controller):
         now = core_of(request).clock()
         return _created(new, minted.key, now, previous=admin_key_view(old, now))
 
-    @delete("/{key_id:str}", status_code=200, guards=[requires(ADMIN_WRITE)])
+    @delete("/{key_id:str}", status_code=200, guards=[requires(ADMIN_WRITE)], **docs.op("revoke_admin_key"))
     async def revoke_admin_key(self, request: AnyRequest, admin: NamedDependency[Admin],
                                lifecycle: NamedDependency[KeyLifecycle], key_id: KeyId) -> dict[str, Any]:
         """Revoke now (idempotent). 409 ``last_admin_key`` if no other active admin key

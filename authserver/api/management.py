@@ -34,6 +34,8 @@ from ..schemas import (
     parse_duration,
 )
 from ..services import Introspector, KeyLifecycle, KeyQueries
+from ..services.queries import STATES
+from . import docs
 from .deps import core_of, json_body
 from .views import audit_view, key_view
 
@@ -73,7 +75,7 @@ class KeysController(Controller):
     tags = ["keys"]
     dependencies = {"admin": provide_admin}
 
-    @post("/", status_code=201, guards=[json_body(KeySpec), requires(WRITE)])
+    @post("/", status_code=201, guards=[json_body(KeySpec), requires(WRITE)], **docs.op("mint"))
     async def mint(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
                    data: JSONBody[KeySpec]) -> Response[Any]:
         """Mint an API key. The full key is in this response and nowhere else, ever."""
@@ -84,20 +86,20 @@ class KeysController(Controller):
         return _with_key(core, row, minted,
                          warning="Store this key now: it is shown only once and cannot be recovered.")
 
-    @get("/", guards=[requires(READ)])
+    @get("/", guards=[requires(READ)], **docs.op("list_keys"))
     async def list_keys(
         self,
         request: AnyRequest,
         admin: NamedDependency[Admin],
         queries: NamedDependency[KeyQueries],
-        key_state: ListState = "all",
+        key_state: Annotated[str, QueryParameter(name="state", schema_extra={"enum": list(STATES)})] = "all",
         limit: ListLimit = 50,
         cursor: ListCursor = None,
         subject: Annotated[str | None, QueryParameter(min_length=1, max_length=SUBJECT_MAX_LENGTH,
                                                       pattern=TEXT_PATTERN)] = None,
         search: Annotated[str | None, QueryParameter(name="q", max_length=SEARCH_MAX_LENGTH,
                                                      pattern=TEXT_PATTERN)] = None,
-        unused_for: Annotated[str | None, QueryParameter(max_length=12, pattern=r"^[0-9]+[smhd]?$")] = None,
+        unused_for: Annotated[str | None, QueryParameter(max_length=12, pattern=r"^[0-9]+[smhdw]?$")] = None,
     ) -> dict[str, Any]:
         """List keys, newest first. ``state``: active, rolling, live, expired, revoked, all;
         ``q``: a substring of the name or subject, or a key id prefix; ``unused_for``:
@@ -109,7 +111,7 @@ class KeysController(Controller):
         now = core.clock()
         return {"data": [key_view(r, now, core.settings) for r in page.items], "next_cursor": page.next_cursor}
 
-    @get("/{key_id:str}", guards=[requires(READ)])
+    @get("/{key_id:str}", guards=[requires(READ)], **docs.op("get_key"))
     async def get_key(self, request: AnyRequest, admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
                       key_id: KeyId) -> dict[str, Any]:
         """One key's description (never the key string), with the calls gateways reported."""
@@ -118,7 +120,7 @@ class KeysController(Controller):
         assert core.usage_queries is not None  # always built
         return view | {"usage_totals": await core.usage_queries.totals(admin.tenant_id, key_id)}
 
-    @get("/{key_id:str}/usage", guards=[requires(READ)])
+    @get("/{key_id:str}/usage", guards=[requires(READ)], **docs.op("usage"))
     async def usage(
         self, request: AnyRequest, admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
         key_id: KeyId,
@@ -138,7 +140,7 @@ class KeysController(Controller):
         return {"from": frm, "to": to, "granularity": granularity, "data": data}
 
     @post("/{key_id:str}/roll", status_code=201,
-          guards=[json_body(RollRequest | None, RollRequest()), requires(WRITE)])
+          guards=[json_body(RollRequest | None, RollRequest()), requires(WRITE)], **docs.op("roll"))
     async def roll(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
                    key_id: KeyId, data: JSONBody[RollRequest | None] = None) -> Response[Any]:
         """Replace a key: a new key now, the old one stays valid for the grace period."""
@@ -148,7 +150,7 @@ class KeysController(Controller):
                                                 grace_seconds=body.grace_seconds, expires_in=body.expires_in)
         return _with_key(core, new, minted, previous=key_view(old, core.clock(), core.settings))
 
-    @patch("/{key_id:str}", guards=[json_body(KeyPatch), requires(WRITE)])
+    @patch("/{key_id:str}", guards=[json_body(KeyPatch), requires(WRITE)], **docs.op("update"))
     async def update(self, request: AnyRequest, admin: NamedDependency[Admin],
                      lifecycle: NamedDependency[KeyLifecycle], key_id: KeyId,
                      data: JSONBody[KeyPatch]) -> dict[str, Any]:
@@ -158,7 +160,7 @@ class KeysController(Controller):
         row = await lifecycle.update(admin.tenant_id, key_id, request.state.body, admin.actor)
         return key_view(row, core.clock(), core.settings)
 
-    @delete("/{key_id:str}", status_code=200, guards=[requires(WRITE)])
+    @delete("/{key_id:str}", status_code=200, guards=[requires(WRITE)], **docs.op("revoke"))
     async def revoke(self, request: AnyRequest, admin: NamedDependency[Admin], lifecycle: NamedDependency[KeyLifecycle],
                      key_id: KeyId) -> dict[str, Any]:
         """Revoke now: the key leaves the JWKS at once."""
@@ -166,7 +168,8 @@ class KeysController(Controller):
         return key_view(await lifecycle.revoke(admin.tenant_id, key_id, admin.actor), core.clock(), core.settings)
 
 
-@get("/v1/audit", tags=["audit"], guards=[requires(READ)], dependencies={"admin": provide_admin})
+@get("/v1/audit", tags=["audit"], guards=[requires(READ)], dependencies={"admin": provide_admin},
+     **docs.op("audit_log"))
 async def audit_log(
     admin: NamedDependency[Admin], queries: NamedDependency[KeyQueries],
     limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
@@ -195,7 +198,8 @@ async def _token_param(request: AnyRequest) -> object:
     return (await request.form()).get("token")
 
 
-@post("/oauth/introspect", tags=["oauth"], status_code=200, dependencies={"admin": provide_introspection_admin})
+@post("/oauth/introspect", tags=["oauth"], status_code=200, dependencies={"admin": provide_introspection_admin},
+      **docs.op("introspect"))
 async def introspect(request: AnyRequest, admin: NamedDependency[Admin],
                      introspector: NamedDependency[Introspector]) -> Response[Any]:
     """RFC 7662 token introspection, authenticated by a tenant admin key.

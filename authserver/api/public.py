@@ -15,6 +15,7 @@ from litestar.params import PathParameter
 
 from ..errors import NotFound
 from ..schemas import ALGORITHM_NAMES
+from . import docs
 from .deps import core_of
 
 AnyRequest = Request[Any, Any, Any]
@@ -117,19 +118,20 @@ def _discovery(request: AnyRequest, tenant_id: str) -> dict[str, Any]:
     }
 
 
-@get("/t/{tenant_id:str}/.well-known/jwks.json", include_in_schema=True, tags=["public"], sync_to_thread=False)
+@get("/t/{tenant_id:str}/.well-known/jwks.json", include_in_schema=True, tags=["public"], sync_to_thread=False,
+     **docs.op("jwks"))
 def tenant_jwks(request: AnyRequest, tenant_id: _TenantId) -> Response[Any]:
     """The tenant's JSON Web Key Set: one public key per live API key."""
     return _jwks_response(request, tenant_id)
 
 
-@get("/t/{tenant_id:str}/shards/{shard:int}/jwks.json", tags=["public"], sync_to_thread=False)
+@get("/t/{tenant_id:str}/shards/{shard:int}/jwks.json", tags=["public"], sync_to_thread=False, **docs.op("jwks"))
 def shard_jwks(request: AnyRequest, tenant_id: _TenantId, shard: Annotated[int, PathParameter()]) -> Response[Any]:
     """One shard of a sharded tenant's keys (keys whose prefix ends in s{shard}_)."""
     return _jwks_response(request, tenant_id, shard)
 
 
-@get("/.well-known/jwks.json", tags=["public"], sync_to_thread=False)
+@get("/.well-known/jwks.json", tags=["public"], sync_to_thread=False, **docs.op("default_jwks"))
 def default_jwks(request: AnyRequest) -> Response[Any]:
     """The default tenant's JWKS."""
     return _jwks_response(request, core_of(request).settings.default_tenant)
@@ -144,7 +146,7 @@ def default_jwks(request: AnyRequest) -> Response[Any]:
         "/.well-known/oauth-authorization-server/t/{tenant_id:str}",
         "/.well-known/openid-configuration/t/{tenant_id:str}",
     ],
-    tags=["public"], sync_to_thread=False,
+    tags=["public"], sync_to_thread=False, **docs.op("discovery"),
 )
 def tenant_discovery(request: AnyRequest, tenant_id: _TenantId) -> dict[str, Any]:
     """OpenID discovery / RFC 8414 metadata for one tenant (path appended or inserted)."""
@@ -152,20 +154,20 @@ def tenant_discovery(request: AnyRequest, tenant_id: _TenantId) -> dict[str, Any
 
 
 @get(["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"], tags=["public"],
-     sync_to_thread=False)
+     sync_to_thread=False, **docs.op("default_discovery"))
 def default_discovery(request: AnyRequest) -> dict[str, Any]:
     """Discovery metadata of the default tenant."""
     return _discovery(request, core_of(request).settings.default_tenant)
 
 
-@get("/healthz", tags=["ops"], sync_to_thread=False)
+@get("/healthz", tags=["ops"], sync_to_thread=False, **docs.op("healthz"))
 def healthz(request: AnyRequest) -> dict[str, Any]:
     """Liveness plus whether the database answered the last reread."""
     core = core_of(request)
     return {"status": "ok", "database": "ok" if core.db_ok else "unreachable", "tenants": len(core.cache.tenants)}
 
 
-@get("/metrics", tags=["ops"], sync_to_thread=False)
+@get("/metrics", tags=["ops"], sync_to_thread=False, **docs.op("metrics"))
 def metrics(request: AnyRequest) -> Response[Any]:
     """Prometheus metrics."""
     return Response(core_of(request).metrics.render(), media_type="text/plain; version=0.0.4")

