@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from sqlalchemy import or_, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import keys
@@ -21,6 +22,9 @@ from .keygen import KeyGenerator
 from .prepublish import Prepublished, Prepublisher
 
 __all__ = ["KeyLifecycle"]
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,29 @@ def _rollable(old: ApiKey | None, tenant_id: str, now: int) -> ApiKey:
     if old.state(now) != "active":
         raise Conflict(f"only an active key can be rolled; this one is {old.state(now)}")
     return old
+
+
+async def _claim_roll(s: AsyncSession, tenant_id: str, kid: str, successor: ApiKey, now: int,
+                      grace_ends_at: int) -> None:
+    """Mark ``kid`` as rolled to ``successor``, only if it is still active.
+
+    One conditional UPDATE decides: the database evaluates the condition
+    against the committed row under its write lock (PostgreSQL rechecks it
+    after waiting for a concurrent roll; SQLite has one writer), so of any
+    number of concurrent rolls, on any replica or CLI process, exactly one
+    matches a row and every other one gets 409.
+    """
+    claimed = await s.execute(
+        update(ApiKey)
+        .where(ApiKey.id == kid, ApiKey.tenant_id == tenant_id, ApiKey.kind == "api",
+               ApiKey.rolled_to.is_(None), ApiKey.grace_ends_at.is_(None), ApiKey.revoked_at.is_(None),
+               or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+        .values(grace_ends_at=grace_ends_at, rolled_to=successor.id, changed_at=successor.changed_at)
+        .execution_options(synchronize_session=False)
+    )
+    if cast("CursorResult[Any]", claimed).rowcount != 1:
+        _rollable(await s.get(ApiKey, kid), tenant_id, now)  # says why (not found, revoked, rolling...)
+        raise Conflict("this key is already being rolled")
 
 
 class KeyLifecycle:
@@ -94,10 +121,9 @@ class KeyLifecycle:
         row = self._row(tk, spec, "api", issued, rolled_from=old.id)
         async with self.sessions() as s, s.begin():
             now = int(self.clock())
-            locked = _rollable(await s.get(ApiKey, kid, with_for_update=True), tenant_id, now)
-            locked.grace_ends_at = now + grace
-            locked.rolled_to = row.id
-            locked.changed_at = row.changed_at
+            await _claim_roll(s, tenant_id, kid, row, now, now + grace)
+            locked = await s.get(ApiKey, kid, populate_existing=True)
+            assert locked is not None  # we just updated it, in this transaction
             details = {"kind": "api", "alg": row.algorithm, "scopes": list(spec.scopes), "rolled_from": kid,
                        "grace_seconds": grace}
             s.add(row)
