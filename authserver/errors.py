@@ -6,6 +6,7 @@
     ├── Forbidden (403)         credential fine, scope or tenant wrong
     ├── NotFound (404)
     ├── Conflict (409)          e.g. rolling a revoked key
+    │   └── QuotaExceeded (409) the tenant is at its cap on live keys
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)  e.g. a body that is not JSON where JSON is required
     ├── RateLimited (429)       carries retry_after seconds
@@ -21,6 +22,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "Conflict",
+    "QuotaExceeded",
     "PayloadTooLarge",
     "UnsupportedMediaType",
     "RateLimited",
@@ -57,6 +59,10 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     status, code, title = 409, "conflict", "Conflict with the current state"
+
+
+class QuotaExceeded(Conflict):
+    code, title = "quota_exceeded", "Quota exceeded"
 
 
 class PayloadTooLarge(ServiceError):

@@ -96,6 +96,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # only from these are X-Forwarded-For / Forwarded read; empty trusts none
     trusted_proxies: str = ""
     run_migrations: bool = True
+    # cap on a tenant's live API keys (mint and roll answer 409 quota_exceeded
+    # at it); 0: no cap. `authserver tenant quota T --max-live-keys N` overrides it per tenant
+    max_live_keys_per_tenant: NonNegInt = 1_000_000
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and

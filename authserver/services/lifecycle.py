@@ -20,6 +20,7 @@ from ..settings import Settings
 from .common import ADMIN_PREFIX, Actor, Publisher, audit_event, tenant_of
 from .keygen import KeyGenerator
 from .prepublish import Prepublished, Prepublisher
+from .quota import lock_tenant, reserve_live_key
 
 __all__ = ["KeyLifecycle"]
 
@@ -95,6 +96,8 @@ class KeyLifecycle:
         if isinstance(issued, Prepublished):
             details["prepublished_at"] = issued.published_at
         async with self.sessions() as s, s.begin():
+            if kind == "api":
+                await reserve_live_key(s, await lock_tenant(s, tenant_id), self.settings, int(self.clock()))
             await issued.claim(s)
             s.add(row)
             s.add(audit_event(tenant_id, actor, "key.mint", row.id, details, self.clock()))
@@ -121,7 +124,10 @@ class KeyLifecycle:
         row = self._row(tk, spec, "api", issued, rolled_from=old.id)
         async with self.sessions() as s, s.begin():
             now = int(self.clock())
+            tenant = await lock_tenant(s, tenant_id)
             await _claim_roll(s, tenant_id, kid, row, now, now + grace)
+            # after the claim: with no grace the old key is no longer live and frees its place
+            await reserve_live_key(s, tenant, self.settings, now)
             locked = await s.get(ApiKey, kid, populate_existing=True)
             assert locked is not None  # we just updated it, in this transaction
             details = {"kind": "api", "alg": row.algorithm, "scopes": list(spec.scopes), "rolled_from": kid,
