@@ -10,8 +10,8 @@ import json
 import time
 
 import httpx
+from _db import query_sql
 from _proc import cli, wait_until
-from test_roll_race import query_sql
 
 LEASE = 6.0
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from _db import query_sql
 from _proc import cli
-from test_roll_race import query_sql
 
 CAP = 7
 PARALLEL = 24

@@ -13,22 +13,11 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+from _db import query_sql
 from _proc import cli
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 TRIALS = 45
 PARALLEL = 10
-
-
-async def query_sql(url: str, sql: str, **params: str) -> list[tuple]:
-    """What is really stored, read in an engine of our own."""
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            return [tuple(r) for r in (await conn.execute(text(sql), params)).all()]
-    finally:
-        await engine.dispose()
 
 
 async def _race(urls: list[str], admin: str, database_url: str) -> None:
