@@ -121,6 +121,25 @@ async def _cmd_tenant_shards(settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
+async def _cmd_tenant_quota(settings: Settings, args: argparse.Namespace) -> int:
+    from .services import Actor
+
+    async with open_core(settings) as core:
+        if args.default or args.max_live_keys is not None:
+            quota = await core.tenants.set_quota(args.tenant, None if args.default else args.max_live_keys,
+                                                 Actor("cli"))
+        else:
+            quota = await core.tenants.quota(args.tenant)
+    if args.json:
+        _print_json({"tenant": quota.tenant, "max_live_keys": quota.limit, "override": quota.override,
+                     "live_keys": quota.live})
+    else:
+        limit = f"limit {quota.limit}" if quota.limit else "no limit"
+        source = "set for this tenant" if quota.override is not None else "AUTHSERVER_MAX_LIVE_KEYS_PER_TENANT"
+        print(f"tenant {quota.tenant}: {quota.live} live key(s), {limit} ({source})")
+    return 0
+
+
 async def _cmd_keys_mint(settings: Settings, args: argparse.Namespace) -> int:
     from .api.views import key_view
     from .schemas import key_spec
@@ -437,6 +456,15 @@ def _add_tenant(sub: _Subparsers) -> None:
                     help="target shard size; Envoy scans a JWKS linearly, so keep it to a few thousand")
     _add_json(ts)
     ts.set_defaults(func=_cmd_tenant_shards)
+    tq = tsub.add_parser("quota", help="show or set the cap on the tenant's live API keys")
+    tq.add_argument("tenant")
+    group = tq.add_mutually_exclusive_group()
+    group.add_argument("--max-live-keys", type=int, metavar="N",
+                       help="at most N live API keys (0: no limit); mint and roll answer 409 quota_exceeded at it")
+    group.add_argument("--default", action="store_true",
+                       help="follow AUTHSERVER_MAX_LIVE_KEYS_PER_TENANT again")
+    tq.add_argument("--json", action="store_true")
+    tq.set_defaults(func=_cmd_tenant_quota)
 
 
 _KEY_COMMANDS: dict[str, tuple[Command, str]] = {

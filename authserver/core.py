@@ -97,7 +97,7 @@ class Core:
         instant = Prepublisher(
             sessions, cache, publisher, keygen.refill_executor, pool_size=settings.instant_activation_pool_size,
             max_age=settings.instant_activation_max_age_seconds, min_age=settings.gateway_cache_seconds + 5,
-            clock=clock,
+            lease=settings.instant_activation_lease_seconds, owner=replica_id, clock=clock,
         ) if settings.instant_activation else None
         lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
         limiter = redis.limiter if redis else MemoryLimiter(clock)

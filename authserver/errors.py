@@ -6,7 +6,8 @@
     ├── Forbidden (403)         credential fine, scope or tenant wrong
     ├── NotFound (404)
     ├── Conflict (409)          e.g. rolling a revoked key
-    │   └── LastAdminKey (409)  revoking the admin key the tenant cannot do without
+    │   ├── LastAdminKey (409)  revoking the admin key the tenant cannot do without
+    │   └── QuotaExceeded (409) the tenant is at its cap on live keys
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)  e.g. a body that is not JSON where JSON is required
     ├── RateLimited (429)       carries retry_after seconds
@@ -23,6 +24,7 @@ __all__ = [
     "NotFound",
     "Conflict",
     "LastAdminKey",
+    "QuotaExceeded",
     "PayloadTooLarge",
     "UnsupportedMediaType",
     "RateLimited",
@@ -63,6 +65,10 @@ class Conflict(ServiceError):
 
 class LastAdminKey(Conflict):
     code, title = "last_admin_key", "The tenant's last admin key"
+
+
+class QuotaExceeded(Conflict):
+    code, title = "quota_exceeded", "Quota exceeded"
 
 
 class PayloadTooLarge(ServiceError):

@@ -119,6 +119,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     xds_tls_client_ca: str | None = None
     # usage from gateways' access logs is written in batches this often (last_used_at lags by about this)
     usage_flush_seconds: Annotated[float, Meta(gt=0, le=3600)] = 2.0
+    # cap on a tenant's live API keys (mint and roll answer 409 quota_exceeded
+    # at it); 0: no cap. `authserver tenant quota T --max-live-keys N` overrides it per tenant
+    max_live_keys_per_tenant: NonNegInt = 1_000_000
+    # instant activation: a replica renews the lease of its pre-published keys
+    # every third of this; those of a replica that stopped renewing (killed:
+    # their private halves died with it) leave every JWKS when it runs out
+    instant_activation_lease_seconds: Annotated[float, Meta(gt=0)] = 60.0
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and

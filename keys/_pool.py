@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,17 @@ class KeypairPool:
             while self._entries and self._entries[0].created_at <= cutoff:
                 gone.append(self._entries.popleft().jwk["kid"])
         return gone
+
+    def discard(self, kids: Collection[str]) -> list[str]:
+        """Drop these keypairs (their public halves were withdrawn); returns
+        the kids dropped."""
+        wanted = set(kids)
+        with self._lock:
+            gone = [e for e in self._entries if e.jwk["kid"] in wanted]
+            self._entries = deque(e for e in self._entries if e.jwk["kid"] not in wanted)
+        for e in gone:
+            e.private_key = None
+        return [e.jwk["kid"] for e in gone]
 
     def public_jwks(self, older_than: float = 0.0) -> list[dict[str, Any]]:
         """Public halves of pooled keys (aged at least ``older_than`` seconds)."""

@@ -37,6 +37,11 @@ class Tenant(Base):
     shard_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # epoch ms of the last change: the reconcile loop rereads tenants changed since
     changed_at: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # live API key cap: None follows AUTHSERVER_MAX_LIVE_KEYS_PER_TENANT, 0 is no cap
+    max_live_keys: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # never below the tenant's live API keys: each mint and roll adds one under
+    # the tenant's row lock; recounted exactly only when it reaches the cap
+    live_keys_bound: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class ApiKey(Base):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import keys
@@ -21,8 +21,12 @@ from .common import ADMIN_PREFIX, Actor, Publisher, audit_action, audit_event, c
 from .keygen import KeyGenerator
 from .prepublish import Prepublished, Prepublisher
 from .queries import state_filter
+from .quota import lock_tenant, reserve_live_key
 
 __all__ = ["KeyLifecycle"]
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,29 @@ def _can_manage(row: ApiKey, now: int) -> bool:
     return row.kind == "admin" and row.state(now) == "active" and ADMIN_KEYS_WRITE in row.scopes
 
 
+async def _claim_roll(s: AsyncSession, tenant_id: str, kid: str, successor: ApiKey, now: int,
+                      grace_ends_at: int, kind: str) -> None:
+    """Mark ``kid`` as rolled to ``successor``, only if it is still active.
+
+    One conditional UPDATE decides: the database evaluates the condition
+    against the committed row under its write lock (PostgreSQL rechecks it
+    after waiting for a concurrent roll; SQLite has one writer), so of any
+    number of concurrent rolls, on any replica or CLI process, exactly one
+    matches a row and every other one gets 409.
+    """
+    claimed = await s.execute(
+        update(ApiKey)
+        .where(ApiKey.id == kid, ApiKey.tenant_id == tenant_id, ApiKey.kind == kind,
+               ApiKey.rolled_to.is_(None), ApiKey.grace_ends_at.is_(None), ApiKey.revoked_at.is_(None),
+               or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now))
+        .values(grace_ends_at=grace_ends_at, rolled_to=successor.id, changed_at=successor.changed_at)
+        .execution_options(synchronize_session=False)
+    )
+    if cast("CursorResult[Any]", claimed).rowcount != 1:
+        _rollable(await s.get(ApiKey, kid), tenant_id, kid, now, kind)  # says why (not found, revoked, rolling...)
+        raise Conflict("this key is already being rolled")
+
+
 class KeyLifecycle:
     def __init__(
         self, settings: Settings, sessions: async_sessionmaker[AsyncSession], cache: KeyCache,
@@ -75,6 +102,8 @@ class KeyLifecycle:
         if isinstance(issued, Prepublished):
             details["prepublished_at"] = issued.published_at
         async with self.sessions() as s, s.begin():
+            if kind == "api":
+                await reserve_live_key(s, await lock_tenant(s, tenant_id), self.settings, int(self.clock()))
             await issued.claim(s)
             s.add(row)
             s.add(audit_event(tenant_id, actor, audit_action(kind, "mint"), row.id, details, self.clock()))
@@ -102,10 +131,13 @@ class KeyLifecycle:
         row = self._row(tk, spec, kind, issued, rolled_from=old.id)
         async with self.sessions() as s, s.begin():
             now = int(self.clock())
-            locked = _rollable(await s.get(ApiKey, kid, with_for_update=True), tenant_id, kid, now, kind)
-            locked.grace_ends_at = now + grace
-            locked.rolled_to = row.id
-            locked.changed_at = row.changed_at
+            tenant = await lock_tenant(s, tenant_id) if kind == "api" else None
+            await _claim_roll(s, tenant_id, kid, row, now, now + grace, kind)
+            if tenant is not None:  # admin keys do not count against the cap
+                # after the claim: with no grace the old key is no longer live and frees its place
+                await reserve_live_key(s, tenant, self.settings, now)
+            locked = await s.get(ApiKey, kid, populate_existing=True)
+            assert locked is not None  # we just updated it, in this transaction
             details = {"kind": kind, "alg": row.algorithm, "scopes": list(spec.scopes), "rolled_from": kid,
                        "grace_seconds": grace}
             s.add(row)

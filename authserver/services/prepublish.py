@@ -9,8 +9,11 @@ duration: the gateway already has it, so the key works at its first call.
 
 Trade-off, documented in the README: those private halves live in this
 process's memory until issued or evicted (after ``max_age``). They are never
-written anywhere; a crash loses them, and their pending rows expire by
-themselves (a pending row's expires_at is its eviction time).
+written anywhere, so a crash loses them: a pending row's expires_at is a
+lease its replica renews every third of ``lease`` seconds. When a replica
+dies (kill -9) its leases run out, and every replica's cache drops those keys
+from the JWKS at that time by itself (as it does any expiry; no message, no
+owner needed); the next prepublish pass anywhere deletes the rows.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import keys
@@ -54,8 +57,8 @@ class Prepublished:
 class Prepublisher:
     def __init__(
         self, sessions: async_sessionmaker[AsyncSession], cache: KeyCache, publisher: Publisher,
-        refill_executor: Executor, *, pool_size: int, max_age: float, min_age: float,
-        clock: Callable[[], float] = time.time,
+        refill_executor: Executor, *, pool_size: int, max_age: float, min_age: float, lease: float = 60.0,
+        owner: str = "", clock: Callable[[], float] = time.time,
     ) -> None:
         self.sessions = sessions
         self.cache = cache
@@ -68,6 +71,9 @@ class Prepublisher:
         self.pools: dict[str, keys.hazmat.KeypairPool] = {}
         self.published: set[str] = set()  # kids whose pending row is committed
         self._wake = asyncio.Event()
+        self.lease = lease
+        self.owner = owner  # replica id, recorded on its pending rows (for operators)
+        self.leased_until = 0.0  # every pending row of ours is published until then, on every replica
 
     def pool(self, tenant_id: str) -> keys.hazmat.KeypairPool:
         pool = self.pools.get(tenant_id)
@@ -83,6 +89,8 @@ class Prepublisher:
         pool = self.pools.get(tenant_id)
         if tk is None or pool is None or pool.algorithm.name != algorithm:
             return None
+        if not self.leased():
+            return None  # renewals failing: our keys may leave the JWKS before a gateway fetches it
         self._wake.set()
 
         def prefix_for(kid: str) -> str:
@@ -108,6 +116,56 @@ class Prepublisher:
         return Prepublished(minted, pending.shard if pending is not None else None, since)
 
     async def run(self) -> None:
+        await asyncio.gather(self._refill_loop(), self._renew_loop())
+
+    def leased(self) -> bool:
+        """Whether our pending rows are surely published for a while yet
+        (renewals succeed): only then are they issued, or new ones added."""
+        return self.leased_until - self.clock() >= self.lease / 3
+
+    async def _renew_loop(self) -> None:
+        # apart from the refill: generating RSA keypairs must not delay a renewal
+        while True:
+            if self.clock() >= self.leased_until - self.lease * 2 / 3:  # a third of the lease has passed
+                try:
+                    await self.renew_leases()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # database down: leases run out, take() stops using them
+                    log.warning("could not renew pre-published keys: %s", type(exc).__name__)
+            await asyncio.sleep(min(1.0, self.lease / 3))
+
+    async def renew_leases(self) -> None:
+        """Extend the lease of every pending row of ours. A row whose lease ran
+        out meanwhile (renewals failed) may have left other replicas' JWKS:
+        its keypair is discarded, not revived."""
+        now = self.clock()
+        until = int(now + self.lease)
+        kids = list(self.published)
+        renewed: list[ApiKey] = []
+        for i in range(0, len(kids), 500):
+            chunk = kids[i:i + 500]
+            async with self.sessions() as s, s.begin():
+                await s.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id.in_(chunk), ApiKey.kind == "pending", ApiKey.expires_at > now)
+                    .values(expires_at=until, changed_at=int(now * 1000))
+                    .execution_options(synchronize_session=False)
+                )
+                renewed += (await s.scalars(select(ApiKey).where(
+                    ApiKey.id.in_(chunk), ApiKey.kind == "pending", ApiKey.expires_at == until))).all()
+        lapsed = (set(kids) - {r.id for r in renewed}) & self.published  # not those issued meanwhile
+        if lapsed:
+            self.published.difference_update(lapsed)
+            for pool in self.pools.values():
+                pool.discard(lapsed)
+            log.warning("dropped %d pre-published keys whose lease ran out", len(lapsed))
+        self.leased_until = until
+        for row in renewed:
+            if row.id in self.published:  # not issued since (its key row is published instead)
+                await self.publisher.publish(row)
+
+    async def _refill_loop(self) -> None:
         while True:
             try:
                 await self._refill_all()
@@ -128,7 +186,7 @@ class Prepublisher:
             if gone:
                 self.published.difference_update(gone)
                 await self._drop_pending(tenant_id, gone)
-            while pool.needed():
+            while pool.needed() and self.leased():  # publish nothing we cannot keep published
                 jwk = await asyncio.get_running_loop().run_in_executor(self.refill_executor, pool.fill_one)
                 if jwk is None:
                     break
@@ -137,16 +195,16 @@ class Prepublisher:
         await self._delete_expired_pending()
 
     async def _add_pending(self, tenant_id: str, jwk: dict[str, Any]) -> None:
-        """Publish the public half of a pooled keypair."""
+        """Publish the public half of a pooled keypair, leased like the others."""
         tk = tenant_of(self.cache, tenant_id)
         now = int(self.clock())
         shard = tk.least_loaded_shard()
         row = ApiKey(
             id=jwk["kid"], tenant_id=tenant_id, kind="pending", name=None, subject="", scopes=[],
             prefix=tk.info.shard_prefix(shard), last4="", algorithm=jwk["alg"], public_jwk=keys.public_only(jwk),
-            meta={}, rate_limits=None, created_at=now, expires_at=now + int(self.max_age), revoked_at=None,
-            grace_ends_at=None, rolled_from=None, rolled_to=None, changed_at=int(self.clock() * 1000), shard=shard,
-            published_at=now,
+            meta={"owner": self.owner}, rate_limits=None, created_at=now, revoked_at=None, grace_ends_at=None,
+            expires_at=int(self.leased_until),  # the lease: renewed until issued, evicted or we die
+            rolled_from=None, rolled_to=None, changed_at=int(self.clock() * 1000), shard=shard, published_at=now,
         )
         async with self.sessions() as s, s.begin():
             s.add(row)
@@ -163,7 +221,7 @@ class Prepublisher:
             await self.publisher.publish(row)
 
     async def _delete_expired_pending(self) -> None:
-        """Pending rows past their time (evicted, or orphaned by a crash)."""
+        """Pending rows past their lease (evicted, or orphaned by a crash)."""
         now = int(self.clock())
         async with self.sessions() as s, s.begin():
             await s.execute(delete(ApiKey).where(ApiKey.kind == "pending", ApiKey.expires_at <= now))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -20,8 +21,9 @@ from ..settings import Settings
 from .common import ADMIN_PREFIX, Actor, audit_event, tenant_of
 from .keygen import KeyGenerator
 from .lifecycle import KeyLifecycle
+from .quota import count_live_keys, live_key_limit
 
-__all__ = ["TENANT_ID", "TenantNotifier", "TenantService", "no_tenant_notice"]
+__all__ = ["TENANT_ID", "Quota", "TenantNotifier", "TenantService", "no_tenant_notice"]
 
 TENANT_ID = re.compile(r"\A[a-z0-9][a-z0-9-]{0,62}\Z")
 MAX_SHARDS = 4096
@@ -31,6 +33,14 @@ TenantNotifier = Callable[[str], Awaitable[None]]  # (tenant_id): tell the other
 
 async def no_tenant_notice(tenant_id: str) -> None:
     """No Redis: the other replicas reread the tenant within their reconcile interval."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    tenant: str
+    limit: int  # in force; 0: none
+    override: int | None  # the tenant's own; None: the server's AUTHSERVER_MAX_LIVE_KEYS_PER_TENANT
+    live: int  # live API keys now
 
 
 class TenantService:
@@ -137,3 +147,27 @@ class TenantService:
             await s.execute(delete(ApiKey).where(ApiKey.tenant_id == tenant_id))
             await s.execute(delete(Tenant).where(Tenant.id == tenant_id))
         await self.notify(tenant_id)
+
+    # --- the cap on live keys (services/quota.py) ---------------------------
+
+    async def quota(self, tenant_id: str) -> Quota:
+        async with self.sessions() as s:
+            row = await s.get(Tenant, tenant_id)
+            if row is None:
+                raise NotFound(f"no such tenant: {tenant_id}")
+            live = await count_live_keys(s, tenant_id, int(self.clock()))
+        return Quota(tenant_id, live_key_limit(row, self.settings), row.max_live_keys, live)
+
+    async def set_quota(self, tenant_id: str, max_live_keys: int | None, actor: Actor = _CLI) -> Quota:
+        """Cap the tenant's live API keys (0: no cap; None: the server default).
+        Every mint reads it from the tenant row: running replicas apply it at once.
+        Keys over a lowered cap stay valid; new ones are refused until under it."""
+        if max_live_keys is not None and not 0 <= max_live_keys <= 2**62:
+            raise InvalidInput("the live key limit must be 0 (no limit) or a positive number")
+        async with self.sessions() as s, s.begin():
+            row = await s.get(Tenant, tenant_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no such tenant: {tenant_id}")
+            row.max_live_keys = max_live_keys
+            s.add(audit_event(tenant_id, actor, "tenant.quota", None, {"max_live_keys": max_live_keys}, self.clock()))
+        return await self.quota(tenant_id)

@@ -91,3 +91,16 @@ async def test_server_mints_from_the_pool(tenant, client_factory):
     jwk = next(k for k in jwks["keys"] if k["kid"] == r.json()["id"])
     pyjwt.decode(r.json()["key"][len("sk_live_"):], pyjwt.PyJWK(jwk).key, algorithms=["RS256"],
                  audience="api://default")
+
+
+def test_pool_discards_given_keypairs_and_never_signs_with_them():
+    clock = Clock()
+    pool = keys.hazmat.KeypairPool("EdDSA", 3, max_age=100, clock=clock)
+    while pool.fill_one():
+        pass
+    kids = [j["kid"] for j in pool.public_jwks()]
+    assert pool.discard([kids[0], kids[2], "not-pooled"]) == [kids[0], kids[2]]
+    assert [j["kid"] for j in pool.public_jwks()] == [kids[1]] and pool.needed() == 2
+    m = pool.mint({}, prefix="sk_live_", clock=clock)
+    assert m is not None and m.kid == kids[1]
+    assert pool.mint({}, prefix="sk_live_", clock=clock) is None

@@ -1,13 +1,13 @@
 """key_usage (calls per key, hour and status class, from gateways' access logs) and api_keys.last_used_at
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
