@@ -118,6 +118,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     xds_tls_client_ca: str | None = None
     # usage from gateways' access logs is written in batches this often (last_used_at lags by about this)
     usage_flush_seconds: Annotated[float, Meta(gt=0, le=3600)] = 2.0
+    # --- serving: metrics access (issue 16) ---
+    # /metrics on its own listener (0: none); loopback unless said otherwise
+    metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 0
+    metrics_host: str = "127.0.0.1"
+    # bearer token for /metrics (on the public port it is 404 without it)
+    metrics_token: str | None = None
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and
@@ -146,6 +152,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tls = (self.xds_tls_cert, self.xds_tls_key, self.xds_tls_client_ca)
         if any(tls) and not all(tls):
             raise ValueError("AUTHSERVER_XDS_TLS_CERT, _KEY and _CLIENT_CA go together (TLS with client certificates)")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ValueError("AUTHSERVER_METRICS_TOKEN must be at least 16 characters")
         unknown = [a for a in (self.default_algorithm, *self.pool_algorithms) if a not in keys.supported_algorithms()]
         if unknown:
             raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(keys.supported_algorithms())}")

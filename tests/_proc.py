@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
+from _env import METRICS_TOKEN
 
 from authserver_devtools import free_port, wait_until
 
@@ -26,7 +27,8 @@ class Server:
 
     def __init__(self, env: dict[str, str], port: int | None = None, log_dir: Path | None = None) -> None:
         self.port = port or free_port()
-        self.env = {**os.environ, **env, "AUTHSERVER_HOST": "127.0.0.1", "AUTHSERVER_PORT": str(self.port)}
+        self.env = {"AUTHSERVER_METRICS_TOKEN": METRICS_TOKEN, **os.environ, **env, "AUTHSERVER_HOST": "127.0.0.1",
+                    "AUTHSERVER_PORT": str(self.port)}
         self.log_path = (log_dir or Path(tempfile.mkdtemp())) / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
