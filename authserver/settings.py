@@ -124,6 +124,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_host: str = "127.0.0.1"
     # bearer token for /metrics (on the public port it is 404 without it)
     metrics_token: str | None = None
+    # --- serving: slow clients (issue 16) ---
+    # a request's head (line and headers), then its body, must arrive within these
+    header_timeout_seconds: Annotated[float, Meta(gt=0)] = 10.0
+    body_timeout_seconds: Annotated[float, Meta(gt=0)] = 30.0
+    # open client connections at most; 0: the descriptor limit minus headroom
+    max_connections: NonNegInt = 0
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and
