@@ -29,9 +29,12 @@ import os
 import resource
 import socket
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import h11
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .settings import Settings
@@ -178,6 +181,22 @@ def _listen_queue(server: Any, length: int) -> None:
                 sock.listen(length)
 
 
+class _GuardCollector(Collector):
+    """The guard's numbers in the app's /metrics, read at scrape time."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("authserver_connections_open", "Open client connections", len(self.guard.open))
+        yield GaugeMetricFamily("authserver_connections_max", "The connection cap", self.guard.cap)
+        closed = CounterMetricFamily("authserver_connections_closed", "Client connections closed by the guard",
+                                     labels=["reason"])
+        for reason, n in self.guard.closed.items():
+            closed.add_metric([reason], n)
+        yield closed
+
+
 def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
     """The protocol class uvicorn instantiates per connection, bound to ``guard``."""
     return type("GuardedH11Protocol", (GuardedH11Protocol,), {"guard": guard})
@@ -194,8 +213,10 @@ def build_server(settings: Settings) -> uvicorn.Server:
     if cap >= nofile:
         log.warning("AUTHSERVER_MAX_CONNECTIONS=%d is not below the descriptor limit (%d)", cap, nofile)
     guard = ConnectionGuard(cap, settings.header_timeout_seconds, settings.body_timeout_seconds)
+    app = create_app(settings)
+    app.state["core"].metrics.registry.register(_GuardCollector(guard))
     config = uvicorn.Config(
-        create_app(settings), host=settings.host, port=settings.port, log_level="warning",
+        app, host=settings.host, port=settings.port, log_level="warning",
         access_log=False, proxy_headers=False, http=guarded_protocol(guard), ws="none", lifespan="on",
         backlog=accept_burst(nofile),
     )

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from _env import METRICS_HEADERS
 from _proc import Server, cli
+from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(__file__).parent
 HEADER_TIMEOUT = 3.0
@@ -101,6 +103,14 @@ def timed_jwks(url: str, timeout: float = 10) -> float:
     return time.monotonic() - started
 
 
+def metric_value(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    raise AssertionError(f"no {name}{labels} in /metrics")
+
+
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
@@ -129,6 +139,12 @@ def test_slow_clients_past_the_descriptor_limit_are_closed_and_jwks_keeps_answer
     assert max(after) < 1
     assert s.proc is not None and s.proc.poll() is None
     assert "Too many open files" not in s.log(), "the cap keeps accept below the descriptor limit"
+    metrics = httpx.get(f"{s.url}/metrics", headers=METRICS_HEADERS).text
+    closed = {reason: metric_value(metrics, "authserver_connections_closed_total", reason=reason)
+              for reason in ("header_timeout", "evicted", "body_timeout")}
+    assert closed["header_timeout"] >= 200 and closed["evicted"] >= 1 and closed["body_timeout"] == 0, closed
+    assert sum(closed.values()) == 800, closed  # each slow connection once, none of the JWKS requests
+    assert metric_value(metrics, "authserver_connections_max") == 400  # 512 - 64 - 3 * 16
 
 
 def test_emfile_neither_crashes_nor_spins(server, attackers):
