@@ -15,7 +15,9 @@ from .api import admin_keys, docs, management, public
 from .api.deps import SERVICES, add_ratelimit_headers
 from .api.docspage import DocsPage
 from .core import Core
+from .httpmetrics import with_http_metrics
 from .logs import configure_logging
+from .metrics_access import MetricsListener
 from .problems import EXCEPTION_HANDLERS
 from .settings import Settings
 
@@ -28,12 +30,19 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await core.start()
+        listener = None
         try:
+            if settings.metrics_port:
+                listener = MetricsListener(core.metrics.render, settings.metrics_host, settings.metrics_port,
+                                           settings.metrics_token)
+                await listener.start()
             yield
         finally:
+            if listener is not None:
+                await listener.stop()
             await core.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[*public.ROUTES, *management.ROUTES, admin_keys.AdminKeysController, *portal.ROUTES],  # type: ignore[list-item]  # portal.ROUTES is an untyped list (not ours)
         lifespan=[lifespan],
         dependencies=SERVICES,
@@ -50,3 +59,6 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         logging_config=None,
         debug=False,
     )
+    # outside routing, so unmatched paths are counted too (Litestar's own middleware runs per route)
+    app.asgi_handler = with_http_metrics(app.asgi_handler, core.metrics)
+    return app

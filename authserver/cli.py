@@ -318,13 +318,9 @@ async def _cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings) -> int:
-    import uvicorn
+    from .serving import serve  # uvicorn with header/body deadlines and a connection cap
 
-    from .app import create_app
-
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning",
-                access_log=False, proxy_headers=False)
-    return 0
+    return serve(settings)
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from . import __version__
 from .db.models import ApiKey
 from .keycache import KeyCache
 
@@ -71,6 +73,39 @@ class Metrics:
         r.register(_RedisCollector(self))
         self.rate_limited = Counter("authserver_rate_limited", "Requests refused with 429", ["bucket"], registry=r)
         r.register(_CacheCollector(cache))
+        self._add_traffic_metrics(r)
+
+    # --- traffic: HTTP by route, JWKS polling, introspection, build (issue 16) ---
+    def _add_traffic_metrics(self, r: CollectorRegistry) -> None:
+        # labels are bounded: route templates (not raw paths), known methods, status codes
+        self.http_requests = Counter(
+            "authserver_http_requests", "HTTP requests answered", ["route", "method", "status"], registry=r
+        )
+        self.http_seconds = Histogram(
+            "authserver_http_request_duration_seconds", "HTTP request latency, first byte in to last byte out",
+            ["route", "method"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        # only existing tenants and shards become labels (a 404 is counted by route alone)
+        self.jwks_fetches = Counter(
+            "authserver_jwks_fetches", "JWKS answers by tenant and shard; result=not_modified is a 304",
+            ["tenant", "shard", "result"], registry=r,
+        )
+        self.introspections = Counter(
+            "authserver_introspections", "Introspection answers by status", ["status"], registry=r
+        )
+        Info("authserver_build", "Version of the running server", registry=r).info(
+            {"version": __version__, "python": platform.python_version()}
+        )
+
+    def http_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(route, method, str(status)).inc()
+        self.http_seconds.labels(route, method).observe(seconds)
+
+    def jwks_fetch(self, tenant_id: str, shard: int | None, not_modified: bool) -> None:
+        self.jwks_fetches.labels(
+            tenant_id, "main" if shard is None else str(shard), "not_modified" if not_modified else "full"
+        ).inc()
 
     def redis_degraded(self) -> None:
         self.invalidation_degraded.inc()

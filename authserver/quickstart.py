@@ -105,12 +105,10 @@ def _ready_message(settings: Settings, envoy: EnvoyProcess, echo: EchoUpstream, 
 def run_with_envoy(settings: Settings, tenant_id: str, *, listen: str = "127.0.0.1:10000",
                    cache_duration: int | None = None) -> int:
     """Serve, with Envoy in front of an echo upstream; blocks until Ctrl-C."""
-    import uvicorn
-
     from authserver_devtools import EchoUpstream, EnvoyProcess, find_envoy, free_port, wait_for_status
 
-    from .app import create_app
     from .gateways import envoy_config, node_id_of, parse_hostport, parse_scope_rule
+    from .serving import build_server
 
     binary = find_envoy()
     if binary is None:
@@ -139,8 +137,7 @@ def run_with_envoy(settings: Settings, tenant_id: str, *, listen: str = "127.0.0
         echo.stop()
         print(f"error: cannot start envoy ({binary}): {exc}", file=sys.stderr)
         return 2
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                                           log_level="warning", access_log=False, proxy_headers=False))
+    server = build_server(settings)  # the same limits as `authserver serve`
     gw = f"http://{address}"
     failed: list[str] = []
 

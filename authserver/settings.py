@@ -126,6 +126,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # every third of this; those of a replica that stopped renewing (killed:
     # their private halves died with it) leave every JWKS when it runs out
     instant_activation_lease_seconds: Annotated[float, Meta(gt=0)] = 60.0
+    # --- serving: metrics access (issue 16) ---
+    # /metrics on its own listener (0: none); loopback unless said otherwise
+    metrics_port: Annotated[int, Meta(ge=0, le=65535)] = 0
+    metrics_host: str = "127.0.0.1"
+    # bearer token for /metrics (on the public port it is 404 without it)
+    metrics_token: str | None = None
+    # --- serving: slow clients (issue 16) ---
+    # a request's head (line and headers), then its body, must arrive within these
+    header_timeout_seconds: Annotated[float, Meta(gt=0)] = 10.0
+    body_timeout_seconds: Annotated[float, Meta(gt=0)] = 30.0
+    # open client connections at most; 0: the descriptor limit minus headroom
+    max_connections: NonNegInt = 0
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and
@@ -154,6 +166,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tls = (self.xds_tls_cert, self.xds_tls_key, self.xds_tls_client_ca)
         if any(tls) and not all(tls):
             raise ValueError("AUTHSERVER_XDS_TLS_CERT, _KEY and _CLIENT_CA go together (TLS with client certificates)")
+        if self.metrics_token is not None and len(self.metrics_token) < 16:
+            raise ValueError("AUTHSERVER_METRICS_TOKEN must be at least 16 characters")
         unknown = [a for a in (self.default_algorithm, *self.pool_algorithms) if a not in keys.supported_algorithms()]
         if unknown:
             raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(keys.supported_algorithms())}")

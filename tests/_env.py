@@ -10,6 +10,9 @@ import pytest
 PG_ADMIN_URL = os.environ.get("AUTHSERVER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 IN_CI = bool(os.environ.get("CI"))
+# /metrics is not public: test servers set this token and scrapes present it
+METRICS_TOKEN = "test-metrics-token-not-secret"
+METRICS_HEADERS = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 
 
 def _reachable(host: str, port: int) -> bool:

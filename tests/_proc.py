@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 import httpx
+from _env import METRICS_TOKEN
 
 from authserver_devtools import free_port, wait_until
 
@@ -24,9 +25,13 @@ __all__ = ["Server", "ThrowawayPostgres", "ThrowawayRedis", "cli", "free_port", 
 class Server:
     """One `authserver serve` process."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None, log_dir: Path | None = None) -> None:
+    def __init__(self, env: dict[str, str], port: int | None = None, log_dir: Path | None = None,
+                 nofile: int | None = None) -> None:
+        """``nofile``: the process's descriptor limit (RLIMIT_NOFILE), lowered for fault tests."""
         self.port = port or free_port()
-        self.env = {**os.environ, **env, "AUTHSERVER_HOST": "127.0.0.1", "AUTHSERVER_PORT": str(self.port)}
+        self.nofile = nofile
+        self.env = {"AUTHSERVER_METRICS_TOKEN": METRICS_TOKEN, **os.environ, **env, "AUTHSERVER_HOST": "127.0.0.1",
+                    "AUTHSERVER_PORT": str(self.port)}
         self.log_path = (log_dir or Path(tempfile.mkdtemp())) / f"server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -38,10 +43,16 @@ class Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "authserver", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            preexec_fn=self._limit if self.nofile else None,
         )
         wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, timeout,
                    what=f"server on {self.port} ready (log {self.log_path})")
         return self
+
+    def _limit(self) -> None:  # in the child, before exec
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
         if self.proc and self.proc.poll() is None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from _app import create_tenant
-from _env import PG_ADMIN_URL, REDIS_URL, need_service
+from _env import METRICS_TOKEN, PG_ADMIN_URL, REDIS_URL, need_service
 
 
 class Clock:
@@ -74,7 +74,8 @@ def make_settings(database_url: str):
     from authserver.settings import Settings
 
     def make(**overrides) -> Settings:
-        base = dict(database_url=database_url, public_url="http://testserver.local", log_json=False)
+        base = dict(database_url=database_url, public_url="http://testserver.local", log_json=False,
+                    metrics_token=METRICS_TOKEN)
         base.update(overrides)
         return Settings(**base)
 

@@ -216,6 +216,7 @@ async def introspect(request: AnyRequest, admin: NamedDependency[Admin],
         answer: dict[str, Any] = {"active": False, "status": "INVALID"}
     else:
         answer = await introspector.introspect(admin.tenant_id, token)
+    core_of(request).metrics.introspections.labels(answer["status"]).inc()
     return Response(answer, headers={"Cache-Control": "no-store"})
 
 

@@ -14,6 +14,7 @@ from litestar import Request, Response, get
 from litestar.params import PathParameter
 
 from ..errors import NotFound
+from ..metrics_access import token_ok
 from ..schemas import ALGORITHM_NAMES
 from . import docs
 from .deps import core_of
@@ -85,7 +86,9 @@ def _jwks_response(request: AnyRequest, tenant_id: str, shard: int | None = None
         "Vary": "Accept-Encoding",
         "X-Content-Type-Options": "nosniff",
     }
-    if _etag_matches(request.headers.get("if-none-match"), served.etag):
+    not_modified = _etag_matches(request.headers.get("if-none-match"), served.etag)
+    core.metrics.jwks_fetch(tenant_id, shard, not_modified)
+    if not_modified:
         return Response(b"", status_code=304, headers=headers)
     body = served.body
     if _accepts_gzip(request.headers.get("accept-encoding")):
@@ -169,8 +172,12 @@ def healthz(request: AnyRequest) -> dict[str, Any]:
 
 @get("/metrics", tags=["ops"], sync_to_thread=False, **docs.op("metrics"))
 def metrics(request: AnyRequest) -> Response[Any]:
-    """Prometheus metrics."""
-    return Response(core_of(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    """Prometheus metrics, with the bearer AUTHSERVER_METRICS_TOKEN only (else 404: not public)."""
+    core = core_of(request)
+    if not token_ok(core.settings.metrics_token, request.headers.get("authorization")):
+        raise NotFound("no such route")
+    return Response(core.metrics.render(), media_type="text/plain; version=0.0.4",
+                    headers={"Cache-Control": "no-store"})
 
 
 ROUTES = [tenant_jwks, shard_jwks, default_jwks, tenant_discovery, default_discovery, healthz, metrics]

@@ -13,6 +13,7 @@ import re
 import time
 
 import pytest
+from _env import METRICS_HEADERS
 from envoy_stack import as_json, dump_logs, run_cli
 
 from authserver_devtools import free_port, wait_until
@@ -61,7 +62,7 @@ def gw(stack):
 
 
 def _metric(stack, name: str) -> float:
-    text = stack.http.get(f"{stack.url}/metrics").text
+    text = stack.http.get(f"{stack.url}/metrics", headers=METRICS_HEADERS).text
     values = [float(m.group(1)) for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? (\S+)$", text, re.M)]
     return sum(values)
 

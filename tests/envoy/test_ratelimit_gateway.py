@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from _env import REDIS_URL, need_service
+from _env import METRICS_HEADERS, REDIS_URL, need_service
 from envoy_stack import as_json, run_cli
 
 from authserver_devtools import free_port, wait_until
@@ -50,7 +50,7 @@ def gw(stack):
 def _decisions(stack, result: str) -> float:
     import re
 
-    text = stack.http.get(f"{stack.url}/metrics").text
+    text = stack.http.get(f"{stack.url}/metrics", headers=METRICS_HEADERS).text
     m = re.search(rf'^authserver_ratelimit_decisions_total{{result="{result}"}} (\S+)$', text, re.M)
     return float(m.group(1)) if m else 0.0
 

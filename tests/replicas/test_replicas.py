@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+from _env import METRICS_HEADERS
 from _proc import cli, free_port, wait_until
 
 PUBLIC = "http://authserver.test"
@@ -109,7 +110,7 @@ def test_redis_down_degrades_then_recovers(env, servers, redis_proc):
     # B converges through the short local TTL (reconcile) while Redis is down
     lag = propagation(lambda: k2 in kids(b) and k1 not in kids(b), 5)
     print(f"\ndegraded propagation (Redis down): {lag*1000:.0f} ms")
-    metrics = httpx.get(f"{a.url}/metrics").text
+    metrics = httpx.get(f"{a.url}/metrics", headers=METRICS_HEADERS).text
     assert "authserver_redis_connected 0.0" in metrics
     degraded = [line for line in metrics.splitlines() if line.startswith("authserver_invalidation_degraded_total")]
     assert degraded and float(degraded[0].split()[-1]) >= 1
@@ -117,7 +118,8 @@ def test_redis_down_degrades_then_recovers(env, servers, redis_proc):
     # Redis back on the same port: replicas resubscribe, rebuild, and notices flow again
     redis_proc.start()
     for s in (a, b):
-        wait_until(lambda s=s: "authserver_redis_connected 1.0" in httpx.get(f"{s.url}/metrics").text, 15,
+        wait_until(lambda s=s: "authserver_redis_connected 1.0" in httpx.get(f"{s.url}/metrics",
+                                                                                   headers=METRICS_HEADERS).text, 15,
                    what="resubscribed")
     k3 = mint(b, admin).json()["id"]
     propagation(lambda: k3 in kids(a), 2)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jwt as pyjwt
+from _env import METRICS_HEADERS
 from jwcrypto import jwk as jwc_jwk
 from jwcrypto import jwt as jwc_jwt
 
@@ -112,7 +113,7 @@ def secret_parts(key: str) -> list[str]:
 
 
 async def metric(client, name: str, labels: str = "") -> float | None:
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=METRICS_HEADERS)).text
     want = f"{name}{{{labels}}}" if labels else name
     for line in text.splitlines():
         if line.startswith(want + " "):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import jwt as pyjwt
+from _env import METRICS_HEADERS
 from jwcrypto import jwk as jwc_jwk
 from jwcrypto import jwt as jwc_jwt
 
@@ -285,7 +286,7 @@ async def test_metrics_follow_the_keys(client, admin_headers):
     for _ in range(3):
         last = await mint(client, admin_headers, algorithm="EdDSA")
     await client.delete(f"/v1/keys/{last['id']}", headers=admin_headers)
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=METRICS_HEADERS)).text
     assert 'authserver_keys_active{tenant="default"} 2.0' in text
     assert 'authserver_revocations_total{tenant="default"} 1.0' in text
     assert 'authserver_mints_total{alg="EdDSA",kind="api",tenant="default"} 3.0' in text

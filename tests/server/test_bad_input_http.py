@@ -9,6 +9,7 @@ import json
 from types import SimpleNamespace
 
 import pytest
+from _env import METRICS_HEADERS
 from _server_helpers import all_key_ids, is_problem, mint
 
 JSON = {"Content-Type": "application/json"}
@@ -95,7 +96,7 @@ async def test_bad_mint_bodies_are_4xx_problems(client, admin_headers):
     assert failures == []
     assert await all_key_ids(client, admin_headers) == []  # nothing half-written
     # a refused algorithm never becomes a metrics label (unbounded series)
-    metrics = (await client.get("/metrics")).text
+    metrics = (await client.get("/metrics", headers=METRICS_HEADERS)).text
     assert "HS256" not in metrics and "rs256" not in metrics and 'alg="none"' not in metrics
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jwt as pyjwt
 import pytest
+from _env import METRICS_HEADERS
 from _server_helpers import (
     AUD,
     ISS,
@@ -76,7 +77,7 @@ async def test_the_key_is_shown_once_and_nowhere_else(client, admin_headers, clo
         await client.get("/v1/keys?state=revoked", headers=admin_headers),
         await client.get("/v1/audit", headers=admin_headers),
         await client.get(JWKS_PATH_ROOT),
-        await client.get("/metrics"),
+        await client.get("/metrics", headers=METRICS_HEADERS),
         *[await client.get(f"/v1/keys/{m['id']}", headers=admin_headers) for m in (*minted, rolled)],
     ]
     for r in pages:
@@ -391,5 +392,5 @@ async def test_metrics_follow_the_keys(client, admin_headers, clock):
     assert await metric(client, "authserver_revocations_total", active) == 1
     assert (await metric(client, "authserver_jwks_bytes", active)) > 0
     await client.get("/v1/keys", headers={"Authorization": "Bearer nope"})
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics", headers=METRICS_HEADERS)).text
     assert "authserver_auth_failures_total" in text

@@ -1,0 +1,234 @@
+"""``authserver serve``: uvicorn, plus the limits it lacks against slow clients.
+
+uvicorn (h11) times out only idle keep-alive connections after a response: a
+client that sends a partial request head, one header line every few seconds,
+holds its connection (and a descriptor) for ever, and enough of them exhaust
+the process's descriptors (EMFILE at accept) so that no gateway can fetch the
+JWKS. Its ``limit_concurrency`` answers 503 only once a request is complete,
+which a slow client never sends. So each connection here carries a deadline:
+
+- its request head (request line and headers) must arrive within
+  ``header_timeout_seconds`` of the connection opening or of the previous
+  response (a total, not an idle timeout: trickling bytes does not extend it);
+- its body within ``body_timeout_seconds`` of the head;
+- at most ``max_connections`` are open (default: the descriptor limit minus
+  headroom for the database, Redis and files); a new connection past the cap
+  closes the oldest one still waiting for its request head, so a flood of slow
+  clients cannot keep a gateway out while they wait for their deadline.
+
+If the descriptors run out anyway (a cap set above the limit, other files),
+asyncio's accept loop logs the EMFILE and retries a second later: no crash
+and no busy loop (tests/serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import socket
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import h11
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
+
+__all__ = ["ConnectionGuard", "accept_burst", "build_server", "connection_cap", "serve"]
+
+log = logging.getLogger("authserver.serving")
+
+_REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+_LISTEN_QUEUE = 2048  # uvicorn's default backlog (the kernel caps it at net.core.somaxconn)
+_LOG_EVERY = 10.0  # seconds between two summaries of closed slow connections
+
+
+def accept_burst(nofile: int) -> int:
+    """The listen backlog, which asyncio also uses as the number of connections
+    it accepts in one go, before any of them reaches the guard."""
+    return min(2048, max(16, nofile // 32))
+
+
+def connection_cap(settings: Settings, nofile: int) -> int:
+    """``max_connections``, or the descriptor limit minus headroom: 10% (at
+    least 64) for the database, Redis and files, plus the sockets asyncio may
+    accept in the three loop turns before an evicted one is closed."""
+    if settings.max_connections:
+        return settings.max_connections
+    return max(16, nofile - max(64, nofile // 10) - 3 * accept_burst(nofile))
+
+
+def _nofile() -> int:
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 1 << 20 if soft == resource.RLIM_INFINITY or soft <= 0 else soft
+
+
+class ConnectionGuard:
+    """The open connections of one server and their deadlines."""
+
+    def __init__(self, cap: int, header_timeout: float, body_timeout: float) -> None:
+        self.cap, self.header_timeout, self.body_timeout = cap, header_timeout, body_timeout
+        self.open: set[GuardedH11Protocol] = set()
+        # connections waiting for a request head, oldest first (a dict keeps insertion order)
+        self.waiting: dict[GuardedH11Protocol, None] = {}
+        self.closed = {"header_timeout": 0, "body_timeout": 0, "evicted": 0}
+        self._reported = dict(self.closed)
+        self._last_log = 0.0
+
+    def opened(self, conn: GuardedH11Protocol) -> None:
+        self.open.add(conn)
+        if len(self.open) > self.cap:
+            victim = next(iter(self.waiting), conn)  # the oldest slow one, or else the newcomer
+            victim.expire("evicted")
+
+    def forget(self, conn: GuardedH11Protocol) -> None:
+        self.open.discard(conn)
+        self.waiting.pop(conn, None)
+
+    def count(self, reason: str) -> None:
+        self.closed[reason] += 1
+        now = time.monotonic()
+        if now - self._last_log >= _LOG_EVERY:
+            delta = {k: v - self._reported[k] for k, v in self.closed.items() if v != self._reported[k]}
+            log.warning("closed slow or surplus client connections: %s (open: %d, cap: %d)",
+                        delta, len(self.open), self.cap)
+            self._reported, self._last_log = dict(self.closed), now
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request's head and body."""
+
+    guard: ClassVar[ConnectionGuard]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._phase: str | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._got_bytes = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.guard.opened(self)
+        self._track()
+
+    def data_received(self, data: bytes) -> None:
+        self._got_bytes = True
+        super().data_received(data)
+        self._track()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._track()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.forget(self)
+        self._cancel_deadline()
+        super().connection_lost(exc)
+
+    def _track(self) -> None:
+        """Arm the deadline of the phase the connection is in (h11 says which)."""
+        if self.transport.is_closing():
+            return
+        state = self.conn.their_state
+        phase = "header" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
+        if phase == self._phase:
+            return  # same phase: the deadline runs on, whatever arrives meanwhile
+        self._phase = phase
+        self._cancel_deadline()
+        if phase == "header":
+            self._got_bytes = False
+            self.guard.waiting[self] = None
+            self._deadline = self.loop.call_later(self.guard.header_timeout, self.expire, "header_timeout")
+        else:
+            self.guard.waiting.pop(self, None)
+            if phase == "body":
+                self._deadline = self.loop.call_later(self.guard.body_timeout, self.expire, "body_timeout")
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def expire(self, reason: str) -> None:
+        """Close now: a deadline passed, or the cap needs the descriptor."""
+        self.guard.forget(self)
+        self._cancel_deadline()
+        if self.transport.is_closing():
+            return
+        self.guard.count(reason)
+        if reason == "header_timeout" and self._got_bytes and self.conn.our_state is h11.IDLE:
+            self.transport.write(_REQUEST_TIMEOUT)  # a partial head: say why, then close
+            self.transport.close()
+        else:
+            self.transport.abort()  # frees the descriptor now, whatever is still buffered
+
+
+def _listen_queue(server: Any, length: int) -> None:
+    """Lengthen the kernel's accept queue of uvicorn's listening sockets: asyncio
+    listens with the accept burst, which would otherwise also be the queue
+    (a short queue makes new connections wait for SYN retransmissions)."""
+    for server_ in server.servers:
+        for ts in server_.sockets:
+            with socket.socket(fileno=os.dup(ts.fileno())) as sock:  # the same socket, a second descriptor
+                sock.listen(length)
+
+
+class _GuardCollector(Collector):
+    """The guard's numbers in the app's /metrics, read at scrape time."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
+        self.guard = guard
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("authserver_connections_open", "Open client connections", len(self.guard.open))
+        yield GaugeMetricFamily("authserver_connections_max", "The connection cap", self.guard.cap)
+        closed = CounterMetricFamily("authserver_connections_closed", "Client connections closed by the guard",
+                                     labels=["reason"])
+        for reason, n in self.guard.closed.items():
+            closed.add_metric([reason], n)
+        yield closed
+
+
+def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
+    """The protocol class uvicorn instantiates per connection, bound to ``guard``."""
+    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"guard": guard})
+
+
+def build_server(settings: Settings) -> uvicorn.Server:
+    """The uvicorn server ``serve`` runs (quickstart --with-envoy runs it too)."""
+    import uvicorn
+
+    from .app import create_app
+
+    nofile = _nofile()
+    cap = connection_cap(settings, nofile)
+    if cap >= nofile:
+        log.warning("AUTHSERVER_MAX_CONNECTIONS=%d is not below the descriptor limit (%d)", cap, nofile)
+    guard = ConnectionGuard(cap, settings.header_timeout_seconds, settings.body_timeout_seconds)
+    app = create_app(settings)
+    app.state["core"].metrics.registry.register(_GuardCollector(guard))
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level="warning",
+        access_log=False, proxy_headers=False, http=guarded_protocol(guard), ws="none", lifespan="on",
+        backlog=accept_burst(nofile),
+    )
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            _listen_queue(self, _LISTEN_QUEUE)
+
+    return _Server(config)
+
+
+def serve(settings: Settings) -> int:
+    build_server(settings).run()
+    return 0
