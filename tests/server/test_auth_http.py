@@ -139,6 +139,9 @@ async def test_introspection_of_a_live_key_form_and_json(client, admin_headers):
         r = await client.post("/oauth/introspect", headers=headers, **kwargs)
         assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
         answer = r.json()
+        state = answer.pop("rate_limit_state")  # the window as gateways count it: nothing counted yet
+        assert state == [{"limit": 10, "window_seconds": 60, "remaining": 10, "reset_after": state[0]["reset_after"]}]
+        assert 1 <= state[0]["reset_after"] <= 60
         assert answer == {
             "active": True, "status": "VALID", "token_type": "api_key", "kid": body["id"], "iss": ISS,
             "aud": "api://default", "sub": "cus_7", "iat": body["created_at"], "exp": body["expires_at"],

@@ -219,7 +219,8 @@ async def test_unknown_routes_and_methods(client, admin_headers):
     is_problem(await client.get("/nope"), 404)
     is_problem(await client.get("/v1/keys/a/b/c", headers=admin_headers), 404)
     is_problem(await client.put("/v1/keys", headers=admin_headers), 405)
-    is_problem(await client.patch("/v1/keys/" + "A" * 43, headers=admin_headers), 405)
+    is_problem(await client.put("/v1/keys/" + "A" * 43, headers=admin_headers), 405)
+    is_problem(await client.patch("/v1/keys/" + "A" * 43, headers=admin_headers), 415)  # PATCH takes JSON
     is_problem(await client.get("/v1/keys/" + "A" * 43 + "/roll", headers=admin_headers), 405)
 
 
