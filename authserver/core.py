@@ -29,6 +29,7 @@ from .services import (
     TenantService,
 )
 from .services.common import no_notice
+from .services.credits import Credits
 from .services.tenants import no_tenant_notice
 from .services.usage import UsageQueries, UsageRecorder
 from .settings import Settings
@@ -176,7 +177,8 @@ def _gateway_server(settings: Settings, cache: KeyCache, metrics: Metrics, limit
     shared = isinstance(limiter, RedisLimiter)
     if not shared:
         log.warning("per-key rate limits are counted per replica: set AUTHSERVER_REDIS_URL to share them")
-    return GatewayServer(settings, xds, RateLimitServer(cache, limiter, RateLimitMetrics(metrics.registry, shared)),
+    rls = RateLimitServer(cache, limiter, RateLimitMetrics(metrics.registry, shared), Credits(usage.sessions, clock))
+    return GatewayServer(settings, xds, rls,
                          AccessLogServer(cache, xds.access, usage, AccessLogMetrics(metrics.registry)))
 
 

@@ -75,13 +75,14 @@ class PublishedKey:
     prefix: str = ""
     # when its public key first appeared in a JWKS (gateways learn it one cache period later)
     published_at: int = 0
+    has_credits: bool = False  # its calls spend credits (services.credits)
 
     @classmethod
     def from_row(cls, row: ApiKey) -> PublishedKey:
         return cls(
             row.id, row.tenant_id, row.kind, row.subject, tuple(row.scopes),
             tuple(row.rate_limits or ()), row.removed_at(), row.shard, row.meta, row.public_jwk,
-            row.prefix, row.published_at or row.created_at,
+            row.prefix, row.published_at or row.created_at, row.credits_remaining is not None,
         )
 
 

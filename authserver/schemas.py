@@ -85,6 +85,35 @@ class RateLimit(msgspec.Struct, forbid_unknown_fields=True):
 RateLimits = Annotated[list[RateLimit], msgspec.Meta(max_length=8)]
 
 
+class Refill(msgspec.Struct, forbid_unknown_fields=True):
+    """At the start of each UTC day or month the credits are set back to ``amount``."""
+
+    amount: Annotated[int, msgspec.Meta(ge=1, le=10**12)]
+    interval: Literal["day", "month"]
+
+
+class Credits(msgspec.Struct, forbid_unknown_fields=True):
+    """Calls a key may still make: each call at the gateway costs 1 (or its route's cost)."""
+
+    remaining: Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+    refill: Refill | None = None
+
+    def columns(self, now: float) -> dict[str, Any]:
+        from .credits import period_start  # the rule for periods lives with the spending
+
+        return {
+            "credits_remaining": self.remaining,
+            "credits_refill_amount": self.refill.amount if self.refill else None,
+            "credits_refill_interval": self.refill.interval if self.refill else None,
+            # the current period counts as refilled: ``remaining`` is what it has left
+            "credits_refilled_at": period_start(self.refill.interval, now) if self.refill else None,
+        }
+
+
+NO_CREDITS: dict[str, Any] = {"credits_remaining": None, "credits_refill_amount": None,
+                              "credits_refill_interval": None, "credits_refilled_at": None}
+
+
 class KeySpec(msgspec.Struct, forbid_unknown_fields=True):
     """What a new key is: the same for the API, the CLI, the portal and a roll."""
 
@@ -95,6 +124,7 @@ class KeySpec(msgspec.Struct, forbid_unknown_fields=True):
     algorithm: Algorithm | None = None
     metadata: dict[str, Any] = {}
     rate_limits: RateLimits | None = None
+    credits: Credits | None = None
 
     def rate_limit_dicts(self) -> list[dict[str, int]] | None:
         return None if self.rate_limits is None else [msgspec.structs.asdict(r) for r in self.rate_limits]
@@ -103,13 +133,14 @@ class KeySpec(msgspec.Struct, forbid_unknown_fields=True):
 class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
     """What may change on a live key without re-issuing it (the token's claims
     cannot change: scopes, subject and expiry need a roll). An absent field is
-    left alone; ``rate_limits: null`` (or []) removes the limits."""
+    left alone; ``rate_limits: null`` (or []) removes the limits, ``credits: null`` the credits."""
 
     name: Name | None | msgspec.UnsetType = msgspec.UNSET
     metadata: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     rate_limits: RateLimits | None | msgspec.UnsetType = msgspec.UNSET
+    credits: Credits | None | msgspec.UnsetType = msgspec.UNSET
 
-    def changes(self) -> dict[str, Any]:
+    def changes(self, now: float = 0.0) -> dict[str, Any]:
         """The given fields as column values."""
         out: dict[str, Any] = {}
         if self.name is not msgspec.UNSET:
@@ -120,8 +151,10 @@ class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
             out["meta"] = dict(self.metadata)
         if self.rate_limits is not msgspec.UNSET:
             out["rate_limits"] = [msgspec.structs.asdict(r) for r in self.rate_limits or []] or None
+        if self.credits is not msgspec.UNSET:
+            out |= self.credits.columns(now) if self.credits is not None else NO_CREDITS
         if not out:
-            raise InvalidInput("nothing to change: give name, metadata or rate_limits")
+            raise InvalidInput("nothing to change: give name, metadata, rate_limits or credits")
         return out
 
 

@@ -83,6 +83,19 @@ class KeyView(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any]
     rate_limits: list[RateLimit] | None
     last_used_at: int | None = None  # the last call a gateway reported
+    credits: KeyCredits | None = None
+
+
+class CreditRefill(msgspec.Struct):
+    amount: int
+    interval: Literal["day", "month"]
+
+
+class KeyCredits(msgspec.Struct):
+    """Calls the key may still make through gateways (a due refill applied)."""
+
+    remaining: int
+    refill: CreditRefill | None
 
 
 class UsageTotals(msgspec.Struct):
@@ -191,6 +204,7 @@ class Introspection(msgspec.Struct, kw_only=True, omit_defaults=True):
     scope: str | None = None
     rate_limits: list[RateLimit] | None = None
     rate_limit_state: list[dict[str, int]] | None = None  # each window as gateways count it
+    credits: KeyCredits | None = None
     metadata: dict[str, Any] | None = None
     published_until: int | None = None
 

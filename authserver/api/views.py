@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..db.models import ApiKey, AuditEvent
+from ..services.credits import Credits
 from ..settings import Settings
 
 __all__ = ["admin_key_view", "audit_view", "key_view"]
@@ -37,6 +38,7 @@ def key_view(row: ApiKey, now: float, settings: Settings) -> dict[str, Any]:
         "metadata": row.meta,
         "rate_limits": row.rate_limits,
         "last_used_at": row.last_used_at,  # the last call a gateway reported (batched: lags a few seconds)
+        "credits": Credits.view(row, now),
     }
 
 

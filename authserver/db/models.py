@@ -74,6 +74,11 @@ class ApiKey(Base):
     published_at: Mapped[int | None] = mapped_column(BigInteger)
     # the last call a gateway reported (access logs, written in batches)
     last_used_at: Mapped[int | None] = mapped_column(BigInteger)
+    # credits (authserver/credits.py): None = not counted; spent by gateways' calls
+    credits_remaining: Mapped[int | None] = mapped_column(BigInteger)
+    credits_refill_amount: Mapped[int | None] = mapped_column(BigInteger)
+    credits_refill_interval: Mapped[str | None] = mapped_column(String(8))  # day | month
+    credits_refilled_at: Mapped[int | None] = mapped_column(BigInteger)  # start of the period last refilled
 
     __table_args__ = (
         Index("ix_api_keys_tenant_created", "tenant_id", "created_at", "id"),

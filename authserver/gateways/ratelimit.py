@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..keycache import KeyCache
 from ..ratelimit import Decision, MemoryLimiter, RedisLimiter, key_bucket, strictest
+from ..services.credits import Credits
 
 __all__ = ["DOMAIN", "RateLimitMetrics", "RateLimitServer"]
 
@@ -34,9 +35,11 @@ log = logging.getLogger("authserver.ratelimit")
 DOMAIN = "authserver"
 _OK = rls_pb2.RateLimitResponse.OK
 _OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
-_PROBLEM = {
-    "type": "https://authserver.dev/problems/rate_limited", "title": "Too many requests", "status": 429,
-    "code": "rate_limited",
+_PROBLEMS = {
+    "rate_limited": {"type": "https://authserver.dev/problems/rate_limited", "title": "Too many requests",
+                     "status": 429, "code": "rate_limited"},
+    "usage_exceeded": {"type": "https://authserver.dev/problems/usage_exceeded", "title": "No credits left",
+                       "status": 429, "code": "usage_exceeded"},
 }
 _UNITS = ((86400, rls_pb2.RateLimitResponse.RateLimit.DAY), (3600, rls_pb2.RateLimitResponse.RateLimit.HOUR),
           (60, rls_pb2.RateLimitResponse.RateLimit.MINUTE), (1, rls_pb2.RateLimitResponse.RateLimit.SECOND))
@@ -71,25 +74,45 @@ def _status(limit: int, window: int, decision: Decision) -> Any:
 
 
 class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]  # generated, untyped
-    def __init__(self, cache: KeyCache, limiter: MemoryLimiter | RedisLimiter, metrics: RateLimitMetrics) -> None:
+    def __init__(self, cache: KeyCache, limiter: MemoryLimiter | RedisLimiter, metrics: RateLimitMetrics,
+                 credits: Credits | None = None) -> None:
         self.cache = cache
         self.limiter = limiter
         self.metrics = metrics
+        self.credits = credits
 
     async def ShouldRateLimit(  # noqa: N802  (the gRPC method name)
         self, request: Any, context: grpc.aio.ServicerContext,
     ) -> Any:
         response = rls_pb2.RateLimitResponse(overall_code=_OK)
+        refusal = None
+        cost = max(1, request.hits_addend or 1)
         for descriptor in request.descriptors:
             entries = {e.key: e.value for e in descriptor.entries}
-            decision = await self._decide(entries.get("tenant", ""), entries.get("key_id", ""),
-                                          max(1, request.hits_addend or 1), response)
+            tenant_id, kid = entries.get("tenant", ""), entries.get("key_id", "")
+            decision = await self._decide(tenant_id, kid, cost, response)
             if decision is not None and not decision.allowed:
-                response.overall_code = _OVER
-        if response.overall_code == _OVER:
-            response.raw_body = json.dumps(_PROBLEM, separators=(",", ":")).encode()
+                refusal = "rate_limited"
+            elif await self._spend(tenant_id, kid, cost, response) is False:
+                refusal = "usage_exceeded"
+        if refusal is not None:
+            response.overall_code = _OVER
+            response.raw_body = json.dumps(_PROBLEMS[refusal], separators=(",", ":")).encode()
             response.response_headers_to_add.append(_header("content-type", "application/problem+json"))
         return response
+
+    async def _spend(self, tenant_id: str, kid: str, cost: int, response: Any) -> bool | None:
+        """Spend the key's credits (after its rate limits let the call through):
+        False when none are left, None when the key has none to count."""
+        tk = self.cache.get(tenant_id)
+        key = tk.published.get(kid) if tk is not None else None
+        if key is None or not key.has_credits or self.credits is None:
+            return None
+        state = await self.credits.spend(tenant_id, kid, cost)
+        self.metrics.decisions.labels("credit_spent" if state.allowed else "usage_exceeded").inc()
+        if state.remaining is not None:
+            response.response_headers_to_add.append(_header("x-credits-remaining", str(state.remaining)))
+        return state.allowed
 
     async def _decide(self, tenant_id: str, kid: str, cost: int, response: Any) -> Decision | None:
         tk = self.cache.get(tenant_id)

@@ -14,6 +14,7 @@ from ..db.models import ApiKey
 from ..keycache import KeyCache, claimed_kid
 from ..ratelimit import MemoryLimiter, RedisLimiter, key_bucket
 from .common import tenant_of
+from .credits import Credits
 
 __all__ = ["Introspector"]
 
@@ -54,6 +55,12 @@ class Introspector:
         }
         if published.removed_at is not None:
             answer["published_until"] = published.removed_at
+        if published.has_credits:
+            async with self.sessions() as s:
+                row = await s.get(ApiKey, verified.kid)
+            answer["credits"] = Credits.view(row, self.clock()) if row is not None else None
+            if answer["credits"] and answer["credits"]["remaining"] == 0:
+                answer["status"] = "USAGE_EXCEEDED"  # still a valid key: its gateway refuses it until a refill
         if published.rate_limits and self.limiter is not None:
             state = [(r, await self.limiter.peek(key_bucket(tenant_id, verified.kid), r["limit"], r["window_seconds"]))
                      for r in published.rate_limits]

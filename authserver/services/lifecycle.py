@@ -129,6 +129,9 @@ class KeyLifecycle:
         })
         issued = await self._issue(tk, spec, kind, instant=False)
         row = self._row(tk, spec, kind, issued, rolled_from=old.id)
+        # the successor takes over the credits as they stand (the old key keeps its own until its grace ends)
+        row.credits_remaining, row.credits_refill_amount = old.credits_remaining, old.credits_refill_amount
+        row.credits_refill_interval, row.credits_refilled_at = old.credits_refill_interval, old.credits_refilled_at
         async with self.sessions() as s, s.begin():
             now = int(self.clock())
             tenant = await lock_tenant(s, tenant_id) if kind == "api" else None
@@ -183,7 +186,7 @@ class KeyLifecycle:
         """Change what a live key carries besides its token (name, metadata,
         rate limits); every replica and gateway sees it at the next request."""
         tenant_of(self.cache, tenant_id)
-        changes = patch.changes()
+        changes = patch.changes(self.clock())
         async with self.sessions() as s, s.begin():
             row = await s.get(ApiKey, kid, with_for_update=True)
             if row is None or row.tenant_id != tenant_id or row.kind != "api":
@@ -251,6 +254,7 @@ class KeyLifecycle:
             expires_at=claims.get("exp"), revoked_at=None, grace_ends_at=None,
             rolled_from=rolled_from, rolled_to=None,
             changed_at=self._now_ms(), shard=issued.shard, published_at=issued.published_at,
+            **(spec.credits.columns(self.clock()) if spec.credits else {}),
         )
 
     def _now_ms(self) -> int:

@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.envoy, pytest.mark.redis]
 
 
 async def _plan(stack, core) -> None:
+    from authserver.schemas import key_spec
     from authserver.services import Actor, KeySpec
 
     actor = Actor("ratelimit-tests")
@@ -28,6 +29,9 @@ async def _plan(stack, core) -> None:
                          ("two_windows", [{"limit": 2, "window_seconds": 2}, {"limit": 3, "window_seconds": 60}])):
         row, minted = await core.lifecycle.mint("default", KeySpec(name=name, rate_limits=limits), actor)
         stack.keys[name] = {"id": row.id, "key": minted.key}
+    spec = key_spec({"name": "metered", "credits": {"remaining": 3, "refill": {"amount": 2, "interval": "day"}}})
+    row, minted = await core.lifecycle.mint("default", spec, actor)
+    stack.keys["metered"] = {"id": row.id, "key": minted.key}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +116,34 @@ def test_a_patch_takes_effect_at_the_gateway_within_a_second(stack, gw):
     for body in ({"rate_limits": [{"limit": 0, "window_seconds": 1}]}, {"scopes": ["x"]}, {}):
         r = stack.http.patch(f"{stack.url}/v1/keys/{free['id']}", json=body, headers=h)
         assert r.status_code in (400, 422) and r.headers["content-type"].startswith("application/problem+json")
+
+
+def test_credits_run_out_and_refill(stack, gw):
+    import sqlite3
+
+    metered = stack.keys["metered"]
+    got = []
+    for _ in range(4):
+        r = gw.get(key=metered["key"])
+        got.append((r.status_code, r.headers.get("x-credits-remaining")))
+    assert got == [(200, "2"), (200, "1"), (200, "0"), (429, "0")]
+    r = gw.get(key=metered["key"])
+    assert r.status_code == 429 and as_json(r)["code"] == "usage_exceeded"
+    h = {"Authorization": f"Bearer {stack.admin['default']}"}
+    assert stack.http.get(f"{stack.url}/v1/keys/{metered['id']}", headers=h).json()["credits"] == {
+        "remaining": 0, "refill": {"amount": 2, "interval": "day"}}
+    intro = as_json(stack.http.post(f"{stack.url}/oauth/introspect", data={"token": metered["key"]}, headers=h))
+    assert intro["active"] is True and intro["status"] == "USAGE_EXCEEDED"
+    # a new day: the last refill was yesterday (set on the database, as a day passing would)
+    db = stack.db_url.split("///", 1)[1]
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE api_keys SET credits_refilled_at = credits_refilled_at - 86400 WHERE id = ?",
+                     (metered["id"],))
+    assert [gw.status(metered["key"]) for _ in range(3)] == [200, 200, 429]
+    # PATCH tops it up
+    r = stack.http.patch(f"{stack.url}/v1/keys/{metered['id']}", json={"credits": {"remaining": 1}}, headers=h)
+    assert r.status_code == 200 and r.json()["credits"] == {"remaining": 1, "refill": None}
+    assert [gw.status(metered["key"]) for _ in range(2)] == [200, 429]
 
 
 def test_zz_authserver_down_traffic_flows(stack, gw):
