@@ -22,7 +22,7 @@ import httpx
 
 from authserver_devtools import free_port, wait_until
 
-from ._common import cpu_run_seconds, cpu_seconds, load, pct, progress, rss_bytes
+from ._common import cpu_run_seconds, cpu_seconds, load, machine_info, pct, progress, rss_bytes
 from ._stack import AuthServer, Gateway
 
 TENANT = "default"
@@ -51,6 +51,7 @@ def _sizes(quick: bool, max_keys: int | None) -> list[int]:
 def push(quick: bool, max_keys: int | None = None) -> dict:
     events = 4 if quick else 50
     out: dict = {
+        "machine": machine_info(),  # also when merged into results of other runs (--merge)
         "alg": ALG, "cache_duration_s": CACHE_S, "events": events,
         "pull_cap_s": 0.5 if quick else 2.0, "push_cap_s": 5.0 if quick else 10.0,
         "poll_interval_s": POLL_S, "stream_rate_per_s": STREAM_RATE,
