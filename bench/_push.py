@@ -123,8 +123,8 @@ def _one_size(n: int, opts: dict, quick: bool) -> dict:
         row["envoy_rss"] = {name: rss_bytes(gw.envoy.pid) for name, gw in gws.items()}
         stream = iter(old)
         row["per_push"] = _per_push(srv, api, gws, stream, opts["cpu_pushes"])
-        row["revoke"] = _events("revoke", api, clients, revoke_keys, opts)
-        row["mint"] = _events("mint", api, clients, opts["events"], opts)
+        row["revoke"] = _events("revoke", api, clients, revoke_keys, opts, gws["push"])
+        row["mint"] = _events("mint", api, clients, opts["events"], opts, gws["push"])
         row["latency"] = _latency(srv, api, gws, load_key, stream, opts)
         row["pull_envoy_refreshed"] = gws["pull"].counter("jwt_authn.jwks_fetch_success") - (shards + (shards > 1))
         row["server"] = {
@@ -177,14 +177,19 @@ def _watch(clients: dict[str, httpx.Client], key: str, want: int, t0: float,
 
 
 def _events(kind: str, api: httpx.Client, clients: dict[str, httpx.Client], keys_or_count: list[str] | int,
-            opts: dict) -> dict:
-    """revoke: revoke returned -> Envoy refuses (401); mint: mint returned -> Envoy accepts (200)."""
+            opts: dict, push_gw: Gateway) -> dict:
+    """revoke: revoke returned -> Envoy refuses (401); mint: mint returned -> Envoy accepts (200).
+
+    Also records, per event, how many JWKS fetches the push Envoy made meanwhile
+    (its refreshes, every cache_duration, share its main thread with xDS updates)."""
     caps = {"push": opts["push_cap_s"], "pull": opts["pull_cap_s"]}
     times: dict[str, list[float | None]] = {"push": [], "pull": []}
+    fetches: list[int] = []
     rng = random.Random(12)
     items = keys_or_count if isinstance(keys_or_count, list) else range(keys_or_count)
     for item in progress(items, f"push: {kind} events"):
         time.sleep(rng.uniform(0.05, 0.3))  # no lockstep with the server's 0.25 s tick
+        f0 = push_gw.counter("jwt_authn.jwks_fetch_success") + push_gw.counter("jwt_authn.jwks_fetch_failed")
         if kind == "revoke":
             key = str(item)
             r = api.delete(f"/v1/keys/{_kid(key)}")
@@ -197,7 +202,9 @@ def _events(kind: str, api: httpx.Client, clients: dict[str, httpx.Client], keys
             found = _watch(clients, key, 200, t0, caps)
         for name in times:
             times[name].append(found[name])
-    return {name: _stats(ts, caps[name]) for name, ts in times.items()}
+        fetches.append(int(push_gw.counter("jwt_authn.jwks_fetch_success")
+                           + push_gw.counter("jwt_authn.jwks_fetch_failed") - f0))
+    return {**{name: _stats(ts, caps[name]) for name, ts in times.items()}, "push_envoy_jwks_fetches": fetches}
 
 
 def _stats(times: list[float | None], cap: float) -> dict:

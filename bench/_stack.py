@@ -69,7 +69,9 @@ class Gateway:
     def counter(self, suffix: str) -> int:
         """Sum of the admin counters whose name ends with ``suffix``
         (e.g. ``jwt_authn.jwks_fetch_success``)."""
-        text = httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=30).text
+        # the admin filter is a regex over stat names: escape the dots, anchor at the end
+        text = httpx.get(f"http://127.0.0.1:{self.admin_port}/stats",
+                         params={"filter": suffix.replace(".", "\\.") + "$"}, timeout=30).text
         return sum(int(v) for k, _, v in (line.partition(": ") for line in text.splitlines())
                    if k.endswith(suffix) and v.isdigit())
 
