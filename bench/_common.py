@@ -82,6 +82,26 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process used so far (/proc/PID/stat utime + stime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()  # after "(comm)": field 3 (state) is index 0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_run_seconds(pid: int) -> float:
+    """The same in nanoseconds' resolution (stat counts 10 ms ticks): time on
+    CPU of every thread of the process, from /proc/PID/task/*/schedstat."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):  # a thread that just ended
+            pass
+    return total / 1e9
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
@@ -111,10 +131,13 @@ class Load:
     ok: bool
     requests: int = 0
     errors: int = 0  # unexpected statuses, socket errors, timeouts
+    wrong_status: int = 0  # of errors: answers with another status than expected
+    socket_errors: int = 0  # of errors: connect/read/write errors (a reset connection) and timeouts
 
     def as_dict(self) -> dict:
         return {"p50_ms": round(self.p50_ms, 3), "p99_ms": round(self.p99_ms, 3), "rps": round(self.rps, 1),
-                "tool": self.tool, "ok": self.ok, "requests": self.requests, "errors": self.errors}
+                "tool": self.tool, "ok": self.ok, "requests": self.requests, "errors": self.errors,
+                "wrong_status": self.wrong_status, "socket_errors": self.socket_errors}
 
 
 def _wrk_ms(value: str) -> float:
@@ -136,9 +159,11 @@ def parse_wrk(out: str, expect: int = 200) -> Load:
     bad_status = int(non2xx.group(1)) if non2xx else 0
     if expect >= 400:  # every answer should be non-2xx
         bad_status = requests - bad_status
-    errors = bad_status + (sum(int(x) for x in sock.groups()) if sock else 0)
+    socket_errors = sum(int(x) for x in sock.groups()) if sock else 0
+    errors = bad_status + socket_errors
     return Load(_wrk_ms(dist.get("50", "nan")), _wrk_ms(dist.get("99", "nan")),
-                float(rps.group(1)) if rps else float("nan"), "wrk", requests > 0 and errors == 0, requests, errors)
+                float(rps.group(1)) if rps else float("nan"), "wrk", requests > 0 and errors == 0, requests, errors,
+                bad_status, socket_errors)
 
 
 def load(url: str, headers: dict[str, str] | None = None, *, seconds: float = 3.0, connections: int = 4,
@@ -171,16 +196,20 @@ def _asyncio_load(url: str, headers: dict[str, str], seconds: float, connections
     request = (f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\n"
                + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
     latencies: list[float] = []
-    errors = 0
+    errors = sock_errors = 0
 
     async def conn(deadline: float) -> None:
-        nonlocal errors
+        nonlocal errors, sock_errors
         reader, writer = await asyncio.open_connection(host, int(port))
         try:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
                 writer.write(request)
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                except (TimeoutError, OSError, asyncio.IncompleteReadError):
+                    sock_errors += 1
+                    return
                 m = re.search(rb"content-length:\s*(\d+)", head, re.I)
                 if m:
                     await reader.readexactly(int(m.group(1)))
@@ -199,7 +228,8 @@ def _asyncio_load(url: str, headers: dict[str, str], seconds: float, connections
 
     elapsed = asyncio.run(main())
     return Load(pct(latencies, 50), pct(latencies, 99), len(latencies) / elapsed, "python-asyncio",
-                bool(latencies) and errors == 0, len(latencies), errors)
+                bool(latencies) and errors + sock_errors == 0, len(latencies), errors + sock_errors, errors,
+                sock_errors)
 
 
 class StaticServer:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -23,19 +25,27 @@ PREFIX = "sk_live_"
 
 class Gateway:
     """Envoy as `authserver gateway envoy` configures it, answering 200 itself;
-    JWKS from ``jwks_base`` (our server or a StaticServer)."""
+    JWKS from ``jwks_base`` (our server or a StaticServer). With ``server``,
+    the config is the one `authserver gateway envoy` prints for that server's
+    tenant (``xds``: with `--xds HOST:PORT`, taking pushes)."""
 
-    def __init__(self, jwks_base: str, *, tenant_id: str = "bench", issuer: str = ISSUER, audience: str = AUDIENCE,
-                 shard_count: int = 1, cache_duration: int = 600) -> None:
-        self.tenant = SimpleNamespace(id=tenant_id, issuer=issuer, audience=audience, key_prefix=PREFIX,
-                                      shard_count=shard_count)
-        self.settings = SimpleNamespace(gateway_cache_seconds=cache_duration, public_url=jwks_base,
-                                        host="127.0.0.1", port=0)
+    def __init__(self, jwks_base: str = "", *, tenant_id: str = "bench", issuer: str = ISSUER,
+                 audience: str = AUDIENCE, shard_count: int = 1, cache_duration: int = 600,
+                 server: AuthServer | None = None, xds: str | None = None) -> None:
         self.port = free_port()
         self.admin_port = free_port()
-        config = envoy_config(self.tenant, self.settings, upstream="127.0.0.1:9",
-                              listen=f"127.0.0.1:{self.port}", admin=f"127.0.0.1:{self.admin_port}",
-                              cache_duration=cache_duration)
+        listen, admin = f"127.0.0.1:{self.port}", f"127.0.0.1:{self.admin_port}"
+        if server is not None:
+            args = ["gateway", "envoy", "--tenant", tenant_id, "--upstream", "127.0.0.1:9", "--listen", listen,
+                    "--admin", admin, "--format", "json"]
+            config = json.loads(server.cli(*args, *(["--xds", xds] if xds else [])))
+        else:
+            tenant = SimpleNamespace(id=tenant_id, issuer=issuer, audience=audience, key_prefix=PREFIX,
+                                     shard_count=shard_count)
+            settings = SimpleNamespace(gateway_cache_seconds=cache_duration, public_url=jwks_base,
+                                       host="127.0.0.1", port=0)
+            config = envoy_config(tenant, settings, upstream="127.0.0.1:9", listen=listen, admin=admin,
+                                  cache_duration=cache_duration)
         # measure the gateway, not an upstream: Envoy answers 200 itself once
         # jwt_authn (and claim forwarding) passed the request
         hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -60,9 +70,19 @@ class Gateway:
     def counter(self, suffix: str) -> int:
         """Sum of the admin counters whose name ends with ``suffix``
         (e.g. ``jwt_authn.jwks_fetch_success``)."""
-        text = httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", timeout=30).text
+        # the admin filter is a regex over stat names: escape the dots, anchor at the end
+        text = httpx.get(f"http://127.0.0.1:{self.admin_port}/stats",
+                         params={"filter": suffix.replace(".", "\\.") + "$"}, timeout=30).text
         return sum(int(v) for k, _, v in (line.partition(": ") for line in text.splitlines())
                    if k.endswith(suffix) and v.isdigit())
+
+    def counters(self, pattern: str) -> int:
+        """Sum of the admin counters whose name matches the regex ``pattern``."""
+        import re
+
+        text = httpx.get(f"http://127.0.0.1:{self.admin_port}/stats", params={"filter": pattern}, timeout=30).text
+        return sum(int(v) for k, _, v in (line.partition(": ") for line in text.splitlines())
+                   if re.search(pattern, k) and v.isdigit())
 
     def stop(self) -> None:
         self.envoy.stop()
@@ -102,7 +122,9 @@ class AuthServer:
         self.env = {**os.environ, "AUTHSERVER_DATABASE_URL": db_url or f"sqlite:///{self.dir / 'bench.db'}",
                     "AUTHSERVER_HOST": "127.0.0.1", "AUTHSERVER_PORT": str(self.port),
                     "AUTHSERVER_PUBLIC_URL": f"http://127.0.0.1:{self.port}", "AUTHSERVER_LOG_LEVEL": "WARNING",
-                    "AUTHSERVER_RATE_LIMIT_ADMIN_PER_MINUTE": "0", **(env or {})}
+                    "AUTHSERVER_RATE_LIMIT_ADMIN_PER_MINUTE": "0",
+                    # /metrics is not public: the harness scrapes it with a token of its own
+                    "AUTHSERVER_METRICS_TOKEN": secrets.token_urlsafe(24), **(env or {})}
         self.proc: subprocess.Popen | None = None
         self.admin_key = ""
 
@@ -118,8 +140,6 @@ class AuthServer:
         return out.stdout
 
     def create_tenant(self, tenant_id: str = "default", algorithm: str = "RS256") -> str:
-        import json
-
         self.admin_key = json.loads(self.cli("tenant", "create", tenant_id, "--json", "--algorithm", algorithm))[
             "admin_key"]
         return self.admin_key
@@ -145,6 +165,13 @@ class AuthServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+    def metric(self, name: str) -> float:
+        """Sum of the samples of one metric in /metrics (every label set)."""
+        text = httpx.get(f"{self.url}/metrics", timeout=30,
+                         headers={"Authorization": f"Bearer {self.env['AUTHSERVER_METRICS_TOKEN']}"}).text
+        return sum(float(line.rpartition(" ")[2]) for line in text.splitlines()
+                   if not line.startswith("#") and line.partition(" ")[0].partition("{")[0] == name)
 
     def log(self) -> str:
         path = self.dir / "server.log"

@@ -175,6 +175,63 @@ def markdown(results: dict) -> str:
 
     section("propagation", _propagation)
 
+    def _push(x: dict) -> None:
+        def ms(v: float | None) -> str:
+            return "-" if v is None else f"{v:g}"
+
+        cap = x["pull_cap_s"]
+        add(["## Push (xDS) vs pull through Envoy", ""])
+        pm = x.get("machine")
+        if pm:  # merged into older results: say where this suite ran
+            add([f"Measured {pm['date']} on {pm['cpu']}, {pm['cores']} cores, {pm['memory_gib']} GiB RAM, Linux "
+                 f"{pm['kernel']}, Python {pm['python']}, Envoy {pm['envoy']}, load generator "
+                 f"{pm['load_generator']}.", ""])
+        add([f"Envoy `cache_duration` **{x['cache_duration_s']} s** (the default) on both; {x['events']} events "
+             f"of each kind per size, each timed on both Envoys at once; the pull Envoy is given at most {cap} s "
+             "per event (waiting out its cache would take up to 300 s per event).", "",
+             "| keys | event | push p50 / p99 / max (ms) | push within 200 ms / 1 s / its cap | "
+             f"pull: caught within {cap:g} s | pull p50 of those (ms) |",
+             "| ---: | --- | --- | --- | --- | ---: |"])
+        for r in x["sizes"]:
+            for kind, label in (("revoke", "revoke returned -> 401"), ("mint", "mint returned -> 200")):
+                pu, pl = r[kind]["push"], r[kind]["pull"]
+                out.append(f"| {r['keys']:,} | {label} | {ms(pu['p50_ms'])} / {ms(pu['p99_ms'])} / "
+                           f"{ms(pu['max_ms'])} | {pu['within_200ms']} / {pu['within_1s']} / {pu['caught']} "
+                           f"of {pu['n']} | "
+                           f"{pl['caught']} of {pl['n']} | {ms(pl['p50_ms'])} |")
+        add(["", f"Envoy latency (wrk, valid key, medians of {x['load_rounds']} alternating {x['load_seconds']} s "
+                 f"runs): no pushes vs {x['stream_rate_per_s']:g} revocations/s pushed; the pull Envoy during "
+                 "the same stream is the control (the server's work, no pushes).", "",
+             "| keys | push Envoy, no pushes p50 / p99 (ms) | during pushes p50 / p99 (ms) | p99 ratio | "
+             "pull Envoy, same stream p50 / p99 (ms) | non-2xx (valid key) | socket errors | "
+             "connections closed by Envoy | pushes |",
+             "| ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"])
+        for r in x["sizes"]:
+            la = r["latency"]
+            bad = sum(la[k]["wrong_status"] for k in ("none", "pushes", "pull_stream"))
+            sock = sum(la[k]["socket_errors"] for k in ("none", "pushes", "pull_stream"))
+            out.append(f"| {r['keys']:,} | {la['none']['p50_ms']} / {la['none']['p99_ms']} | "
+                       f"{la['pushes']['p50_ms']} / {la['pushes']['p99_ms']} | **{la['p99_ratio_pushes_to_none']}** | "
+                       f"{la['pull_stream']['p50_ms']} / {la['pull_stream']['p99_ms']} | {bad} | {sock} | "
+                       f"{la['envoy_closed_active_connections']} | {la['pushes_during']} |")
+        add(["", "Cost of one push (revocations of old keys, which change only the gate), Envoy CPU from "
+                 "/proc/PID/task/*/schedstat (and /proc/PID/stat, 10 ms ticks) minus its idle CPU over as long:", "",
+             "| keys | shards | pushes | bytes per push | Envoy CPU per push (ms) | same from /proc/PID/stat (ms) | "
+             "whole run: pushes, bytes per push, change -> ACK mean (ms) | server start (s) | authserver RSS |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"])
+        for r in x["sizes"]:
+            pp, sv = r["per_push"], r["server"]
+            out.append(f"| {r['keys']:,} | {r['shards']} | {pp['applied']} | {_n(pp['bytes_per_push'])} B | "
+                       f"{ms(pp['envoy_cpu_ms_per_push'])} | {ms(pp['envoy_cpu_ms_per_push_stat'])} | "
+                       f"{int(sv['pushes'])}, {_n(sv['push_bytes'] / max(1, sv['pushes']))} B, "
+                       f"{sv['change_to_ack_mean_ms']} | {r['server_start_s']} | "
+                       f"{_mib(r['server_rss_end'])} |")
+        add(["", "Push p50 / p99 / max are over the events that arrived within the push cap "
+                 f"({x['push_cap_s']:g} s); those that did not are the difference to n.", "",
+             f"_{x['note']}_", ""])
+
+    section("push", _push)
+
     return "\n".join(out)
 
 

@@ -121,26 +121,37 @@ def gateway(quick: bool) -> dict:
 
 # --- 3: server memory per live key -------------------------------------------
 
-def _seed(db: Path, tenant: str, alg: str, count: int, batch: int = 5000) -> None:
+def _seed(db: Path, tenant: str, alg: str, count: int, batch: int = 5000, *, age_s: int = 0,
+          shard_count: int = 1, keep: int = 0, desc: str | None = None) -> list[str]:
     """Insert ``count`` live API keys with synthetic public JWKs, in bulk, through
-    the ORM model (so new columns with defaults keep working), before the server starts."""
+    the ORM model (so new columns with defaults keep working), before the server starts.
+
+    ``age_s``: created and published that long ago; ``shard_count`` > 1: spread
+    in order over the shards, ``ceil(count / shard_count)`` each, with the shard
+    prefix. Returns the ids of the first ``keep`` keys."""
     from sqlalchemy import create_engine, insert
     from sqlalchemy.orm import Session
 
     from authserver.db.models import ApiKey
 
     engine = create_engine(f"sqlite:///{db}")
-    now = int(time.time())
+    now = int(time.time()) - age_s
+    per_shard = -(-count // shard_count)
+    kept: list[str] = []
     try:
         with Session(engine) as session:
             rows: list[dict] = []
-            for i in range(count):
+            for i in progress(range(count), desc, total=count) if desc else range(count):
                 jwk = synthetic_jwk(alg)
+                shard = i // per_shard if shard_count > 1 else None
+                if len(kept) < keep:
+                    kept.append(jwk["kid"])
                 rows.append({"id": jwk["kid"], "tenant_id": tenant, "kind": "api", "name": f"seed{i}",
-                             "subject": jwk["kid"], "scopes": [], "prefix": PREFIX, "last4": "xxxx",
+                             "subject": jwk["kid"], "scopes": [], "last4": "xxxx",
+                             "prefix": PREFIX if shard is None else f"{PREFIX}s{shard}_",
                              "algorithm": alg, "public_jwk": jwk, "meta": {}, "rate_limits": None,
                              "created_at": now, "expires_at": None, "revoked_at": None, "grace_ends_at": None,
-                             "rolled_from": None, "rolled_to": None, "changed_at": now * 1000, "shard": None,
+                             "rolled_from": None, "rolled_to": None, "changed_at": now * 1000, "shard": shard,
                              "published_at": now})
                 if len(rows) >= batch:
                     session.execute(insert(ApiKey), rows)
@@ -150,6 +161,7 @@ def _seed(db: Path, tenant: str, alg: str, count: int, batch: int = 5000) -> Non
             session.commit()
     finally:
         engine.dispose()
+    return kept
 
 
 def server_memory(quick: bool) -> dict:
@@ -565,6 +577,14 @@ def _median_load(runs: list) -> dict:
             "runs": dicts}
 
 
+# --- issue 12: push (xDS) vs pull ---------------------------------------------
+
+def push(quick: bool) -> dict:
+    from . import _push
+
+    return _push.push(quick, OPTIONS["max_keys"])
+
+
 SUITES = {
     "gateway": gateway,
     "server_memory": server_memory,
@@ -572,4 +592,5 @@ SUITES = {
     "mint": mint,
     "propagation": propagation,
     "million": million,
+    "push": push,
 }

