@@ -453,13 +453,13 @@ def _add_tenant(sub: _Subparsers) -> None:
     _add_json(ts)
     ts.set_defaults(func=_cmd_tenant_shards)
     tq = tsub.add_parser("quota", help="show or set the cap on the tenant's live API keys")
-    tq.add_argument("tenant")
+    tq.add_argument("tenant", help="the tenant id")
     group = tq.add_mutually_exclusive_group()
     group.add_argument("--max-live-keys", type=int, metavar="N",
                        help="at most N live API keys (0: no limit); mint and roll answer 409 quota_exceeded at it")
     group.add_argument("--default", action="store_true",
                        help="follow AUTHSERVER_MAX_LIVE_KEYS_PER_TENANT again")
-    tq.add_argument("--json", action="store_true")
+    _add_json(tq)
     tq.set_defaults(func=_cmd_tenant_quota)
 
 

@@ -34,8 +34,8 @@ _OPTIONS = [
 
 
 class GatewayServer:
-    def __init__(self, settings: Settings, xds: XdsServer, ratelimit: RateLimitServer,
-                 accesslog: AccessLogServer) -> None:
+    def __init__(self, settings: Settings, xds: XdsServer, ratelimit: RateLimitServer | None = None,
+                 accesslog: AccessLogServer | None = None) -> None:
         self.settings = settings
         self.xds = xds
         self.ratelimit = ratelimit
@@ -48,8 +48,10 @@ class GatewayServer:
         assert s.xds_port is not None  # only started when set
         server = grpc.aio.server(options=_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.xds, server)
-        rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self.ratelimit, server)
-        als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.accesslog, server)
+        if self.ratelimit is not None:
+            rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self.ratelimit, server)
+        if self.accesslog is not None:
+            als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.accesslog, server)
         address = f"[{s.xds_host}]:{s.xds_port}" if ":" in s.xds_host else f"{s.xds_host}:{s.xds_port}"
         try:
             self.port = self._bind(server, address)

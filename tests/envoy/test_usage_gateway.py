@@ -95,7 +95,9 @@ def test_unused_for_finds_stale_keys(stack, gw):
         conn.execute("UPDATE api_keys SET created_at = created_at - 40 * 86400 WHERE id = ?", (stale["id"],))
     ids = [k["id"] for k in _get(stack, "/v1/keys", unused_for="30d", state="live")["data"]]
     assert ids == [stale["id"]]  # "idle" is new, "used" was just used
-    assert stack.keys["used"]["id"] in [k["id"] for k in _get(stack, "/v1/keys", unused_for="0s")["data"]]
+    # unused for 0 s: every key not used in the current second, "used" too once a second has passed
+    wait_until(lambda: stack.keys["used"]["id"] in [k["id"] for k in _get(stack, "/v1/keys", unused_for="0s")["data"]],
+               3, interval=0.1, what="the used key, a second later")
 
 
 def test_no_key_string_in_usage_tables_or_logs(stack, gw):
