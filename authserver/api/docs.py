@@ -58,13 +58,12 @@ def problem_codes() -> dict[int, tuple[str, ...]]:
 # --- response bodies -----------------------------------------------------------
 
 
-class KeyView(msgspec.Struct, kw_only=True):
-    """A key's public description: never the key string."""
+class AdminKeyView(msgspec.Struct, kw_only=True):
+    """An admin key's public description (never published to gateways): never the key string."""
 
     id: str
-    kind: Literal["api", "admin"]
+    kind: Literal["admin"]
     name: str | None
-    subject: str | None
     scopes: list[str]
     prefix: str
     last4: str
@@ -77,6 +76,13 @@ class KeyView(msgspec.Struct, kw_only=True):
     grace_ends_at: int | None
     rolled_from: str | None
     rolled_to: str | None
+
+
+class KeyView(AdminKeyView, kw_only=True):
+    """A key's public description: never the key string."""
+
+    kind: Literal["api", "admin"]  # type: ignore[assignment]  # API key views list both
+    subject: str | None
     shard: int | None
     published_at: int
     gateway_accepts_after: int
@@ -120,26 +126,6 @@ class UsageSeries(msgspec.Struct):
     granularity: Literal["hour", "day"]
     start: int = msgspec.field(name="from")
     end: int = msgspec.field(name="to")
-
-
-class AdminKeyView(msgspec.Struct, kw_only=True):
-    """An admin key's public description (never published to gateways): never the key string."""
-
-    id: str
-    kind: Literal["admin"]
-    name: str | None
-    scopes: list[str]
-    prefix: str
-    last4: str
-    hint: str
-    algorithm: Algorithm
-    state: State
-    created_at: int
-    expires_at: int | None
-    revoked_at: int | None
-    grace_ends_at: int | None
-    rolled_from: str | None
-    rolled_to: str | None
 
 
 class MintedAdminKey(AdminKeyView, kw_only=True):

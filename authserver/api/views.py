@@ -11,44 +11,6 @@ from ..settings import Settings
 __all__ = ["admin_key_view", "audit_view", "key_view"]
 
 
-def key_view(row: ApiKey, now: float, settings: Settings) -> dict[str, Any]:
-    """Public description of a key: never the key string itself."""
-    published_at = row.published_at or row.created_at
-    return {
-        "id": row.id,
-        "kind": row.kind,
-        "name": row.name,
-        "subject": row.subject,
-        "scopes": list(row.scopes),
-        "prefix": row.prefix,
-        "last4": row.last4,
-        "hint": f"{row.prefix}…{row.last4}",
-        "algorithm": row.algorithm,
-        "state": row.state(now),
-        "created_at": row.created_at,
-        "expires_at": row.expires_at,
-        "revoked_at": row.revoked_at,
-        "grace_ends_at": row.grace_ends_at,
-        "rolled_from": row.rolled_from,
-        "rolled_to": row.rolled_to,
-        "shard": row.shard,
-        "published_at": published_at,
-        # gateways refetch the JWKS every gateway_cache_seconds and not on an unknown kid
-        "gateway_accepts_after": published_at + settings.gateway_cache_seconds,
-        "metadata": row.meta,
-        "rate_limits": row.rate_limits,
-        "last_used_at": row.last_used_at,  # the last call a gateway reported (batched: lags a few seconds)
-        "credits": Credits.view(row, now),
-    }
-
-
-def audit_view(ev: AuditEvent) -> dict[str, Any]:
-    return {
-        "id": ev.id, "at": ev.at, "actor": ev.actor, "action": ev.action,
-        "target": ev.target, "remote_addr": ev.remote_addr, "details": ev.details,
-    }
-
-
 def admin_key_view(row: ApiKey, now: float) -> dict[str, Any]:
     """Public description of an admin key (never published to gateways, so no
     gateway, shard or metadata fields): never the key string itself."""
@@ -68,4 +30,28 @@ def admin_key_view(row: ApiKey, now: float) -> dict[str, Any]:
         "grace_ends_at": row.grace_ends_at,
         "rolled_from": row.rolled_from,
         "rolled_to": row.rolled_to,
+    }
+
+
+def key_view(row: ApiKey, now: float, settings: Settings) -> dict[str, Any]:
+    """Public description of an API key: what an admin key's says, and what
+    gateways and usage add. Never the key string itself."""
+    published_at = row.published_at or row.created_at
+    return admin_key_view(row, now) | {
+        "subject": row.subject,
+        "shard": row.shard,
+        "published_at": published_at,
+        # gateways refetch the JWKS every gateway_cache_seconds and not on an unknown kid
+        "gateway_accepts_after": published_at + settings.gateway_cache_seconds,
+        "metadata": row.meta,
+        "rate_limits": row.rate_limits,
+        "last_used_at": row.last_used_at,  # the last call a gateway reported (batched: lags a few seconds)
+        "credits": Credits.view(row, now),
+    }
+
+
+def audit_view(ev: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": ev.id, "at": ev.at, "actor": ev.actor, "action": ev.action,
+        "target": ev.target, "remote_addr": ev.remote_addr, "details": ev.details,
     }
