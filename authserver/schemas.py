@@ -16,6 +16,7 @@ import msgspec
 
 import keys
 
+from .durations import parse_duration
 from .errors import InvalidInput
 
 __all__ = [
@@ -156,18 +157,6 @@ class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):
         if not out:
             raise InvalidInput("nothing to change: give name, metadata, rate_limits or credits")
         return out
-
-
-_WINDOW_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_duration(text: str) -> int:
-    """Seconds from ``90``, ``90s``, ``15m``, ``12h`` or ``30d``; ValueError if not."""
-    text = text.strip().lower()
-    count, unit = (text[:-1], text[-1]) if text[-1:] in _WINDOW_UNITS else (text, "s")
-    if not count.isdigit() or len(count) > 9:
-        raise ValueError(f"a duration is a number of seconds or like 15m, 12h, 30d; got {text!r}")
-    return int(count) * _WINDOW_UNITS[unit]
 
 
 def parse_rate_limit(text: str) -> RateLimit:

@@ -20,6 +20,7 @@ import keys
 from ..auth import READ, WRITE, Admin, provide_admin, provide_introspection_admin, requires
 from ..core import Core
 from ..db.models import ApiKey
+from ..durations import parse_duration
 from ..errors import InvalidInput, ServiceError
 from ..keycache import claimed_kid
 from ..schemas import (
@@ -31,7 +32,6 @@ from ..schemas import (
     KeyPatch,
     KeySpec,
     RollRequest,
-    parse_duration,
 )
 from ..services import Introspector, KeyLifecycle, KeyQueries
 from ..services.queries import STATES

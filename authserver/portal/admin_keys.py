@@ -26,12 +26,12 @@ from ..services import KeyLifecycle, KeyQueries
 from ..services.adminkeys import admin_key_spec
 from .views import (
     DEPENDENCIES,
-    MAX_EXPIRY_DAYS,
     PAGE_SIZE,
     Ctx,
     Posted,
     _display,
     _secret_page_headers,
+    parse_expiry,
     signed_in_with,
 )
 
@@ -51,17 +51,7 @@ def _form_values(form: Any) -> dict[str, Any]:
 
 
 def _spec(values: dict[str, Any], granted: frozenset[str]) -> KeySpec:
-    expires_in = None
-    if values["expiry"] == "days":
-        try:
-            days = int(values["expiry_days"])
-        except ValueError:
-            raise InvalidInput("The expiry must be a whole number of days.") from None
-        if not 1 <= days <= MAX_EXPIRY_DAYS:
-            raise InvalidInput(f"The expiry must be between 1 and {MAX_EXPIRY_DAYS} days.")
-        expires_in = days * 86400
-    elif values["expiry"] not in ("never", ""):
-        raise InvalidInput("Choose an expiry.")
+    expires_in = parse_expiry(values)
     name = values["name"].strip()
     if not name:
         raise InvalidInput("Give the admin key a name, so you can find it again.")

@@ -23,6 +23,7 @@ redirect or a log.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -357,12 +358,8 @@ def _mint_values(form: Any) -> dict[str, str]:
     return {k: v if isinstance(v, str) else "" for k, v in values.items()}
 
 
-def _parse_mint_form(values: dict[str, str]) -> KeySpec:
-    """The form as a KeySpec: the limits are the schema's (authserver.schemas);
-    only what the form itself adds (a name is required, expiry in days) is here."""
-    name = values["name"].strip()
-    if not name:
-        raise InvalidInput("Give the key a name, so you can find it again.")
+def parse_expiry(values: Mapping[str, Any]) -> int | None:
+    """A mint form's expiry (never, or a whole number of days) as seconds."""
     expires_in = None
     if values["expiry"] == "days":
         try:
@@ -374,6 +371,16 @@ def _parse_mint_form(values: dict[str, str]) -> KeySpec:
         expires_in = days * 86400
     elif values["expiry"] not in ("never", ""):
         raise InvalidInput("Choose an expiry.")
+    return expires_in
+
+
+def _parse_mint_form(values: dict[str, str]) -> KeySpec:
+    """The form as a KeySpec: the limits are the schema's (authserver.schemas);
+    only what the form itself adds (a name is required, expiry in days) is here."""
+    name = values["name"].strip()
+    if not name:
+        raise InvalidInput("Give the key a name, so you can find it again.")
+    expires_in = parse_expiry(values)
     return key_spec({"name": name, "subject": values["subject"].strip() or None,
                      "scopes": parse_scopes(values["scopes"]), "expires_in": expires_in})
 
