@@ -18,6 +18,19 @@ BOUND = 1.0
 PUBLIC = "http://127.0.0.1:{port}"
 
 
+def _env(database_url: str, redis_proc, port_a: int, **extra: str) -> dict[str, str]:
+    """Both replicas' environment: one PostgreSQL, one Redis, the default tenant's Envoy node allowed."""
+    return {
+        "AUTHSERVER_DATABASE_URL": database_url,
+        "AUTHSERVER_REDIS_URL": redis_proc.url,
+        "AUTHSERVER_PUBLIC_URL": PUBLIC.format(port=port_a),
+        "AUTHSERVER_LOG_JSON": "false",
+        "AUTHSERVER_RATE_LIMIT_ADMIN_PER_MINUTE": "0",
+        "AUTHSERVER_XDS_NODES": "authserver-gateway-default=default",
+        **extra,
+    }
+
+
 def _envoy_for(env: dict[str, str], replica, xds_port: int, echo: EchoUpstream, tmp, name: str,
                ratelimit: bool = False):
     from authserver.gateways import envoy_config, load_tenant
@@ -60,15 +73,8 @@ def test_two_replicas_each_serving_an_envoy_stay_consistent(fresh_postgres_url, 
         pytest.fail("the envoy binary is missing")
     xds_a, xds_b = free_port(), free_port()
     port_a = free_port()
-    env = {
-        "AUTHSERVER_DATABASE_URL": fresh_postgres_url,
-        "AUTHSERVER_REDIS_URL": redis_proc.url,
-        "AUTHSERVER_PUBLIC_URL": PUBLIC.format(port=port_a),
-        "AUTHSERVER_LOG_JSON": "false",
-        "AUTHSERVER_DEGRADED_CACHE_TTL_SECONDS": "60",  # only pub/sub can explain fast propagation
-        "AUTHSERVER_RATE_LIMIT_ADMIN_PER_MINUTE": "0",
-        "AUTHSERVER_XDS_NODES": "authserver-gateway-default=default",
-    }
+    # reconcile far away: only pub/sub can explain fast propagation
+    env = _env(fresh_postgres_url, redis_proc, port_a, AUTHSERVER_DEGRADED_CACHE_TTL_SECONDS="60")
     admin = cli(env, "tenant", "create", "default", "--json", "--algorithm", "ES256")["admin_key"]
     a = servers({**env, "AUTHSERVER_XDS_PORT": str(xds_a)}, port=port_a).start()
     b = servers({**env, "AUTHSERVER_XDS_PORT": str(xds_b)}).start()
@@ -115,14 +121,7 @@ def test_a_rate_limit_holds_across_two_replicas(fresh_postgres_url, redis_proc, 
     if find_envoy() is None:
         pytest.fail("the envoy binary is missing")
     grpc_a, grpc_b, port_a = free_port(), free_port(), free_port()
-    env = {
-        "AUTHSERVER_DATABASE_URL": fresh_postgres_url,
-        "AUTHSERVER_REDIS_URL": redis_proc.url,
-        "AUTHSERVER_PUBLIC_URL": PUBLIC.format(port=port_a),
-        "AUTHSERVER_LOG_JSON": "false",
-        "AUTHSERVER_RATE_LIMIT_ADMIN_PER_MINUTE": "0",
-        "AUTHSERVER_XDS_NODES": "authserver-gateway-default=default",
-    }
+    env = _env(fresh_postgres_url, redis_proc, port_a)
     cli(env, "tenant", "create", "default", "--json", "--algorithm", "ES256")
     key = cli(env, "keys", "mint", "--name", "limited", "--json")
     cli(env, "keys", "update", key["id"], "--rate-limit", "10/60s", "--json")

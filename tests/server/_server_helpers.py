@@ -153,3 +153,18 @@ async def execute_sql(url: str, sql: str) -> None:
             await conn.execute(text(sql))
     finally:
         await engine.dispose()
+
+
+async def tenants_table(url: str) -> tuple[list[str], list[dict]]:
+    """The tenants table as the database has it: its column names, and its rows by id."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            columns = await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("tenants")])
+            rows = (await conn.execute(text("SELECT * FROM tenants ORDER BY id"))).mappings().all()
+            return columns, [dict(r) for r in rows]
+    finally:
+        await engine.dispose()

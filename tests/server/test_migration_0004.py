@@ -5,20 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from _server_helpers import execute_sql
-from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import create_async_engine
-
-
-async def _tenants(url: str) -> tuple[list[str], list[dict]]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            columns = await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("tenants")])
-            rows = (await conn.execute(text("SELECT * FROM tenants ORDER BY id"))).mappings().all()
-            return columns, [dict(r) for r in rows]
-    finally:
-        await engine.dispose()
+from _server_helpers import execute_sql, tenants_table
 
 
 async def test_migration_0004_adds_tenant_changed_at_and_downgrades(database_url):
@@ -33,12 +20,12 @@ async def test_migration_0004_adds_tenant_changed_at_and_downgrades(database_url
                                  "'EdDSA', '{}', 1700000000, 2)")
 
     await upgrade_async(database_url)
-    columns, rows = await _tenants(database_url)
+    columns, rows = await tenants_table(database_url)
     assert columns == [c.name for c in Tenant.__table__.columns]  # the model and the migrated schema agree
     assert rows[0]["changed_at"] == 1_700_000_000_000 and rows[0]["shard_count"] == 2  # ms, from created_at
 
     await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0003")
-    columns, rows = await _tenants(database_url)
+    columns, rows = await tenants_table(database_url)
     assert "changed_at" not in columns and rows[0]["id"] == "acme" and rows[0]["shard_count"] == 2
     await upgrade_async(database_url)
-    assert "changed_at" in (await _tenants(database_url))[0]
+    assert "changed_at" in (await tenants_table(database_url))[0]

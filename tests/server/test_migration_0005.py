@@ -6,20 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from _server_helpers import execute_sql
-from sqlalchemy import inspect, text
-from sqlalchemy.ext.asyncio import create_async_engine
-
-
-async def _tenants(url: str) -> tuple[list[str], list[dict]]:
-    engine = create_async_engine(url)
-    try:
-        async with engine.connect() as conn:
-            columns = await conn.run_sync(lambda c: [col["name"] for col in inspect(c).get_columns("tenants")])
-            rows = (await conn.execute(text("SELECT * FROM tenants ORDER BY id"))).mappings().all()
-            return columns, [dict(r) for r in rows]
-    finally:
-        await engine.dispose()
+from _server_helpers import execute_sql, tenants_table
 
 
 def _key(kid: str, tenant: str, kind: str = "api", revoked_at: str = "NULL") -> str:
@@ -45,14 +32,14 @@ async def test_migration_0005_adds_the_live_key_quota_columns_and_downgrades(dat
         await execute_sql(database_url, sql)
 
     await upgrade_async(database_url)
-    columns, rows = await _tenants(database_url)
+    columns, rows = await tenants_table(database_url)
     assert columns == [c.name for c in Tenant.__table__.columns]  # the model and the migrated schema agree
     by_id = {r["id"]: r for r in rows}
     assert by_id["acme"]["live_keys_bound"] == 2 and by_id["acme"]["max_live_keys"] is None
     assert by_id["empty"]["live_keys_bound"] == 0 and by_id["empty"]["max_live_keys"] is None
 
     await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0004")
-    columns, rows = await _tenants(database_url)
+    columns, rows = await tenants_table(database_url)
     assert "max_live_keys" not in columns and "live_keys_bound" not in columns and len(rows) == 2
     await upgrade_async(database_url)
-    assert "live_keys_bound" in (await _tenants(database_url))[0]
+    assert "live_keys_bound" in (await tenants_table(database_url))[0]
