@@ -10,10 +10,12 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 from authserver_devtools import death_signal_preexec, find_envoy
 
@@ -167,9 +169,15 @@ def parse_wrk(out: str, expect: int = 200) -> Load:
 
 
 def load(url: str, headers: dict[str, str] | None = None, *, seconds: float = 3.0, connections: int = 4,
-         expect: int = 200) -> Load:
+         expect: int = 200, rate: float | None = None) -> Load:
     """HTTP/1.1 keep-alive load on loopback, one load thread: `wrk --latency`
-    when installed, else an asyncio generator (slower: it caps req/s lower)."""
+    when installed, else an asyncio generator (slower: it caps req/s lower).
+
+    Without ``rate`` the connections send back to back (the server saturated:
+    req/s is the figure). With ``rate`` each connection waits
+    connections/rate seconds between requests (wrk's ``delay()`` hook), so the
+    offered load stays about ``rate`` and the latency is that of an unsaturated
+    server, less sensitive to whatever else the machine runs."""
     if not url.startswith("http://127.0.0.1"):
         raise ValueError("load only targets loopback")
     wrk = tool("wrk")
@@ -181,16 +189,22 @@ def load(url: str, headers: dict[str, str] | None = None, *, seconds: float = 3.
         cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency", "--timeout", "10s"]
         for k, v in (headers or {}).items():
             cmd += ["-H", f"{k}: {v}"]
-        out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60,
-                             preexec_fn=death_signal_preexec()).stdout
+        with tempfile.TemporaryDirectory() as tmp:
+            if rate:
+                script = Path(tmp, "rate.lua")
+                script.write_text(f"function delay() return {max(1, round(connections * 1000 / rate))} end\n")
+                cmd += ["-s", str(script)]
+            out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60,
+                                 preexec_fn=death_signal_preexec()).stdout
         result = parse_wrk(out, expect)
     else:
-        result = _asyncio_load(url, headers or {}, seconds, connections, expect)
+        result = _asyncio_load(url, headers or {}, seconds, connections, expect, rate)
     result.ok = result.ok and status == expect
     return result
 
 
-def _asyncio_load(url: str, headers: dict[str, str], seconds: float, connections: int, expect: int) -> Load:
+def _asyncio_load(url: str, headers: dict[str, str], seconds: float, connections: int, expect: int,
+                  rate: float | None = None) -> Load:
     host_port, _, path = url[len("http://"):].partition("/")
     host, _, port = host_port.partition(":")
     request = (f"GET /{path} HTTP/1.1\r\nHost: {host_port}\r\n"
@@ -218,6 +232,8 @@ def _asyncio_load(url: str, headers: dict[str, str], seconds: float, connections
                 latencies.append((time.perf_counter() - t0) * 1000)
                 if int(head.split(b" ", 2)[1]) != expect:
                     errors += 1
+                if rate:
+                    await asyncio.sleep(connections / rate)
         finally:
             writer.close()
 

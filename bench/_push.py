@@ -31,6 +31,10 @@ CACHE_S = 300  # AUTHSERVER_GATEWAY_CACHE_SECONDS default, and the generated con
 SHARD_SIZE = 1024  # as the million suite (what `authserver tenant shards --auto` gives)
 OLD_S = 3600  # seeded keys were published this long ago: past the push window, only in the pulled JWKS
 STREAM_RATE = 10.0  # revocations per second during the latency runs and the CPU measurement
+# offered request rate of the latency runs: an unsaturated Envoy, as in production; a
+# saturated one (back-to-back requests) measures the machine's other load more than pushes
+LOAD_RATE = 1000.0
+LOAD_CONNECTIONS = 10
 POLL_S = 0.005
 
 
@@ -57,7 +61,7 @@ def push(quick: bool, max_keys: int | None = None) -> dict:
         "alg": ALG, "cache_duration_s": CACHE_S, "events": events,
         "pull_cap_s": 0.5 if quick else 2.0, "push_cap_s": 5.0 if quick else 10.0,
         "poll_interval_s": POLL_S, "stream_rate_per_s": STREAM_RATE,
-        "load_seconds": 1 if quick else 6, "load_rounds": 1 if quick else 5,
+        "load_seconds": 1 if quick else 6, "load_rounds": 1 if quick else 5, "load_rate": LOAD_RATE,
         "cpu_pushes": 10 if quick else 100,
         "sizes": [],
     }
@@ -72,7 +76,8 @@ def push(quick: bool, max_keys: int | None = None) -> dict:
         f"{SHARD_SIZE} past 1,024 keys; every timed key is a real key minted through the API. An event is "
         "timed from the API call's return to the first answer with the wanted status, polled on both Envoys "
         f"every ~{POLL_S * 1000:g} ms; the pull Envoy gets at most {out['pull_cap_s']} s per event. Latency: wrk "
-        f"on the push Envoy with a valid key, no pushes (A) vs {STREAM_RATE:g} revocations/s of other keys (B), "
+        f"at ~{LOAD_RATE:,.0f} req/s ({LOAD_CONNECTIONS} connections) on the push Envoy with a valid key, "
+        f"no pushes (A) vs {STREAM_RATE:g} revocations/s of other keys (B), "
         "and the pull Envoy during the same stream (C: the server's work without pushes)."
     )
     return out
@@ -309,7 +314,7 @@ def _latency(srv: AuthServer, api: httpx.Client, gws: dict[str, Gateway], key: s
         # an Envoy's JWKS refresh (every cache_duration) during a run costs it CPU: recorded per run
         f0 = gw.counter("jwt_authn.jwks_fetch_success")
         with _revocations(srv.url, srv.headers(), kids, STREAM_RATE if stream else 0.0) as done:
-            result = load(gw.url, hdr, seconds=seconds).as_dict()
+            result = load(gw.url, hdr, seconds=seconds, connections=LOAD_CONNECTIONS, rate=LOAD_RATE).as_dict()
         runs[label].append({**result, "revocations": done[0],
                             "jwks_refreshes": int(gw.counter("jwt_authn.jwks_fetch_success") - f0)})
 

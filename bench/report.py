@@ -199,7 +199,8 @@ def markdown(results: dict) -> str:
                            f"{ms(pu['max_ms'])} | {pu['within_200ms']} / {pu['within_1s']} / {pu['caught']} "
                            f"of {pu['n']} | "
                            f"{pl['caught']} of {pl['n']} | {ms(pl['p50_ms'])} |")
-        add(["", f"Envoy latency (wrk, valid key, medians of {x['load_rounds']} alternating {x['load_seconds']} s "
+        add(["", f"Envoy latency (wrk at ~{x.get('load_rate', 0):,.0f} req/s offered, valid key, medians of "
+                 f"{x['load_rounds']} alternating {x['load_seconds']} s "
                  f"runs): no pushes vs {x['stream_rate_per_s']:g} revocations/s pushed; the pull Envoy during "
                  "the same stream is the control (the server's work, no pushes).", "",
              "| keys | push Envoy, no pushes p50 / p99 (ms) | during pushes p50 / p99 (ms) | p99 ratio | "
