@@ -30,6 +30,7 @@ from .services import (
 )
 from .services.common import no_notice
 from .services.credits import Credits
+from .services.subjects import SubjectLimitsService, no_subject_notice
 from .services.tenants import no_tenant_notice
 from .services.usage import UsageQueries, UsageRecorder
 from .settings import Settings
@@ -60,6 +61,7 @@ class Core:
     queries: KeyQueries
     introspector: Introspector
     sync: CacheSync
+    subjects: SubjectLimitsService
     prepublisher: Prepublisher | None  # instant activation; None when it is off
     metrics: Metrics
     limiter: MemoryLimiter | RedisLimiter
@@ -114,6 +116,8 @@ class Core:
             queries=KeyQueries(settings, sessions, cache, clock),
             introspector=Introspector(sessions, cache, clock, limiter),
             sync=sync, prepublisher=instant, metrics=metrics,
+            subjects=SubjectLimitsService(sessions, cache, redis.invalidation.publish_subject if redis
+                                          else no_subject_notice, clock),
             limiter=limiter,
             redis=redis.client if redis else None,
             invalidation=redis.invalidation if redis else None,
@@ -196,5 +200,5 @@ def _connect_redis(settings: Settings, clock: Callable[[], float], replica_id: s
         RedisLimiter(client, clock, ns, MemoryLimiter(clock), on_degraded=on_degraded),
         Invalidation(client, f"{ns}:changes", replica_id, on_notice=sync.refresh_key,
                      on_subscribed=sync.on_subscribed, on_degraded=on_degraded,
-                     on_tenant_notice=sync.refresh_tenant),
+                     on_tenant_notice=sync.refresh_tenant, on_subject_notice=sync.refresh_subject),
     )

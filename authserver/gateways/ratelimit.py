@@ -6,7 +6,12 @@ Envoy's ``ratelimit`` filter (after ``jwt_authn`` and the gate, see
 ``envoy.py``) sends one descriptor per request: ``[("tenant", T), ("key_id",
 KID)]``, the key id being the one the gateway verified. The limits are read
 from the key cache on every call, so a ``PATCH`` is in effect at the next
-request. A key without limits is answered at once, without a Redis round trip.
+request. A key's subject (its ``sub``) may have limits shared by all its keys
+(``services.subjects``): the key's windows and the subject's are checked in
+one atomic Redis call, and a refused call counts in none of them. A key
+without limits, whose subject has none either, is answered at once, without
+a Redis round trip. A descriptor's ``hits_addend`` (a route's cost, see
+``envoy.py``) is what the call counts against the windows and the credits.
 An unknown key id (revoked since, another tenant's) is not limited here:
 refusing it is the gate's job. Refusals carry RateLimit headers, Retry-After
 and a problem+json body (code ``rate_limited``); allowed answers carry the
@@ -25,7 +30,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..keycache import KeyCache
-from ..ratelimit import Decision, MemoryLimiter, RedisLimiter, key_bucket, strictest
+from ..ratelimit import Decision, MemoryLimiter, RedisLimiter, Window, key_bucket, strictest, subject_bucket
 from ..services.credits import Credits
 
 __all__ = ["DOMAIN", "RateLimitMetrics", "RateLimitServer"]
@@ -86,8 +91,10 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
     ) -> Any:
         response = rls_pb2.RateLimitResponse(overall_code=_OK)
         refusal = None
-        cost = max(1, request.hits_addend or 1)
         for descriptor in request.descriptors:
+            # a route's cost (the descriptor's hits_addend), else the request's; 0 means 1
+            cost = max(1, descriptor.hits_addend.value if descriptor.HasField("hits_addend")
+                       else request.hits_addend)
             entries = {e.key: e.value for e in descriptor.entries}
             tenant_id, kid = entries.get("tenant", ""), entries.get("key_id", "")
             decision = await self._decide(tenant_id, kid, cost, response)
@@ -121,15 +128,19 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
             self.metrics.decisions.labels("unknown_key").inc()
             response.statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK))
             return None
-        limits = [(int(r["limit"]), int(r["window_seconds"])) for r in key.rate_limits]
-        if not limits:  # no limits: no round trip
+        own = key_bucket(tenant_id, kid)
+        windows: list[Window] = [(own, int(r["limit"]), int(r["window_seconds"])) for r in key.rate_limits]
+        shared = tk.subject_limits.get(key.subject) if tk is not None else None
+        if shared:
+            windows += [(subject_bucket(tenant_id, key.subject), lim, w) for lim, w in shared]
+        if not windows:  # no limits: no round trip
             self.metrics.decisions.labels("unlimited").inc()
             response.statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK))
             return None
-        decisions = await self.limiter.hit_all(key_bucket(tenant_id, kid), limits, cost)
+        decisions = await self.limiter.hit_many(windows, cost)
         chosen = strictest(decisions)
         i = decisions.index(chosen)
-        response.statuses.append(_status(limits[i][0], limits[i][1], chosen))
+        response.statuses.append(_status(windows[i][1], windows[i][2], chosen))
         for name, value in chosen.headers().items():
             response.response_headers_to_add.append(_header(name.lower(), value))
         self.metrics.decisions.labels("allowed" if chosen.allowed else "over_limit").inc()
