@@ -128,6 +128,14 @@ class MemoryLimiter:
         return [_decide(p, c + (0 if ok else cost), lim, w, now, counted=True)
                 for (p, c), (_, lim, w) in zip(counts, windows, strict=True)]
 
+    async def undo(self, windows: list[Window], cost: int = 1) -> None:
+        """Take back a counted call that was refused afterwards (no credits left)."""
+        now = self.clock()
+        for b, _, w in windows:
+            idx = (b, w, int(now // w))
+            if self._counts.get(idx, 0) >= cost:
+                self._counts[idx] -= cost
+
     def _forget_old(self, now: float) -> None:
         """Windows older than the previous one can no longer count."""
         self._counts = {k: v for k, v in self._counts.items() if k[2] >= int(now // k[1]) - 1}
@@ -169,6 +177,18 @@ return out
 """
 
 
+# Take back a counted call: never below zero, never creating a key (one without
+# an expiry would stay forever). KEYS: cur_1, cur_2, ...; ARGV: cost
+_UNDO = """
+local cost = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if v >= cost then redis.call('DECRBY', KEYS[i], cost) end
+end
+return 0
+"""
+
+
 class RedisLimiter:
     """Shared limits; falls back to ``fallback`` when Redis errors."""
 
@@ -181,6 +201,7 @@ class RedisLimiter:
         self.on_degraded = on_degraded
         self._script = redis.register_script(_HIT)
         self._script_all = redis.register_script(_HIT_ALL)
+        self._script_undo = redis.register_script(_UNDO)
         self._degraded = False
 
     def _keys(self, key: str, window: int, now: float) -> tuple[str, str]:
@@ -216,6 +237,15 @@ class RedisLimiter:
         self._degraded = False
         return [_decide(int(counts[2 * i]), int(counts[2 * i + 1]) + (0 if ok else cost), lim, w, now, counted=True)
                 for i, (_, lim, w) in enumerate(windows)]
+
+    async def undo(self, windows: list[Window], cost: int = 1) -> None:
+        """``MemoryLimiter.undo``, in Redis (best effort: Redis down, the call stays counted)."""
+        now = self.clock()
+        try:
+            await self._script_undo(keys=[self._keys(b, w, now)[0] for b, _, w in windows], args=[cost])
+        except Exception as exc:
+            self._note_degraded(exc)
+            await self.fallback.undo(windows, cost)
 
     async def peek(self, key: str, limit: int, window: int) -> Decision:
         now = self.clock()

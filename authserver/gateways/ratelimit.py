@@ -10,7 +10,9 @@ request. A key's subject (its ``sub``) may have limits shared by all its keys
 (``services.subjects``): the key's windows and the subject's are checked in
 one atomic Redis call, and a refused call counts in none of them. A key
 without limits, whose subject has none either, is answered at once, without
-a Redis round trip. A descriptor's ``hits_addend`` (a route's cost, see
+a Redis round trip. Credits are spent after the windows let a call through;
+a call then refused for want of credits is taken back from the windows. A
+descriptor's ``hits_addend`` (a route's cost, see
 ``envoy.py``) is what the call counts against the windows and the credits.
 An unknown key id (revoked since, another tenant's) is not limited here:
 refusing it is the gate's job. Refusals carry RateLimit headers, Retry-After
@@ -97,11 +99,13 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
                        else request.hits_addend)
             entries = {e.key: e.value for e in descriptor.entries}
             tenant_id, kid = entries.get("tenant", ""), entries.get("key_id", "")
-            decision = await self._decide(tenant_id, kid, cost, response)
+            decision, windows = await self._decide(tenant_id, kid, cost, response)
             if decision is not None and not decision.allowed:
                 refusal = "rate_limited"
             elif await self._spend(tenant_id, kid, cost, response) is False:
                 refusal = "usage_exceeded"
+                if windows:  # a refused call counts against no window
+                    await self.limiter.undo(windows, cost)
         if refusal is not None:
             response.overall_code = _OVER
             response.raw_body = json.dumps(_PROBLEMS[refusal], separators=(",", ":")).encode()
@@ -121,13 +125,13 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
             response.response_headers_to_add.append(_header("x-credits-remaining", str(state.remaining)))
         return state.allowed
 
-    async def _decide(self, tenant_id: str, kid: str, cost: int, response: Any) -> Decision | None:
+    async def _decide(self, tenant_id: str, kid: str, cost: int, response: Any) -> tuple[Decision | None, list[Window]]:
         tk = self.cache.get(tenant_id)
         key = tk.published.get(kid) if tk is not None else None
         if key is None or key.kind != "api":
             self.metrics.decisions.labels("unknown_key").inc()
             response.statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK))
-            return None
+            return None, []
         own = key_bucket(tenant_id, kid)
         windows: list[Window] = [(own, int(r["limit"]), int(r["window_seconds"])) for r in key.rate_limits]
         shared = tk.subject_limits.get(key.subject) if tk is not None else None
@@ -136,7 +140,7 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
         if not windows:  # no limits: no round trip
             self.metrics.decisions.labels("unlimited").inc()
             response.statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK))
-            return None
+            return None, []
         decisions = await self.limiter.hit_many(windows, cost)
         chosen = strictest(decisions)
         i = decisions.index(chosen)
@@ -144,4 +148,4 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
         for name, value in chosen.headers().items():
             response.response_headers_to_add.append(_header(name.lower(), value))
         self.metrics.decisions.labels("allowed" if chosen.allowed else "over_limit").inc()
-        return chosen
+        return chosen, windows

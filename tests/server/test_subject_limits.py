@@ -12,7 +12,7 @@ import pytest
 from _server_helpers import is_problem
 
 from authserver.offline import open_core
-from authserver.schemas import key_spec
+from authserver.schemas import Credits, KeyPatch, key_spec
 from authserver.services import Actor
 
 LIMITS = [{"limit": 100, "window_seconds": 60}, {"limit": 1000, "window_seconds": 3600}]
@@ -92,6 +92,10 @@ class CountingLimiter:
     async def hit_many(self, windows, cost=1):
         self.calls += 1
         return await self.inner.hit_many(windows, cost)
+
+    async def undo(self, windows, cost=1):
+        self.calls += 1
+        await self.inner.undo(windows, cost)
 
 
 def _request(tenant: str, kid: str, cost: int | None = None):
@@ -173,11 +177,13 @@ async def test_a_call_costing_n_spends_n_credits_or_none(rls_core):
     assert _code(r) == "usage_exceeded"  # 2 left: refused, nothing spent
     r = await rls.ShouldRateLimit(_request("acme", row.id), None)
     assert _code(r) == "ok" and credits(r) == "1"
-    # the windows counted the cost too: 5 + 5 + 1 (+ the refused 5: see the service's docstring)
-    r = await rls.ShouldRateLimit(_request("acme", row.id, cost=100), None)
-    assert _code(r) == "rate_limited"
-    r = await rls.ShouldRateLimit(_request("acme", row.id, cost=1), None)
-    assert _code(r) == "ok" and credits(r) == "0"
+    # the window counted the costs of the calls let through (5 + 5 + 1), not the refused one
+    r = await rls.ShouldRateLimit(_request("acme", row.id, cost=90), None)
+    assert _code(r) == "rate_limited"  # 11 + 90 > 100
+    await core.lifecycle.update("acme", row.id, KeyPatch(credits=Credits(remaining=1000)), Actor("t"))
+    r = await rls.ShouldRateLimit(_request("acme", row.id, cost=89), None)
+    assert _code(r) == "ok" and credits(r) == "911"  # exactly 100 in the window
+    assert _code(await rls.ShouldRateLimit(_request("acme", row.id), None)) == "rate_limited"
 
 
 async def test_a_change_reaches_another_replica_through_its_notice(make_settings):

@@ -126,3 +126,17 @@ async def test_hit_many_shares_a_subject_budget_and_counts_refusals_nowhere(limi
     assert all(d.allowed for d in await lim.hit_many(a, cost=2))
     assert not all(d.allowed for d in await lim.hit_many(b, cost=3))  # 2 + 3 > 4 together
     assert (await lim.peek("key:b", 3, 60)).remaining == 3 and (await lim.peek("sub:s", 4, 60)).remaining == 2
+
+
+async def test_undo_takes_a_call_back_but_never_below_zero(limiter):
+    lim, clock = limiter
+    w = [("key:u", 3, 60)]
+    for _ in range(3):
+        await lim.hit_many(w, cost=1)
+    assert not all(d.allowed for d in await lim.hit_many(w))
+    await lim.undo(w, cost=1)
+    assert all(d.allowed for d in await lim.hit_many(w))
+    await lim.undo([("key:never-counted", 3, 60)], cost=5)  # nothing there: nothing made
+    assert (await lim.peek("key:never-counted", 3, 60)).remaining == 3
+    if isinstance(lim, RedisLimiter):
+        assert await lim.redis.keys(f"{lim.ns}:*never-counted*") == []
