@@ -181,7 +181,8 @@ def _gateway_server(settings: Settings, cache: KeyCache, metrics: Metrics, limit
     shared = isinstance(limiter, RedisLimiter)
     if not shared:
         log.warning("per-key rate limits are counted per replica: set AUTHSERVER_REDIS_URL to share them")
-    rls = RateLimitServer(cache, limiter, RateLimitMetrics(metrics.registry, shared), Credits(usage.sessions, clock))
+    rls = RateLimitServer(cache, limiter, RateLimitMetrics(metrics.registry, shared), Credits(usage.sessions, clock),
+                          access=xds.access)
     return GatewayServer(settings, xds, rls,
                          AccessLogServer(cache, xds.access, usage, AccessLogMetrics(metrics.registry)))
 

@@ -164,8 +164,9 @@ def _xds_args(args: argparse.Namespace) -> tuple[list[HostPort], XdsTls | None]:
     files = (ca, cert, key)
     if any(files) and not all(files):
         raise ValueError("--xds-ca, --xds-cert and --xds-key go together (TLS with a client certificate)")
-    if any(files) and not xds:
-        raise ValueError("--xds-ca/--xds-cert/--xds-key need --xds")
+    if any(files) and not (xds or getattr(args, "ratelimit", None) or getattr(args, "accesslog", None)):
+        # the same files serve every gRPC cluster to authserver (xDS, rate limits, access logs)
+        raise ValueError("--xds-ca/--xds-cert/--xds-key need --xds, --ratelimit or --accesslog")
     if getattr(args, "node_id", None) and not xds:
         raise ValueError("--node-id only matters with --xds")
     tls = XdsTls(ca, cert, key, getattr(args, "xds_server_name", None)) if ca and cert and key else None

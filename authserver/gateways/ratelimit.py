@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from ..keycache import KeyCache
 from ..ratelimit import Decision, MemoryLimiter, RedisLimiter, Window, key_bucket, strictest, subject_bucket
 from ..services.credits import Credits
+from .nodes import NodeAccess
 
 __all__ = ["DOMAIN", "RateLimitMetrics", "RateLimitServer"]
 
@@ -82,15 +83,20 @@ def _status(limit: int, window: int, decision: Decision) -> Any:
 
 class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]  # generated, untyped
     def __init__(self, cache: KeyCache, limiter: MemoryLimiter | RedisLimiter, metrics: RateLimitMetrics,
-                 credits: Credits | None = None) -> None:
+                 credits: Credits | None = None, access: NodeAccess | None = None) -> None:
+        """``access`` (with TLS client certificates): a caller may only ask
+        about the tenants of the node ids its certificate names."""
         self.cache = cache
         self.limiter = limiter
         self.metrics = metrics
         self.credits = credits
+        self.access = access if access is not None and access.require_peer_identity else None
 
     async def ShouldRateLimit(  # noqa: N802  (the gRPC method name)
         self, request: Any, context: grpc.aio.ServicerContext,
     ) -> Any:
+        if self.access is not None:
+            await self._admit(request, context)
         response = rls_pb2.RateLimitResponse(overall_code=_OK)
         refusal = None
         for descriptor in request.descriptors:
@@ -111,6 +117,18 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
             response.raw_body = json.dumps(_PROBLEMS[refusal], separators=(",", ":")).encode()
             response.response_headers_to_add.append(_header("content-type", "application/problem+json"))
         return response
+
+    async def _admit(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+        """TLS: every descriptor's tenant is one the caller's certificate names a node of."""
+        assert self.access is not None
+        allowed = self.access.peer_tenants(context)
+        for descriptor in request.descriptors:
+            tenant_id = next((e.value for e in descriptor.entries if e.key == "tenant"), "")
+            if tenant_id not in allowed:
+                self.metrics.decisions.labels("refused_peer").inc()
+                log.warning("refused a rate-limit call from %s for tenant %r: its certificate names no node "
+                            "of that tenant (AUTHSERVER_XDS_NODES)", context.peer(), tenant_id[:64])
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this gateway may not ask for that tenant")
 
     async def _spend(self, tenant_id: str, kid: str, cost: int, response: Any) -> bool | None:
         """Spend the key's credits (after its rate limits let the call through):

@@ -379,3 +379,20 @@ def test_checked_in_examples_are_current(cli_db, capsys):
 def test_checked_in_envoy_example_validates(envoy_binary, tmp_path):
     cfg = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy.example.yaml").read_text())
     _validate(envoy_binary, cfg, tmp_path, "example")
+
+
+def test_cli_route_costs_and_tls_for_the_rate_limit_service_alone(cli_db, capsys):
+    rc, out, err = _cli(capsys, "gateway", "envoy", "--ratelimit", "10.0.0.5:18000", "--route-cost", "/s=5",
+                        "--xds-ca", "ca.crt", "--xds-cert", "envoy.crt", "--xds-key", "envoy.key")
+    assert rc == 0, err
+    assert "A call under /s costs 5" in out
+    cfg = yaml.safe_load(out)
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    tls = clusters["authserver_ratelimit"]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["tls_certificates"][0]["certificate_chain"]["filename"] == "envoy.crt"
+    routes = routes_of(hcm(cfg)["route_config"]["virtual_hosts"][0])
+    assert routes[0]["route"]["rate_limits"][0]["hits_addend"] == {"number": 5}
+    rc, _, err = _cli(capsys, "gateway", "envoy", "--route-cost", "/s=5")
+    assert rc != 0 and "needs --ratelimit" in err
+    rc, _, err = _cli(capsys, "gateway", "envoy", "--ratelimit", "127.0.0.1:1", "--route-cost", "/s=zero")
+    assert rc != 0 and "PATH_PREFIX=N" in err
