@@ -199,6 +199,7 @@ class Introspection(msgspec.Struct, kw_only=True, omit_defaults=True):
     scope: str | None = None
     rate_limits: list[RateLimit] | None = None
     rate_limit_state: list[dict[str, int]] | None = None  # each window as gateways count it
+    subject_rate_limit_state: list[dict[str, int]] | None = None  # the windows all keys of its subject share
     credits: KeyCredits | None = None
     metadata: dict[str, Any] | None = None
     published_until: int | None = None

@@ -13,7 +13,7 @@ from _server_helpers import is_problem
 
 from authserver.offline import open_core
 from authserver.schemas import Credits, KeyPatch, key_spec
-from authserver.services import Actor
+from authserver.services import Actor, Introspector
 
 LIMITS = [{"limit": 100, "window_seconds": 60}, {"limit": 1000, "window_seconds": 3600}]
 
@@ -142,8 +142,9 @@ async def test_two_keys_of_a_subject_share_its_budget_and_free_keys_cost_no_roun
     core = rls_core
     a, _ = await core.lifecycle.mint("acme", key_spec({"subject": "cust", "rate_limits": [
         {"limit": 10, "window_seconds": 60}]}), Actor("t"))
-    b, _ = await core.lifecycle.mint("acme", key_spec({"subject": "cust"}), Actor("t"))
-    free, _ = await core.lifecycle.mint("acme", key_spec({"subject": "someone-else"}), Actor("t"))
+    b, b_minted = await core.lifecycle.mint("acme", key_spec({"subject": "cust"}), Actor("t"))
+    free, free_minted = await core.lifecycle.mint("acme", key_spec({"subject": "someone-else"}), Actor("t"))
+    b_key, free_key = b_minted.key, free_minted.key
     limiter = CountingLimiter(core.clock)
     rls = _server(core, limiter)
     assert _code(await rls.ShouldRateLimit(_request("acme", b.id), None)) == "ok"
@@ -152,6 +153,13 @@ async def test_two_keys_of_a_subject_share_its_budget_and_free_keys_cost_no_roun
                             .rate_limits or [], Actor("t"))
     got = [_code(await rls.ShouldRateLimit(_request("acme", kid), None)) for kid in (a.id, b.id, a.id, b.id)]
     assert got == ["ok", "ok", "ok", "rate_limited"]  # 3 per minute between them
+    # introspection sees the spent shared window (the same limiter: the gateway's counts)
+    intro = Introspector(core.sessions, core.cache, core.clock, limiter.inner)
+    answer = await intro.introspect("acme", b_key)
+    assert answer["status"] == "RATE_LIMITED" and answer["subject_rate_limit_state"] == [
+        {"limit": 3, "window_seconds": 60, "remaining": 0, "reset_after": answer["subject_rate_limit_state"][0]
+         ["reset_after"]}]
+    assert "subject_rate_limit_state" not in await intro.introspect("acme", free_key)
     assert _code(await rls.ShouldRateLimit(_request("acme", free.id), None)) == "ok"
     calls = limiter.calls
     assert _code(await rls.ShouldRateLimit(_request("acme", free.id), None)) == "ok" and limiter.calls == calls
