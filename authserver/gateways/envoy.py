@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
+RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
 PAYLOAD_METADATA_KEY = push.PAYLOAD_METADATA_KEY
 # claim -> request header for the upstream
 CLAIM_HEADERS = (("sub", "x-api-key-subject"), ("scope", "x-api-key-scope"), ("jti", push.KID_HEADER))
@@ -267,17 +268,23 @@ def _ratelimit_actions(tenant_id: str) -> list[dict[str, Any]]:
 
 def _routes(route_costs: Sequence[RouteCost], tenant_id: str, per_route: dict[str, Any] | None) -> list[dict[str, Any]]:
     """The routes to the upstream: one per priced prefix (longest first, so the
-    most specific wins), each with its own rate-limit descriptor that counts
-    ``hits_addend`` (a route's own rate_limits replace the virtual host's),
-    then the default route. Fresh dicts each time: no shared (YAML-aliased) parts."""
+    most specific wins), each with the ratelimit filter's per-route descriptor
+    that counts ``hits_addend`` (it replaces the virtual host's rate_limits;
+    Envoy 1.40 sends hits_addend from this config, not from a RouteAction's
+    rate_limits), then the default route. Fresh dicts each time: no shared
+    (YAML-aliased) parts."""
     routes: list[dict[str, Any]] = []
     for rc in sorted(route_costs, key=lambda r: (-len(r.prefix), r.prefix)):
-        routes.append({"match": {"prefix": rc.prefix}, "route": {"cluster": "upstream", "rate_limits": [
-            {"actions": _ratelimit_actions(tenant_id), "hits_addend": {"number": rc.cost}}]}})
+        routes.append({"match": {"prefix": rc.prefix}, "route": {"cluster": "upstream"},
+                       "typed_per_filter_config": {RATELIMIT_FILTER: {
+                           "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+                           "rate_limits": [{"actions": _ratelimit_actions(tenant_id),
+                                            "hits_addend": {"number": rc.cost}}],
+                       }}})
     routes.append({"match": {"prefix": "/"}, "route": {"cluster": "upstream"}})
     if per_route is not None:
         for r in routes:
-            r["typed_per_filter_config"] = {JWT_FILTER: dict(per_route)}
+            r.setdefault("typed_per_filter_config", {})[JWT_FILTER] = dict(per_route)
     return routes
 
 
@@ -292,7 +299,7 @@ def _route_action(name: str, routes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _ratelimit_filter(deny: bool) -> dict[str, Any]:
     return {
-        "name": "envoy.filters.http.ratelimit",
+        "name": RATELIMIT_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
             "domain": "authserver",  # gateways.ratelimit.DOMAIN

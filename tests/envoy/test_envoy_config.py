@@ -170,6 +170,12 @@ def test_sharded_tenant_gets_one_provider_per_shard():
 COSTS = [parse_route_cost("/search=5"), parse_route_cost("/search/deep=20"), parse_route_cost("/v2=2")]
 
 
+def _cost_limits(route: dict) -> list[dict]:
+    per_route = route.get("typed_per_filter_config", {}).get("envoy.filters.http.ratelimit")
+    assert per_route is None or per_route["@type"].endswith("ratelimit.v3.RateLimitPerRoute")
+    return per_route["rate_limits"] if per_route else []
+
+
 def test_route_costs_are_route_rate_limits_with_hits_addend_longest_prefix_first():
     cfg = envoy_config(tenant(), settings(), ratelimit=["127.0.0.1:18000"], route_costs=COSTS)
     vhost = hcm(cfg)["route_config"]["virtual_hosts"][0]
@@ -177,10 +183,10 @@ def test_route_costs_are_route_rate_limits_with_hits_addend_longest_prefix_first
     assert [r["match"]["prefix"] for r in routes] == ["/search/deep", "/search", "/v2", "/"]
     vh_actions = vhost["rate_limits"][0]["actions"]  # the default route: the virtual host's, cost 1
     for route, cost in zip(routes, (20, 5, 2), strict=False):
-        (limit,) = route["route"]["rate_limits"]
+        (limit,) = _cost_limits(route)
         assert limit["hits_addend"] == {"number": cost} and limit["actions"] == vh_actions
         assert limit["actions"] is not vh_actions  # own dicts: no YAML aliases
-    assert "rate_limits" not in routes[-1]["route"]
+    assert _cost_limits(routes[-1]) == [] and route["route"] == {"cluster": "upstream"}
     # sharded: every shard's action is the same list of routes, each naming its shard's provider
     cfg = envoy_config(tenant(shard_count=2), settings(), ratelimit=["127.0.0.1:18000"], route_costs=COSTS)
     vhost = hcm(cfg)["route_config"]["virtual_hosts"][0]
@@ -188,6 +194,7 @@ def test_route_costs_are_route_rate_limits_with_hits_addend_longest_prefix_first
     assert shard["typed_config"]["@type"].endswith("envoy.config.route.v3.RouteList")
     assert [r["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]["requirement_name"]
             for r in shard["typed_config"]["routes"]] == ["authserver_acme_s1"] * 4
+    assert [len(_cost_limits(r)) for r in shard["typed_config"]["routes"]] == [1, 1, 1, 0]
     assert len(routes_of(vhost)) == 3 * 4
     assert "&id" not in render_envoy(tenant(shard_count=2), settings(), ratelimit=["127.0.0.1:1"], route_costs=COSTS)
 
@@ -391,7 +398,7 @@ def test_cli_route_costs_and_tls_for_the_rate_limit_service_alone(cli_db, capsys
     tls = clusters["authserver_ratelimit"]["transport_socket"]["typed_config"]["common_tls_context"]
     assert tls["tls_certificates"][0]["certificate_chain"]["filename"] == "envoy.crt"
     routes = routes_of(hcm(cfg)["route_config"]["virtual_hosts"][0])
-    assert routes[0]["route"]["rate_limits"][0]["hits_addend"] == {"number": 5}
+    assert _cost_limits(routes[0])[0]["hits_addend"] == {"number": 5}
     rc, _, err = _cli(capsys, "gateway", "envoy", "--route-cost", "/s=5")
     assert rc != 0 and "needs --ratelimit" in err
     rc, _, err = _cli(capsys, "gateway", "envoy", "--ratelimit", "127.0.0.1:1", "--route-cost", "/s=zero")

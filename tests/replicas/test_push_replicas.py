@@ -166,7 +166,7 @@ def test_subject_limits_set_on_one_replica_hold_at_both_within_a_second(fresh_po
         eb = _envoy_for(env, b, grpc_b, echo, tmp_path, "envoy-b", ratelimit=True)
         envoys.append(eb[0])
         h = {"Authorization": f"Bearer {admin}"}
-        r = httpx.put(f"{a.url}/v1/subjects/cust/limits", json={"rate_limits": [{"limit": 6, "window_seconds": 60}]},
+        r = httpx.put(f"{a.url}/v1/subjects/cust/limits", json={"rate_limits": [{"limit": 6, "window_seconds": 3600}]},
                       headers=h, timeout=10)
         assert r.status_code == 200, r.text
         # replica b hears of it by the notice: its Envoy refuses once the 6 are spent, within the bound
