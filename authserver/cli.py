@@ -231,6 +231,30 @@ async def _cmd_keys_update(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _cmd_subjects_limits(settings: Settings, args: argparse.Namespace) -> int:
+    from .errors import NotFound
+    from .schemas import parse_rate_limit
+    from .services import Actor
+
+    async with open_core(settings) as core:
+        if args.clear:
+            out: dict[str, Any] = (await core.subjects.clear(args.tenant, args.subject, Actor("cli"))).as_dict()
+        elif args.rate_limit:
+            limits = [parse_rate_limit(r) for r in args.rate_limit]
+            out = (await core.subjects.set(args.tenant, args.subject, limits, Actor("cli"))).as_dict()
+        else:
+            try:
+                out = (await core.subjects.get(args.tenant, args.subject)).as_dict()
+            except NotFound:  # showing: no limits is an answer, not an error
+                out = {"subject": args.subject, "rate_limits": []}
+    if args.json:
+        _print_json(out)
+    else:
+        shown = ", ".join(f"{r['limit']}/{r['window_seconds']}s" for r in out["rate_limits"]) or "none"
+        print(f"subject {args.subject}: shared rate limits {shown}")
+    return 0
+
+
 async def _cmd_keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from .api.views import key_view
     from .services import Actor
@@ -511,6 +535,20 @@ def _add_keys(sub: _Subparsers) -> None:
             kp.add_argument("--no-rate-limits", action="store_true", help="remove the key's rate limits")
 
 
+def _add_subjects(sub: _Subparsers) -> None:
+    ssub = _group(sub, "subjects", "subjects: the owners of API keys (the keys' sub)", "subjects_cmd")
+    help_ = "show or set the rate limits all API keys of a subject share (each key's own limits apply too)"
+    sl = ssub.add_parser("limits", help=help_, description=help_)
+    sl.add_argument("subject", help="the subject (the sub claim its keys were minted with)")
+    sl.add_argument("--tenant", default=None, help="tenant id (default: the default tenant)")
+    group = sl.add_mutually_exclusive_group()
+    group.add_argument("--rate-limit", action="append", metavar="LIMIT/WINDOW",
+                       help="e.g. 100/m, 1000/h; repeat for several windows (replaces the subject's limits)")
+    group.add_argument("--clear", action="store_true", help="remove the subject's shared limits")
+    _add_json(sl)
+    sl.set_defaults(func=_cmd_subjects_limits)
+
+
 _ADMIN_KEY_COMMANDS: dict[str, Command] = {
     "list": _cmd_admin_keys_list, "get": _cmd_admin_keys_get, "mint": _cmd_admin_keys_mint,
     "roll": _cmd_admin_keys_roll, "revoke": _cmd_admin_keys_revoke,
@@ -575,6 +613,9 @@ def _add_gateway(sub: _Subparsers) -> None:
                          "rate_limits at Envoy")
     ge.add_argument("--ratelimit-deny", action="store_true",
                     help="refuse requests while the rate-limit service is unreachable (default: let them through)")
+    ge.add_argument("--route-cost", action="append", default=[], metavar="PATH_PREFIX=N",
+                    help="with --ratelimit: a call under this path prefix counts N against the key's rate limits "
+                         "and credits (default 1); repeat for several, the longest prefix wins")
     ge.add_argument("--accesslog", default=None, metavar="HOST:PORT[,HOST:PORT...]",
                     help="authserver's access-log service (the AUTHSERVER_XDS_PORT): usage and last_used_at per key")
     ge.add_argument("--xds-server-name", default=None,
@@ -601,7 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="overrides AUTHSERVER_DATABASE_URL")
     p.set_defaults(func=None, help_of=p)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
-    for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_admin_keys, _add_gateway):
+    for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_admin_keys, _add_subjects,
+                _add_gateway):
         add(sub)
     return p
 

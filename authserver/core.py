@@ -30,6 +30,7 @@ from .services import (
 )
 from .services.common import no_notice
 from .services.credits import Credits
+from .services.subjects import SubjectLimitsService, no_subject_notice
 from .services.tenants import no_tenant_notice
 from .services.usage import UsageQueries, UsageRecorder
 from .settings import Settings
@@ -60,6 +61,7 @@ class Core:
     queries: KeyQueries
     introspector: Introspector
     sync: CacheSync
+    subjects: SubjectLimitsService
     prepublisher: Prepublisher | None  # instant activation; None when it is off
     metrics: Metrics
     limiter: MemoryLimiter | RedisLimiter
@@ -114,6 +116,8 @@ class Core:
             queries=KeyQueries(settings, sessions, cache, clock),
             introspector=Introspector(sessions, cache, clock, limiter),
             sync=sync, prepublisher=instant, metrics=metrics,
+            subjects=SubjectLimitsService(sessions, cache, redis.invalidation.publish_subject if redis
+                                          else no_subject_notice, clock),
             limiter=limiter,
             redis=redis.client if redis else None,
             invalidation=redis.invalidation if redis else None,
@@ -177,7 +181,8 @@ def _gateway_server(settings: Settings, cache: KeyCache, metrics: Metrics, limit
     shared = isinstance(limiter, RedisLimiter)
     if not shared:
         log.warning("per-key rate limits are counted per replica: set AUTHSERVER_REDIS_URL to share them")
-    rls = RateLimitServer(cache, limiter, RateLimitMetrics(metrics.registry, shared), Credits(usage.sessions, clock))
+    rls = RateLimitServer(cache, limiter, RateLimitMetrics(metrics.registry, shared), Credits(usage.sessions, clock),
+                          access=xds.access)
     return GatewayServer(settings, xds, rls,
                          AccessLogServer(cache, xds.access, usage, AccessLogMetrics(metrics.registry)))
 
@@ -196,5 +201,5 @@ def _connect_redis(settings: Settings, clock: Callable[[], float], replica_id: s
         RedisLimiter(client, clock, ns, MemoryLimiter(clock), on_degraded=on_degraded),
         Invalidation(client, f"{ns}:changes", replica_id, on_notice=sync.refresh_key,
                      on_subscribed=sync.on_subscribed, on_degraded=on_degraded,
-                     on_tenant_notice=sync.refresh_tenant),
+                     on_tenant_notice=sync.refresh_tenant, on_subject_notice=sync.refresh_subject),
     )

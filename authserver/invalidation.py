@@ -5,6 +5,8 @@ A replica that commits a change applies it to its own cache, then publishes
 applies it. A tenant change (its shard count) is ``{tenant, kind: "tenant",
 origin}``: the others reread that tenant's row. (A replica that predates the
 tenant kind finds no kid and ignores it; its reconcile loop catches up.)
+A subject's shared rate limits changed: ``{tenant, kind: "subject", subject,
+origin}``: the others reread that subject's row.
 Pub/sub is at-most-once: a notice sent while a replica was
 disconnected is lost, so after every (re)subscribe the replica rebuilds its
 cache from the database. While Redis is down, the reconcile loop (every
@@ -33,6 +35,7 @@ class Invalidation:
         on_subscribed: Callable[[bool], Awaitable[None]],
         on_degraded: Callable[[], None],
         on_tenant_notice: Callable[[str], Awaitable[None]] | None = None,
+        on_subject_notice: Callable[[str, str], Awaitable[None]] | None = None,
     ) -> None:
         self.redis = redis
         self.channel = channel
@@ -41,6 +44,7 @@ class Invalidation:
         self.on_subscribed = on_subscribed  # argument: True on a RE-subscribe
         self.on_degraded = on_degraded
         self.on_tenant_notice = on_tenant_notice
+        self.on_subject_notice = on_subject_notice
         self.connected = False
         self._subscribed_once = False
 
@@ -49,6 +53,9 @@ class Invalidation:
 
     async def publish_tenant(self, tenant_id: str) -> None:
         await self._send({"tenant": tenant_id, "kind": "tenant", "origin": self.replica_id})
+
+    async def publish_subject(self, tenant_id: str, subject: str) -> None:
+        await self._send({"tenant": tenant_id, "kind": "subject", "subject": subject, "origin": self.replica_id})
 
     async def _send(self, notice: dict[str, str]) -> None:
         msg = json.dumps(notice)
@@ -96,10 +103,11 @@ class Invalidation:
     async def _handle(self, data: bytes | str) -> None:
         try:
             notice = json.loads(data)
-            tenant, origin = notice["tenant"], notice.get("origin")
-            is_tenant = notice.get("kind") == "tenant"
-            kid = None if is_tenant else notice["kid"]
-            if not isinstance(tenant, str) or not (is_tenant or isinstance(kid, str)):
+            tenant, origin, kind = notice["tenant"], notice.get("origin"), notice.get("kind")
+            subject = notice["subject"] if kind == "subject" else None
+            kid = None if kind in ("tenant", "subject") else notice["kid"]
+            named = subject if kind == "subject" else kid  # what the notice is about
+            if not isinstance(tenant, str) or not (kind == "tenant" or isinstance(named, str)):
                 raise TypeError
         except (ValueError, KeyError, TypeError, AttributeError):
             log.warning("ignored a malformed change notice")
@@ -109,6 +117,9 @@ class Invalidation:
         try:
             if kid is not None:
                 await self.on_notice(tenant, kid)
+            elif subject is not None:
+                if self.on_subject_notice is not None:
+                    await self.on_subject_notice(tenant, subject)
             elif self.on_tenant_notice is not None:
                 await self.on_tenant_notice(tenant)
         except Exception as exc:  # database down: the reconcile loop retries

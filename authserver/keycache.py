@@ -27,7 +27,7 @@ import keys
 import keys.hazmat
 from keys import JWKSDocument, PublicKeySet, Verifier
 
-from .db.models import ApiKey, Tenant
+from .db.models import ApiKey, SubjectLimits, Tenant
 from .schemas import ALGORITHM_NAMES
 
 # a key minted on a replica (or by the CLI) whose clock runs ahead must not be
@@ -123,6 +123,8 @@ class TenantKeys:
         self.api_keys = PublicKeySet()
         self.admin_keys = PublicKeySet()
         self.published: dict[str, PublishedKey] = {}
+        # subject -> (limit, window seconds) shared by all its API keys; absent: none
+        self.subject_limits: dict[str, tuple[tuple[int, int], ...]] = {}
         self._due: list[tuple[int, str]] = []  # (removed_at, kid) heap
         self._served: dict[int | None, ServedJWKS] = {}
         self.last_rebuild_seconds = 0.0
@@ -333,6 +335,27 @@ class KeyCache:
         self._admin_index.pop(row.id, None)
         # at the row's removal time, not ours: every replica files it alike
         return tk.remove(row.id, row.removed_at())
+
+    def apply_subject(self, row: SubjectLimits) -> bool:
+        """Bring one subject's shared limits in line with its row (a cleared
+        row, ``rate_limits`` None, removes them). Returns True if they changed."""
+        tk = self.tenants.get(row.tenant_id)
+        if tk is None:
+            return False
+        limits = tuple((int(r["limit"]), int(r["window_seconds"])) for r in row.rate_limits or ())
+        if tk.subject_limits.get(row.subject, ()) == limits:
+            return False
+        if limits:
+            tk.subject_limits[row.subject] = limits
+        else:
+            tk.subject_limits.pop(row.subject, None)
+        return True
+
+    def forget_subject(self, tenant_id: str, subject: str) -> None:
+        """A subject whose row is gone (its tenant deleted, or never there)."""
+        tk = self.tenants.get(tenant_id)
+        if tk is not None:
+            tk.subject_limits.pop(subject, None)
 
     def apply_all(self, rows: Iterable[ApiKey]) -> int:
         return sum(1 for row in rows if self.apply(row))

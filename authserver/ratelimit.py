@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Decision", "MemoryLimiter", "RedisLimiter", "key_bucket", "strictest"]
+__all__ = ["Decision", "MemoryLimiter", "RedisLimiter", "Window", "key_bucket", "strictest", "subject_bucket"]
 
 from redis.asyncio import Redis
 
@@ -62,6 +62,15 @@ def key_bucket(tenant_id: str, kid: str) -> str:
     return f"key:{tenant_id}:{kid}"
 
 
+def subject_bucket(tenant_id: str, subject: str) -> str:
+    """Where the limits shared by every key of one subject are counted."""
+    return f"sub:{tenant_id}:{subject}"
+
+
+# (bucket, limit, window seconds): one sliding window of one bucket
+Window = tuple[str, int, int]
+
+
 def _estimate(prev: int, cur: int, window: int, now: float) -> float:
     return prev * (window - now % window) / window + cur
 
@@ -100,19 +109,32 @@ class MemoryLimiter:
         """Count ``cost`` against every ``(limit, window)`` of ``key`` only if
         all of them have room (a refused request counts against none, so an
         overloaded key still gets its full rate): one decision per window."""
+        return await self.hit_many([(key, lim, w) for lim, w in limits], cost)
+
+    async def hit_many(self, windows: list[Window], cost: int = 1) -> list[Decision]:
+        """``hit_all`` over windows of several buckets at once (a key's own and
+        its subject's): counted in all only if all have room."""
         now = self.clock()
-        counts = [(self._counts.get((key, w, int(now // w) - 1), 0), self._counts.get((key, w, int(now // w)), 0))
-                  for _, w in limits]
-        ok = all(_estimate(p, c, w, now) + cost <= lim for (p, c), (lim, w) in zip(counts, limits, strict=True))
+        counts = [(self._counts.get((b, w, int(now // w) - 1), 0), self._counts.get((b, w, int(now // w)), 0))
+                  for b, _, w in windows]
+        ok = all(_estimate(p, c, w, now) + cost <= lim for (p, c), (_, lim, w) in zip(counts, windows, strict=True))
         if ok:
-            for i, (_, w) in enumerate(limits):
-                idx = (key, w, int(now // w))
-                self._counts[idx] = counts[i][1] + cost
-                counts[i] = (counts[i][0], counts[i][1] + cost)
+            for i, (b, _, w) in enumerate(windows):
+                idx = (b, w, int(now // w))
+                self._counts[idx] = self._counts.get(idx, 0) + cost  # a bucket listed twice counts twice
+                counts[i] = (counts[i][0], self._counts[idx])
             if len(self._counts) > self.max_entries:
                 self._forget_old(now)
         return [_decide(p, c + (0 if ok else cost), lim, w, now, counted=True)
-                for (p, c), (lim, w) in zip(counts, limits, strict=True)]
+                for (p, c), (_, lim, w) in zip(counts, windows, strict=True)]
+
+    async def undo(self, windows: list[Window], cost: int = 1) -> None:
+        """Take back a counted call that was refused afterwards (no credits left)."""
+        now = self.clock()
+        for b, _, w in windows:
+            idx = (b, w, int(now // w))
+            if self._counts.get(idx, 0) >= cost:
+                self._counts[idx] -= cost
 
     def _forget_old(self, now: float) -> None:
         """Windows older than the previous one can no longer count."""
@@ -127,7 +149,9 @@ return {prev, cur}
 """
 
 
-# Every window of a key at once: check all, count in all only if all have room.
+# Every window at once, whichever bucket it counts (a key's own windows and
+# its subject's): check all, count in all only if all have room, so a refused
+# call is counted nowhere. One script call: atomic across replicas.
 # KEYS: cur_1, prev_1, cur_2, prev_2, ...; ARGV: now, cost, limit_1, window_1, ...
 _HIT_ALL = """
 local now, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -153,6 +177,18 @@ return out
 """
 
 
+# Take back a counted call: never below zero, never creating a key (one without
+# an expiry would stay forever). KEYS: cur_1, cur_2, ...; ARGV: cost
+_UNDO = """
+local cost = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local v = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if v >= cost then redis.call('DECRBY', KEYS[i], cost) end
+end
+return 0
+"""
+
+
 class RedisLimiter:
     """Shared limits; falls back to ``fallback`` when Redis errors."""
 
@@ -165,6 +201,7 @@ class RedisLimiter:
         self.on_degraded = on_degraded
         self._script = redis.register_script(_HIT)
         self._script_all = redis.register_script(_HIT_ALL)
+        self._script_undo = redis.register_script(_UNDO)
         self._degraded = False
 
     def _keys(self, key: str, window: int, now: float) -> tuple[str, str]:
@@ -183,19 +220,32 @@ class RedisLimiter:
 
     async def hit_all(self, key: str, limits: list[tuple[int, int]], cost: int = 1) -> list[Decision]:
         """``MemoryLimiter.hit_all``, atomic across replicas: one round trip."""
+        return await self.hit_many([(key, lim, w) for lim, w in limits], cost)
+
+    async def hit_many(self, windows: list[Window], cost: int = 1) -> list[Decision]:
+        """``MemoryLimiter.hit_many``, atomic across replicas: one round trip."""
         now = self.clock()
-        keys = [k for _, w in limits for k in self._keys(key, w, now)]
+        keys = [k for b, _, w in windows for k in self._keys(b, w, now)]
         args: list[float | int] = [now, cost]
-        for limit, window in limits:
+        for _, limit, window in windows:
             args += [limit, window]
         try:
             ok, *counts = await self._script_all(keys=keys, args=args)
         except Exception as exc:
             self._note_degraded(exc)
-            return await self.fallback.hit_all(key, limits, cost)
+            return await self.fallback.hit_many(windows, cost)
         self._degraded = False
         return [_decide(int(counts[2 * i]), int(counts[2 * i + 1]) + (0 if ok else cost), lim, w, now, counted=True)
-                for i, (lim, w) in enumerate(limits)]
+                for i, (_, lim, w) in enumerate(windows)]
+
+    async def undo(self, windows: list[Window], cost: int = 1) -> None:
+        """``MemoryLimiter.undo``, in Redis (best effort: Redis down, the call stays counted)."""
+        now = self.clock()
+        try:
+            await self._script_undo(keys=[self._keys(b, w, now)[0] for b, _, w in windows], args=[cost])
+        except Exception as exc:
+            self._note_degraded(exc)
+            await self.fallback.undo(windows, cost)
 
     async def peek(self, key: str, limit: int, window: int) -> Decision:
         now = self.clock()

@@ -36,6 +36,7 @@ __all__ = [
     "TEXT_PATTERN",
     "KeySpec",
     "RateLimit",
+    "SubjectLimitsBody",
     "RollRequest",
     "key_spec",
 ]
@@ -129,6 +130,12 @@ class KeySpec(msgspec.Struct, forbid_unknown_fields=True):
 
     def rate_limit_dicts(self) -> list[dict[str, int]] | None:
         return None if self.rate_limits is None else [msgspec.structs.asdict(r) for r in self.rate_limits]
+
+
+class SubjectLimitsBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Rate limits shared by every API key of one subject (to remove them: DELETE)."""
+
+    rate_limits: Annotated[list[RateLimit], msgspec.Meta(min_length=1, max_length=8)]
 
 
 class KeyPatch(msgspec.Struct, forbid_unknown_fields=True):

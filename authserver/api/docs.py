@@ -92,6 +92,15 @@ class KeyView(AdminKeyView, kw_only=True):
     credits: KeyCredits | None = None
 
 
+class SubjectLimitsView(msgspec.Struct):
+    """Rate limits shared by every API key of one subject, counted together at the gateway
+    (empty once removed)."""
+
+    subject: str
+    rate_limits: list[RateLimit]
+    updated_at: int
+
+
 class CreditRefill(msgspec.Struct):
     amount: int
     interval: Literal["day", "month"]
@@ -190,6 +199,7 @@ class Introspection(msgspec.Struct, kw_only=True, omit_defaults=True):
     scope: str | None = None
     rate_limits: list[RateLimit] | None = None
     rate_limit_state: list[dict[str, int]] | None = None  # each window as gateways count it
+    subject_rate_limit_state: list[dict[str, int]] | None = None  # the windows all keys of its subject share
     credits: KeyCredits | None = None
     metadata: dict[str, Any] | None = None
     published_until: int | None = None
@@ -294,6 +304,15 @@ _OPERATIONS: dict[str, tuple[str, dict[int, ResponseSpec | None], bool]] = {
                                           **dict.fromkeys((*_ADMIN, 404, 422))}, True),
     "update": ("Change a live API key", {200: _ok(KeyView, "The key as it is now (limits in effect at once)"),
                                          **dict.fromkeys((*_ADMIN, 404, 409, *_WITH_BODY))}, True),
+    "put_subject_limits": ("Set a subject's shared rate limits",
+                           {200: _ok(SubjectLimitsView, "The limits, in effect at gateways within a second"),
+                            **dict.fromkeys((*_ADMIN, 404, *_WITH_BODY))}, True),
+    "get_subject_limits": ("Get a subject's shared rate limits",
+                           {200: _ok(SubjectLimitsView, "The limits all keys of the subject share"),
+                            **dict.fromkeys((*_ADMIN, 404))}, True),
+    "delete_subject_limits": ("Remove a subject's shared rate limits",
+                              {200: _ok(SubjectLimitsView, "Removed: `rate_limits` is empty"),
+                               **dict.fromkeys((*_ADMIN, 404))}, True),
     "list_admin_keys": ("List admin keys", {200: _ok(AdminKeyPage, "A page of admin keys, newest first"),
                                             **dict.fromkeys((*_ADMIN, 422))}, True),
     "mint_admin_key": ("Mint an admin key", {201: _ok(MintedAdminKey, "The new admin key, `key` shown this once"),

@@ -104,6 +104,22 @@ class ApiKey(Base):
         return removed is None or removed > now
 
 
+class SubjectLimits(Base):
+    """Rate limits shared by every API key of one subject (the keys' ``sub``).
+
+    A cleared subject keeps its row with ``rate_limits`` None until it is set
+    again: the reconcile loop finds the change by ``changed_at`` like a set."""
+
+    __tablename__ = "subject_limits"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(256), primary_key=True)
+    rate_limits: Mapped[list[dict[str, int]] | None] = mapped_column(JSONType)
+    updated_at: Mapped[int] = mapped_column(BigInteger)  # UNIX seconds
+    # milliseconds; replicas and the CLI find recent changes by it
+    changed_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
 class KeyUsage(Base):
     """Calls gateways reported per key and hour, by status class (never the key string)."""
 

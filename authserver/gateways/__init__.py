@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from .common import HostPort, ScopeRule, jwks_uri, parse_hostport, parse_scope_rule
+from .common import HostPort, RouteCost, ScopeRule, jwks_uri, parse_hostport, parse_route_cost, parse_scope_rule
 from .envoy import CLAIM_HEADERS, XdsTls, envoy_config, node_id_of, provider_name, routes_of, scope_regex
 from .espv2 import espv2_config, espv2_flags
 
@@ -33,6 +33,8 @@ __all__ = [
     "jwks_uri",
     "load_tenant",
     "parse_hostport",
+    "RouteCost",
+    "parse_route_cost",
     "parse_scope_rule",
     "provider_name",
     "render_envoy",
@@ -81,6 +83,8 @@ def render_envoy(tenant: Any, settings: Any, *, fmt: str = "yaml", **kwargs: Any
         head.append("Per-key rate limits: authserver's rate-limit service (gRPC), after jwt_authn; "
                     + ("requests are refused while it is unreachable." if kwargs.get("ratelimit_deny")
                        else "traffic flows while it is unreachable."))
+        for rc in kwargs.get("route_costs") or ():
+            head.append(f"  A call under {rc.prefix} costs {rc.cost} (rate limits and credits).")
     if cache != settings.gateway_cache_seconds:
         head.append(
             f"NOTE: cache_duration {cache} s differs from AUTHSERVER_GATEWAY_CACHE_SECONDS="
@@ -160,8 +164,9 @@ def _xds_args(args: argparse.Namespace) -> tuple[list[HostPort], XdsTls | None]:
     files = (ca, cert, key)
     if any(files) and not all(files):
         raise ValueError("--xds-ca, --xds-cert and --xds-key go together (TLS with a client certificate)")
-    if any(files) and not xds:
-        raise ValueError("--xds-ca/--xds-cert/--xds-key need --xds")
+    if any(files) and not (xds or getattr(args, "ratelimit", None) or getattr(args, "accesslog", None)):
+        # the same files serve every gRPC cluster to authserver (xDS, rate limits, access logs)
+        raise ValueError("--xds-ca/--xds-cert/--xds-key need --xds, --ratelimit or --accesslog")
     if getattr(args, "node_id", None) and not xds:
         raise ValueError("--node-id only matters with --xds")
     tls = XdsTls(ca, cert, key, getattr(args, "xds_server_name", None)) if ca and cert and key else None
@@ -178,6 +183,7 @@ async def cli_gateway(settings: Any, args: argparse.Namespace) -> int:
     if args.gateway_cmd == "envoy":
         # check the arguments before touching the database
         rules = [parse_scope_rule(r) for r in (args.require_scope or [])]
+        costs = [parse_route_cost(r) for r in (getattr(args, "route_cost", None) or [])]
         upstream = parse_hostport(args.upstream, what="--upstream")
         listen = parse_hostport(args.listen, what="--listen")
         admin = parse_hostport(args.admin, what="--admin") if getattr(args, "admin", None) else None
@@ -190,6 +196,7 @@ async def cli_gateway(settings: Any, args: argparse.Namespace) -> int:
             ratelimit=[hp for hp in (getattr(args, "ratelimit", None) or "").split(",") if hp.strip()],
             ratelimit_deny=bool(getattr(args, "ratelimit_deny", False)),
             accesslog=[hp for hp in (getattr(args, "accesslog", None) or "").split(",") if hp.strip()],
+            route_costs=costs,
             **({"ca_file": args.ca_file} if getattr(args, "ca_file", None) else {}),
         )
     elif args.gateway_cmd == "espv2":

@@ -14,6 +14,8 @@ __all__ = [
     "Endpoint",
     "parse_hostport",
     "parse_scope_rule",
+    "RouteCost",
+    "parse_route_cost",
     "endpoint_of",
     "jwks_uri",
     "shard_ids",
@@ -68,6 +70,30 @@ def parse_scope_rule(value: str) -> ScopeRule:
     if any(c.isspace() or c in '"\\' for c in scope) or not scope.isprintable():
         raise ValueError(f"a scope has no spaces, quotes or backslashes: {scope!r}")
     return ScopeRule(prefix, scope)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCost:
+    """A call whose path starts with ``prefix`` counts ``cost`` against the
+    key's rate limits and credits (every other call counts 1)."""
+
+    prefix: str
+    cost: int
+
+
+MAX_ROUTE_COST = 1_000_000
+
+
+def parse_route_cost(value: str) -> RouteCost:
+    """``/path/prefix=N`` -> RouteCost; ValueError if not."""
+    prefix, sep, cost = (value or "").partition("=")
+    prefix, cost = prefix.strip(), cost.strip()
+    if not sep or not prefix.startswith("/") or not cost.isdigit() or not 1 <= int(cost) <= MAX_ROUTE_COST:
+        raise ValueError(f"--route-cost wants PATH_PREFIX=N with PATH_PREFIX starting with '/' and N from 1 "
+                         f"to {MAX_ROUTE_COST}, got {value!r}")
+    if any(c.isspace() or c in '"\\' for c in prefix) or not prefix.isprintable():
+        raise ValueError(f"a path prefix has no spaces, quotes or backslashes: {prefix!r}")
+    return RouteCost(prefix, int(cost))
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,7 @@ from typing import Any
 from . import push
 from .common import (
     HostPort,
+    RouteCost,
     ScopeRule,
     endpoint_of,
     jwks_uri,
@@ -52,6 +53,7 @@ __all__ = [
 ]
 
 JWT_FILTER = "envoy.filters.http.jwt_authn"
+RATELIMIT_FILTER = "envoy.filters.http.ratelimit"
 PAYLOAD_METADATA_KEY = push.PAYLOAD_METADATA_KEY
 # claim -> request header for the upstream
 CLAIM_HEADERS = (("sub", "x-api-key-subject"), ("scope", "x-api-key-scope"), ("jti", push.KID_HEADER))
@@ -89,8 +91,10 @@ def routes_of(virtual_host: dict[str, Any]) -> list[dict[str, Any]]:
         routes: list[dict[str, Any]] = virtual_host["routes"]
         return routes
     m = virtual_host["matcher"]
-    return ([e["action"]["typed_config"] for e in m["matcher_tree"]["prefix_match_map"]["map"].values()]
-            + [m["on_no_match"]["action"]["typed_config"]])
+    actions = ([e["action"]["typed_config"] for e in m["matcher_tree"]["prefix_match_map"]["map"].values()]
+               + [m["on_no_match"]["action"]["typed_config"]])
+    # an action is one route, or a RouteList (the cost routes, then the default)
+    return [r for a in actions for r in (a["routes"] if "routes" in a else [a])]
 
 
 def _duration(seconds: float) -> str:
@@ -252,9 +256,50 @@ def _grpc_cluster(name: str, endpoints: Sequence[HostPort], tls: XdsTls | None) 
     return cluster
 
 
+def _ratelimit_actions(tenant_id: str) -> list[dict[str, Any]]:
+    """The descriptor Envoy sends per request: the tenant and the verified key id."""
+    return [
+        {"generic_key": {"descriptor_key": "tenant", "descriptor_value": tenant_id}},
+        # the verified key id (no verified key: no descriptor, no call)
+        {"metadata": {"descriptor_key": "key_id", "source": "DYNAMIC", "metadata_key": {
+            "key": JWT_FILTER, "path": [{"key": PAYLOAD_METADATA_KEY}, {"key": "jti"}]}}},
+    ]
+
+
+def _routes(route_costs: Sequence[RouteCost], tenant_id: str, per_route: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The routes to the upstream: one per priced prefix (longest first, so the
+    most specific wins), each with the ratelimit filter's per-route descriptor
+    that counts ``hits_addend`` (it replaces the virtual host's rate_limits;
+    Envoy 1.40 sends hits_addend from this config, not from a RouteAction's
+    rate_limits), then the default route. Fresh dicts each time: no shared
+    (YAML-aliased) parts."""
+    routes: list[dict[str, Any]] = []
+    for rc in sorted(route_costs, key=lambda r: (-len(r.prefix), r.prefix)):
+        routes.append({"match": {"prefix": rc.prefix}, "route": {"cluster": "upstream"},
+                       "typed_per_filter_config": {RATELIMIT_FILTER: {
+                           "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute",
+                           "rate_limits": [{"actions": _ratelimit_actions(tenant_id),
+                                            "hits_addend": {"number": rc.cost}}],
+                       }}})
+    routes.append({"match": {"prefix": "/"}, "route": {"cluster": "upstream"}})
+    if per_route is not None:
+        for r in routes:
+            r.setdefault("typed_per_filter_config", {})[JWT_FILTER] = dict(per_route)
+    return routes
+
+
+def _route_action(name: str, routes: list[dict[str, Any]]) -> dict[str, Any]:
+    """A shard matcher's action: its one route, or all of them (a RouteList)."""
+    if len(routes) == 1:
+        return {"name": name, "typed_config": {"@type": "type.googleapis.com/envoy.config.route.v3.Route",
+                                               **routes[0]}}
+    return {"name": name, "typed_config": {"@type": "type.googleapis.com/envoy.config.route.v3.RouteList",
+                                           "routes": routes}}
+
+
 def _ratelimit_filter(deny: bool) -> dict[str, Any]:
     return {
-        "name": "envoy.filters.http.ratelimit",
+        "name": RATELIMIT_FILTER,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit",
             "domain": "authserver",  # gateways.ratelimit.DOMAIN
@@ -366,6 +411,7 @@ def envoy_config(
     ratelimit: Sequence[str | HostPort] = (),
     ratelimit_deny: bool = False,
     accesslog: Sequence[str | HostPort] = (),
+    route_costs: Sequence[RouteCost] = (),
 ) -> dict[str, Any]:
     """A complete Envoy v3 bootstrap (a dict; dump it as YAML or JSON).
 
@@ -380,6 +426,8 @@ def envoy_config(
     verified key's limits are enforced here; while it is unreachable traffic
     flows (``ratelimit_deny``: refused instead). ``accesslog``: authserver's
     access-log service: calls with a verified key are reported for usage.
+    ``route_costs`` (with ``ratelimit``): calls under a path prefix count N
+    against the key's limits and credits instead of 1.
     """
     upstream_hp = upstream if isinstance(upstream, HostPort) else parse_hostport(upstream, what="--upstream")
     listen_hp = listen if isinstance(listen, HostPort) else parse_hostport(listen, what="--listen")
@@ -388,6 +436,10 @@ def envoy_config(
     rl_hps = [hp if isinstance(hp, HostPort) else parse_hostport(hp, what="--ratelimit") for hp in ratelimit]
     al_hps = [hp if isinstance(hp, HostPort) else parse_hostport(hp, what="--accesslog") for hp in accesslog]
     pushed = bool(xds_hps)
+    if route_costs and not rl_hps:
+        raise ValueError("--route-cost needs --ratelimit (costs are counted by the rate-limit service)")
+    if len({rc.prefix for rc in route_costs}) != len(route_costs):
+        raise ValueError("--route-cost: each path prefix once")
     cache_duration = int(cache_duration or settings.gateway_cache_seconds)
     if cache_duration < 1:
         raise ValueError("cache duration must be at least 1 second")
@@ -411,10 +463,8 @@ def envoy_config(
         "rules": [{"match": {"prefix": "/"}, "requires": (
             _allow_failed({"provider_name": main}) if pushed else {"provider_name": main})}],
     }
-    def default_route() -> dict[str, Any]:  # a fresh dict each time: no shared (YAML-aliased) parts
-        return {"match": {"prefix": "/"}, "route": {"cluster": "upstream"}}
-
-    virtual_host: dict[str, Any] = {"name": "upstream", "domains": ["*"], "routes": [default_route()]}
+    virtual_host: dict[str, Any] = {"name": "upstream", "domains": ["*"],
+                                    "routes": _routes(route_costs, tenant.id, None)}
     if len(providers) > 1:
         # Shard routing: the key prefix in the Authorization header picks a
         # route that names that shard's provider, so a request is checked
@@ -443,17 +493,11 @@ def envoy_config(
         for shard in shard_ids(tenant):
             if shard is None:
                 continue
-            by_prefix[f"Bearer {shard_prefix(tenant, shard)}"] = {"action": {
-                "name": provider_name(tenant.id, shard),
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.config.route.v3.Route",
-                    **default_route(),
-                    "typed_per_filter_config": {JWT_FILTER: {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
-                        "requirement_name": provider_name(tenant.id, shard),
-                    }},
-                },
-            }}
+            by_prefix[f"Bearer {shard_prefix(tenant, shard)}"] = {"action": _route_action(
+                provider_name(tenant.id, shard), _routes(route_costs, tenant.id, {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
+                    "requirement_name": provider_name(tenant.id, shard),
+                }))}
         del virtual_host["routes"]
         virtual_host["matcher"] = {
             "matcher_tree": {
@@ -464,9 +508,7 @@ def envoy_config(
                 "prefix_match_map": {"map": by_prefix},
             },
             # keys without a shard prefix (and requests without a key) meet the main JWKS
-            "on_no_match": {"action": {"name": "main", "typed_config": {
-                "@type": "type.googleapis.com/envoy.config.route.v3.Route", **default_route(),
-            }}},
+            "on_no_match": {"action": _route_action("main", _routes(route_costs, tenant.id, None))},
         }
 
     http_filters: list[dict[str, Any]] = [{"name": JWT_FILTER, "typed_config": jwt_config}]
@@ -489,12 +531,7 @@ def envoy_config(
     if rl_hps:
         # last before the router: only verified, unrevoked keys with their scope are counted
         http_filters.append(_ratelimit_filter(ratelimit_deny))
-        virtual_host["rate_limits"] = [{"actions": [
-            {"generic_key": {"descriptor_key": "tenant", "descriptor_value": tenant.id}},
-            # the verified key id (no verified key: no descriptor, no call)
-            {"metadata": {"descriptor_key": "key_id", "source": "DYNAMIC", "metadata_key": {
-                "key": JWT_FILTER, "path": [{"key": PAYLOAD_METADATA_KEY}, {"key": "jti"}]}}},
-        ]}]
+        virtual_host["rate_limits"] = [{"actions": _ratelimit_actions(tenant.id)}]
     http_filters.append({
         "name": "envoy.filters.http.router",
         "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},

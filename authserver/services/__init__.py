@@ -8,6 +8,7 @@ nothing here knows HTTP.
     queries        get, list (cursors), audit trail
     introspection  RFC 7662 answers
     sync           the key cache: load, reread, catch up after Redis outages
+    subjects       rate limits shared by all keys of a subject
     keygen         key generation off the event loop
 """
 

@@ -12,7 +12,7 @@ import keys
 
 from ..db.models import ApiKey
 from ..keycache import KeyCache, claimed_kid
-from ..ratelimit import MemoryLimiter, RedisLimiter, key_bucket
+from ..ratelimit import MemoryLimiter, RedisLimiter, key_bucket, subject_bucket
 from .common import tenant_of
 from .credits import Credits
 
@@ -31,8 +31,9 @@ class Introspector:
 
     async def introspect(self, tenant_id: str, token: str) -> dict[str, Any]:
         """The RFC 7662 answer, plus a ``status`` for the operator (VALID,
-        RATE_LIMITED, EXPIRED, REVOKED, INVALID) and, for a key with limits,
-        each window's state as gateways count it. A key is valid only with the
+        RATE_LIMITED, EXPIRED, REVOKED, INVALID) and, for a key with limits
+        (its own, or its subject's shared ones), each window's state as
+        gateways count it. A key is valid only with the
         exact prefix it was minted with."""
         tk = tenant_of(self.cache, tenant_id)
         try:
@@ -68,6 +69,15 @@ class Introspector:
                                           for r, d in state]
             if any(d.remaining == 0 for _, d in state):
                 answer["status"] = "RATE_LIMITED"  # still a valid key: its gateway refuses it for now
+        shared = tk.subject_limits.get(published.subject)
+        if shared and self.limiter is not None:  # the limits all keys of its subject share
+            bucket = subject_bucket(tenant_id, published.subject)
+            subject_state = [(lim, w, await self.limiter.peek(bucket, lim, w)) for lim, w in shared]
+            answer["subject_rate_limit_state"] = [
+                {"limit": lim, "window_seconds": w, "remaining": d.remaining, "reset_after": d.reset_after}
+                for lim, w, d in subject_state]
+            if any(d.remaining == 0 for _, _, d in subject_state):
+                answer["status"] = "RATE_LIMITED"
         return answer
 
     async def _why_unknown(self, tenant_id: str, token: str) -> str:

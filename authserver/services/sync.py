@@ -10,7 +10,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from ..db.models import ApiKey, Tenant
+from ..db.models import ApiKey, SubjectLimits, Tenant
 from ..keycache import KeyCache
 from .queries import state_filter
 
@@ -45,6 +45,8 @@ class CacheSync:
             )
             async for row in rows:
                 cache.apply(row)
+            for limits in (await s.scalars(select(SubjectLimits).where(SubjectLimits.rate_limits.is_not(None)))):
+                cache.apply_subject(limits)
             if cache.push_window > 0:
                 # removals a gateway's cached JWKS may still hold: pushed as a deny list
                 since = int(now - cache.push_window)
@@ -68,7 +70,9 @@ class CacheSync:
             for tenant in (await s.scalars(changed)).all():
                 self.cache.set_tenant(tenant)
             rows = await s.scalars(select(ApiKey).where(ApiKey.changed_at >= since_ms))
-            return self.cache.apply_all(rows)
+            applied = self.cache.apply_all(rows)
+            subjects = await s.scalars(select(SubjectLimits).where(SubjectLimits.changed_at >= since_ms))
+            return applied + sum(1 for row in subjects if self.cache.apply_subject(row))
 
     async def refresh_key(self, tenant_id: str, kid: str) -> None:
         """A change notice from another replica: reread that one row."""
@@ -81,6 +85,15 @@ class CacheSync:
                 if tenant is not None:
                     self.cache.set_tenant(tenant)
             self.cache.apply(row)
+
+    async def refresh_subject(self, tenant_id: str, subject: str) -> None:
+        """A subject-limits notice from another replica (or the CLI): reread its row."""
+        async with self.sessions() as s:
+            row = await s.get(SubjectLimits, (tenant_id, subject))
+        if row is None:
+            self.cache.forget_subject(tenant_id, subject)
+        else:
+            self.cache.apply_subject(row)
 
     async def refresh_tenant(self, tenant_id: str) -> None:
         """A tenant change notice from another replica (or the CLI): reread its row."""

@@ -19,6 +19,7 @@ from authserver.gateways import (
     espv2_config,
     espv2_flags,
     parse_hostport,
+    parse_route_cost,
     parse_scope_rule,
     render_envoy,
     routes_of,
@@ -166,6 +167,48 @@ def test_sharded_tenant_gets_one_provider_per_shard():
     assert jf["rules"] == [{"match": {"prefix": "/"}, "requires": {"provider_name": "authserver_acme"}}]
 
 
+COSTS = [parse_route_cost("/search=5"), parse_route_cost("/search/deep=20"), parse_route_cost("/v2=2")]
+
+
+def _cost_limits(route: dict) -> list[dict]:
+    per_route = route.get("typed_per_filter_config", {}).get("envoy.filters.http.ratelimit")
+    assert per_route is None or per_route["@type"].endswith("ratelimit.v3.RateLimitPerRoute")
+    return per_route["rate_limits"] if per_route else []
+
+
+def test_route_costs_are_route_rate_limits_with_hits_addend_longest_prefix_first():
+    cfg = envoy_config(tenant(), settings(), ratelimit=["127.0.0.1:18000"], route_costs=COSTS)
+    vhost = hcm(cfg)["route_config"]["virtual_hosts"][0]
+    routes = routes_of(vhost)
+    assert [r["match"]["prefix"] for r in routes] == ["/search/deep", "/search", "/v2", "/"]
+    vh_actions = vhost["rate_limits"][0]["actions"]  # the default route: the virtual host's, cost 1
+    for route, cost in zip(routes, (20, 5, 2), strict=False):
+        (limit,) = _cost_limits(route)
+        assert limit["hits_addend"] == {"number": cost} and limit["actions"] == vh_actions
+        assert limit["actions"] is not vh_actions  # own dicts: no YAML aliases
+    assert _cost_limits(routes[-1]) == [] and route["route"] == {"cluster": "upstream"}
+    # sharded: every shard's action is the same list of routes, each naming its shard's provider
+    cfg = envoy_config(tenant(shard_count=2), settings(), ratelimit=["127.0.0.1:18000"], route_costs=COSTS)
+    vhost = hcm(cfg)["route_config"]["virtual_hosts"][0]
+    shard = vhost["matcher"]["matcher_tree"]["prefix_match_map"]["map"]["Bearer sk_live_s1_"]["action"]
+    assert shard["typed_config"]["@type"].endswith("envoy.config.route.v3.RouteList")
+    assert [r["typed_per_filter_config"]["envoy.filters.http.jwt_authn"]["requirement_name"]
+            for r in shard["typed_config"]["routes"]] == ["authserver_acme_s1"] * 4
+    assert [len(_cost_limits(r)) for r in shard["typed_config"]["routes"]] == [1, 1, 1, 0]
+    assert len(routes_of(vhost)) == 3 * 4
+    assert "&id" not in render_envoy(tenant(shard_count=2), settings(), ratelimit=["127.0.0.1:1"], route_costs=COSTS)
+
+
+def test_bad_route_costs_are_refused():
+    for bad in ("search=5", "/search", "/search=0", "/search=-1", "/search=x", "/a b=2", "/s=1000001"):
+        with pytest.raises(ValueError, match="route-cost|path prefix"):
+            parse_route_cost(bad)
+    with pytest.raises(ValueError, match="needs --ratelimit"):
+        envoy_config(tenant(), settings(), route_costs=COSTS)
+    with pytest.raises(ValueError, match="each path prefix once"):
+        envoy_config(tenant(), settings(), ratelimit=["127.0.0.1:1"], route_costs=COSTS + [parse_route_cost("/v2=3")])
+
+
 def test_https_authorization_server_is_verified():
     cfg = envoy_config(tenant(), settings(public_url="https://auth.example.com"), upstream="backend.internal:8080")
     clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
@@ -252,6 +295,9 @@ def test_envoy_accepts_every_variant(envoy_binary, tmp_path):
         "https": envoy_config(tenant(), settings(public_url="https://auth.example.com/base"),
                               upstream="backend.internal:80"),
         "ipv6": envoy_config(tenant(), settings(), listen="[::1]:10000", upstream="[::1]:9000"),
+        "costs": envoy_config(tenant(), settings(), ratelimit=["127.0.0.1:18000"], route_costs=COSTS),
+        "costs_sharded": envoy_config(tenant(shard_count=3), settings(), ratelimit=["127.0.0.1:18000"],
+                                      xds=["127.0.0.1:18000"], route_costs=COSTS),
     }
     for name, cfg in variants.items():
         log = _validate(envoy_binary, cfg, tmp_path, name)
@@ -340,3 +386,20 @@ def test_checked_in_examples_are_current(cli_db, capsys):
 def test_checked_in_envoy_example_validates(envoy_binary, tmp_path):
     cfg = yaml.safe_load((ROOT / "deploy" / "envoy" / "envoy.example.yaml").read_text())
     _validate(envoy_binary, cfg, tmp_path, "example")
+
+
+def test_cli_route_costs_and_tls_for_the_rate_limit_service_alone(cli_db, capsys):
+    rc, out, err = _cli(capsys, "gateway", "envoy", "--ratelimit", "10.0.0.5:18000", "--route-cost", "/s=5",
+                        "--xds-ca", "ca.crt", "--xds-cert", "envoy.crt", "--xds-key", "envoy.key")
+    assert rc == 0, err
+    assert "A call under /s costs 5" in out
+    cfg = yaml.safe_load(out)
+    clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+    tls = clusters["authserver_ratelimit"]["transport_socket"]["typed_config"]["common_tls_context"]
+    assert tls["tls_certificates"][0]["certificate_chain"]["filename"] == "envoy.crt"
+    routes = routes_of(hcm(cfg)["route_config"]["virtual_hosts"][0])
+    assert _cost_limits(routes[0])[0]["hits_addend"] == {"number": 5}
+    rc, _, err = _cli(capsys, "gateway", "envoy", "--route-cost", "/s=5")
+    assert rc != 0 and "needs --ratelimit" in err
+    rc, _, err = _cli(capsys, "gateway", "envoy", "--ratelimit", "127.0.0.1:1", "--route-cost", "/s=zero")
+    assert rc != 0 and "PATH_PREFIX=N" in err

@@ -73,7 +73,13 @@ class ControlPlane:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.xds = XdsServer(self.cache, settings.xds_node_tenants, XdsMetrics(self.registry),
                              require_peer_identity=settings.xds_tls)
-        self.server = GatewayServer(settings, self.xds)
+        from authserver.gateways.ratelimit import RateLimitMetrics, RateLimitServer
+        from authserver.ratelimit import MemoryLimiter
+
+        # the rate-limit service on the same port, behind the same admission
+        self.rls = RateLimitServer(self.cache, MemoryLimiter(time.time), RateLimitMetrics(self.registry, False),
+                                   access=self.xds.access)
+        self.server = GatewayServer(settings, self.xds, self.rls)
 
     def __enter__(self) -> ControlPlane:
         self.thread.start()
@@ -244,6 +250,55 @@ def _write(tmp: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurvePr
     k.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                     serialization.NoEncryption()))
     return str(c), str(k)
+
+
+def _rls_call(channel: grpc.Channel, tenant: str) -> Any:
+    from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+
+    req = rls_pb2.RateLimitRequest(domain="authserver")
+    d = req.descriptors.add()
+    for k, v in (("tenant", tenant), ("key_id", "some-kid")):
+        e = d.entries.add()
+        e.key, e.value = k, v
+    return rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(req, timeout=5)
+
+
+def test_tls_the_rate_limit_service_answers_only_certified_gateways_of_the_tenant(tmp_path):
+    """The rate-limit service carries no node id: with TLS the client certificate
+    must name a listed node of the descriptor's tenant (as an xDS stream must)."""
+    ca_cert, ca_key = _cert("test CA", None, ca=True)
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "ca.crt").write_bytes(ca_pem)
+    issuer = (ca_cert.subject, ca_key)
+    server = _write(tmp_path, "server", *_cert("authserver", issuer,
+                                               san=x509.IPAddress(ipaddress.ip_address("127.0.0.1"))))
+    ours = _write(tmp_path, "envoy", *_cert(NODE, issuer, san=x509.DNSName(NODE)))
+    other = _write(tmp_path, "other", *_cert("gw-other", issuer))
+    settings = Settings(xds_port=free_port(), xds_nodes=f"{NODE}={TENANT},gw-other=other",
+                        xds_tls_cert=server[0], xds_tls_key=server[1], xds_tls_client_ca=str(tmp_path / "ca.crt"),
+                        log_json=False)
+    with ControlPlane(settings) as cp:
+        target = f"127.0.0.1:{cp.server.port}"
+
+        def channel(identity: tuple[str, str] | None) -> grpc.Channel:
+            creds = grpc.ssl_channel_credentials(
+                ca_pem, *((Path(identity[1]).read_bytes(), Path(identity[0]).read_bytes()) if identity else ()))
+            return grpc.secure_channel(target, creds, options=[("grpc.ssl_target_name_override", "127.0.0.1")])
+
+        with channel(ours) as ch:
+            assert _rls_call(ch, TENANT).overall_code == 1  # OK (an unknown key is not limited here)
+            with pytest.raises(grpc.RpcError) as err:
+                _rls_call(ch, "other")  # another tenant's descriptor
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with channel(other) as ch, pytest.raises(grpc.RpcError) as err:
+            _rls_call(ch, TENANT)  # a certificate of the CA, for another tenant's node
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with channel(None) as ch, pytest.raises(grpc.RpcError) as err:
+            _rls_call(ch, TENANT)  # no client certificate: no handshake
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        with grpc.insecure_channel(target) as ch, pytest.raises(grpc.RpcError):
+            _rls_call(ch, TENANT)  # plaintext to the TLS port
+        assert cp.sample("authserver_ratelimit_decisions_total", result="refused_peer") == 2
 
 
 def test_tls_with_client_certificates(tmp_path, envoy_binary):

@@ -141,3 +141,42 @@ def test_a_rate_limit_holds_across_two_replicas(fresh_postgres_url, redis_proc, 
         for proc in envoys:
             proc.stop()
         echo.stop()
+
+
+def test_subject_limits_set_on_one_replica_hold_at_both_within_a_second(fresh_postgres_url, redis_proc, servers,
+                                                                       tmp_path):
+    """Two keys of one subject, each used through the Envoy of its own replica:
+    limits set on one replica are one shared budget at both within a second
+    (the change notice; reconcile is far away), and removed the same way."""
+    if find_envoy() is None:
+        pytest.fail("the envoy binary is missing")
+    grpc_a, grpc_b, port_a = free_port(), free_port(), free_port()
+    env = _env(fresh_postgres_url, redis_proc, port_a, AUTHSERVER_DEGRADED_CACHE_TTL_SECONDS="60")
+    admin = cli(env, "tenant", "create", "default", "--json", "--algorithm", "ES256")["admin_key"]
+    k1 = cli(env, "keys", "mint", "--subject", "cust", "--json")
+    k2 = cli(env, "keys", "mint", "--subject", "cust", "--json")
+    a = servers({**env, "AUTHSERVER_XDS_PORT": str(grpc_a)}, port=port_a).start()
+    b = servers({**env, "AUTHSERVER_XDS_PORT": str(grpc_b)}).start()
+    echo = EchoUpstream("127.0.0.1", 0)
+    echo.start()
+    envoys = []
+    try:
+        ea = _envoy_for(env, a, grpc_a, echo, tmp_path, "envoy-a", ratelimit=True)
+        envoys.append(ea[0])
+        eb = _envoy_for(env, b, grpc_b, echo, tmp_path, "envoy-b", ratelimit=True)
+        envoys.append(eb[0])
+        h = {"Authorization": f"Bearer {admin}"}
+        r = httpx.put(f"{a.url}/v1/subjects/cust/limits", json={"rate_limits": [{"limit": 6, "window_seconds": 3600}]},
+                      headers=h, timeout=10)
+        assert r.status_code == 200, r.text
+        # replica b hears of it by the notice: its Envoy refuses once the 6 are spent, within the bound
+        wait_until(lambda: eb[1](k2["key"]) == 429, BOUND, interval=0.01, what="the subject limit at replica b")
+        assert ea[1](k1["key"]) == 429  # the same budget at replica a
+        r = httpx.delete(f"{b.url}/v1/subjects/cust/limits", headers=h, timeout=10)
+        assert r.status_code == 200, r.text
+        wait_until(lambda: ea[1](k1["key"]) == 200, BOUND, interval=0.01, what="removed at replica a")
+        assert eb[1](k2["key"]) == 200
+    finally:
+        for proc in envoys:
+            proc.stop()
+        echo.stop()

@@ -38,3 +38,19 @@ async def test_a_tenant_notice_without_a_handler_is_ignored() -> None:
     seen: list[tuple[str, ...]] = []
     await make(seen, with_tenant_handler=False)._handle(json.dumps({"tenant": "acme", "kind": "tenant"}))
     assert seen == []
+
+
+async def test_subject_notices_reach_their_handler() -> None:
+    seen: list[tuple[str, ...]] = []
+    inv = make(seen)
+
+    async def on_subject(tenant: str, subject: str) -> None:
+        seen.append(("subject", tenant, subject))
+
+    inv.on_subject_notice = on_subject
+    await inv._handle(json.dumps({"tenant": "acme", "kind": "subject", "subject": "u1", "origin": "other"}))
+    await inv._handle(json.dumps({"tenant": "acme", "kind": "subject", "subject": "u1", "origin": "me"}))
+    for bad in (json.dumps({"tenant": "acme", "kind": "subject"}),
+                json.dumps({"tenant": "acme", "kind": "subject", "subject": 3})):
+        await inv._handle(bad)
+    assert seen == [("subject", "acme", "u1")]

@@ -107,3 +107,36 @@ async def test_hit_all_refusals_do_not_starve_the_next_window(limiter):
     clock.t += 10 + 5  # half way through the next window: the previous one weighs half
     allowed = sum([all(d.allowed for d in await lim.hit_all("busy", [(50, 10)])) for _ in range(500)])
     assert allowed == 25  # had refusals been counted, the estimate would stay far above 50
+
+
+async def test_hit_many_shares_a_subject_budget_and_counts_refusals_nowhere(limiter):
+    lim, clock = limiter
+    # two keys of one subject: each 3 per minute of its own, 4 per minute together
+    a = [("key:a", 3, 60), ("sub:s", 4, 60)]
+    b = [("key:b", 3, 60), ("sub:s", 4, 60)]
+    got = [all(d.allowed for d in await lim.hit_many(a)) for _ in range(3)]
+    assert got == [True, True, True]
+    assert [all(d.allowed for d in await lim.hit_many(b)) for _ in range(2)] == [True, False]  # the 4th of 4
+    refused = await lim.hit_many(b)
+    assert [d.allowed for d in refused] == [True, False]  # b's own window has room, the shared one not
+    # the refusals were counted nowhere: b's own window still holds exactly one call
+    assert (await lim.peek("key:b", 3, 60)).remaining == 2
+    # a call costing 2 counts 2 everywhere, or nowhere
+    clock.t += 120
+    assert all(d.allowed for d in await lim.hit_many(a, cost=2))
+    assert not all(d.allowed for d in await lim.hit_many(b, cost=3))  # 2 + 3 > 4 together
+    assert (await lim.peek("key:b", 3, 60)).remaining == 3 and (await lim.peek("sub:s", 4, 60)).remaining == 2
+
+
+async def test_undo_takes_a_call_back_but_never_below_zero(limiter):
+    lim, clock = limiter
+    w = [("key:u", 3, 60)]
+    for _ in range(3):
+        await lim.hit_many(w, cost=1)
+    assert not all(d.allowed for d in await lim.hit_many(w))
+    await lim.undo(w, cost=1)
+    assert all(d.allowed for d in await lim.hit_many(w))
+    await lim.undo([("key:never-counted", 3, 60)], cost=5)  # nothing there: nothing made
+    assert (await lim.peek("key:never-counted", 3, 60)).remaining == 3
+    if isinstance(lim, RedisLimiter):
+        assert await lim.redis.keys(f"{lim.ns}:*never-counted*") == []
