@@ -7,7 +7,9 @@ the server's CPU time is the server's): ``python -m bench._grpc_load``.
          jwt_authn's metadata and a status, as Envoy's http_grpc logger sends
          them), ``--batch`` entries per message, ``--concurrency`` streams.
 
-Prints one JSON line: calls or entries sent, errors, seconds.
+Prints one JSON line: calls or entries sent, errors, seconds, and the wall
+clock at the start and end of the load (the harness takes the server's CPU
+time over exactly that span, not over this process's start-up).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ async def _rls(target: str, tenant: str, kids: list[str], seconds: float, concur
         stub = rls_pb2_grpc.RateLimitServiceStub(channel)
         await stub.ShouldRateLimit(requests[0], timeout=10)  # connected before the clock starts
         cycle = itertools.cycle(requests)
+        wall = time.time()
         start = time.perf_counter()
         deadline = start + seconds
 
@@ -50,7 +53,7 @@ async def _rls(target: str, tenant: str, kids: list[str], seconds: float, concur
                 counts["ok" if r.overall_code == rls_pb2.RateLimitResponse.OK else "over_limit"] += 1
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return {**counts, "seconds": time.perf_counter() - start}
+        return {**counts, "seconds": time.perf_counter() - start, "start": wall, "end": time.time()}
 
 
 def _als_message(node_id: str, kids: list[str], batch: int, first: bool) -> Any:
@@ -84,6 +87,7 @@ async def _als(target: str, node_id: str, kids: list[str], seconds: float, concu
     async with grpc.aio.insecure_channel(target) as channel:
         await channel.channel_ready()
         stub = als_pb2_grpc.AccessLogServiceStub(channel)
+        wall = time.time()
         start = time.perf_counter()
         deadline = start + seconds
 
@@ -104,7 +108,7 @@ async def _als(target: str, node_id: str, kids: list[str], seconds: float, concu
             counts["entries"] += sent * batch
 
         await asyncio.gather(*(stream() for _ in range(concurrency)))
-        return {**counts, "seconds": time.perf_counter() - start}
+        return {**counts, "seconds": time.perf_counter() - start, "start": wall, "end": time.time()}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -54,7 +54,7 @@ RATE = 1000  # req/s offered, in total
 PACE_CONNECTIONS = 10  # each waits DELAY_MS between requests: ~RATE req/s when answers are fast
 DELAY_MS = 1000 * PACE_CONNECTIONS // RATE
 
-QUICK = {"latency_seconds": 1, "latency_rounds": 1, "rls_seconds": 1, "rls_keys": 4, "window_s": 2,
+QUICK = {"latency_seconds": 1, "latency_rounds": 1, "rls_seconds": 1, "rls_keys": 4, "window_s": 1,
          "windows": 3, "als_seconds": 1, "delay_samples": 2}
 FULL = {"latency_seconds": 10, "latency_rounds": 3, "rls_seconds": 10, "rls_keys": 20, "window_s": 10,
         "windows": 4, "als_seconds": 10, "delay_samples": 10}
@@ -86,14 +86,15 @@ def ratelimit(quick: bool) -> dict:
         r2.admin_key = r1.admin_key
         specs = [(r1, ()), (r1, ("--ratelimit", f"127.0.0.1:{grpc1}")),
                  (r2, ("--ratelimit", f"127.0.0.1:{grpc2}", "--accesslog", f"127.0.0.1:{grpc2}"))]
-        with ThreadPoolExecutor(4) as pool:  # each config is a CLI run, each start a wait: side by side
-            started = pool.submit(r2.start)
+        r2.launch()  # boots while the Envoy configs are made
+        with ThreadPoolExecutor(3) as pool:  # each config is a CLI run; processes start in this thread only
             gws = list(pool.map(lambda spec: Gateway(tenant_id=TENANT, server=spec[0], upstream=upstream.address,
                                                      extra=spec[1]), specs))
-            for gw in gws:
-                stack.enter_context(gw)
-            started.result()
-            list(pool.map(lambda gw: gw.start(fast["key"], timeout=60), gws))
+        for gw in gws:
+            stack.enter_context(gw)
+        r2.ready()
+        for gw in gws:
+            gw.start(fast["key"], timeout=60)
         gw_off, gw_on, gw_2 = gws
         out["upstream"] = upstream.kind
         out["latency"] = _latency(gw_off, gw_on, fast["key"], opts)
@@ -148,11 +149,44 @@ def _latency(gw_off: Gateway, gw_on: Gateway, key: str, opts: dict) -> dict:
     return out
 
 
+class _CpuSampler:
+    """A process's CPU time (all threads), sampled every 10 ms in a thread, so
+    the CPU used over a span another process reports (its wall clock) can be read."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), cpu_run_seconds(self.pid)))
+            self._stop.wait(0.01)
+
+    def __enter__(self) -> _CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def at(self, t: float) -> float:
+        """CPU seconds at wall time ``t`` (the nearest sample at or after it)."""
+        return next((c for ts, c in self.samples if ts >= t), self.samples[-1][1])
+
+    def between(self, t0: float, t1: float) -> float:
+        return self.at(t1) - self.at(t0)
+
+
 def _rls(srv: AuthServer, port: int, kids: list[str], opts: dict) -> dict:
     assert srv.proc is not None
-    d0, c0 = srv.metric("authserver_ratelimit_decisions_total"), cpu_run_seconds(srv.proc.pid)
-    got = _grpc_load("rls", port, kids, opts["rls_seconds"], concurrency=32)
-    cpu = cpu_run_seconds(srv.proc.pid) - c0
+    d0 = srv.metric("authserver_ratelimit_decisions_total")
+    with _CpuSampler(srv.proc.pid) as cpus:
+        got = _grpc_load("rls", port, kids, opts["rls_seconds"], concurrency=32)
+        time.sleep(0.05)
+    cpu = cpus.between(got["start"], got["end"])
     decisions = srv.metric("authserver_ratelimit_decisions_total") - d0
     return {**got, "server_decisions": int(decisions), "server_cpu_s": round(cpu, 3),
             "server_cpu_share": round(cpu / got["seconds"], 3),
@@ -202,12 +236,15 @@ def _max_span(times: list[float], window: float) -> int:
 def _ingestion(srv: AuthServer, port: int, kids: list[str], opts: dict) -> dict:
     assert srv.proc is not None
     name = "authserver_accesslog_entries_total"
-    e0, c0, t0 = srv.metric(name), cpu_run_seconds(srv.proc.pid), time.perf_counter()
-    got = _grpc_load("als", port, kids, opts["als_seconds"], concurrency=2)
-    # what was sent is counted before the clock stops
-    wait_until(lambda: srv.metric(name) - e0 >= got["entries"], 30, interval=0.05, what="entries counted")
-    elapsed = time.perf_counter() - t0
-    cpu = cpu_run_seconds(srv.proc.pid) - c0
+    e0 = srv.metric(name)
+    with _CpuSampler(srv.proc.pid) as cpus:
+        got = _grpc_load("als", port, kids, opts["als_seconds"], concurrency=2)
+        # what was sent is counted before the clock stops (the server acknowledges a stream at its end)
+        wait_until(lambda: srv.metric(name) - e0 >= got["entries"], 30, interval=0.05, what="entries counted")
+        done = time.time()
+        time.sleep(0.05)
+    elapsed = done - got["start"]
+    cpu = cpus.between(got["start"], done)
     counted = srv.metric(name) - e0
     return {**got, "server_entries": int(counted), "seconds_to_counted": round(elapsed, 2),
             "server_cpu_s": round(cpu, 3), "server_cpu_share": round(cpu / elapsed, 3),

@@ -149,6 +149,11 @@ class AuthServer:
         return self.admin_key
 
     def start(self, timeout: float = 300) -> AuthServer:
+        return self.launch().ready(timeout)
+
+    def launch(self) -> AuthServer:
+        """Start the process without waiting for it (``ready`` waits). From the
+        main thread: children get SIGTERM when the thread that started them ends."""
         log = open(self.dir / "server.log", "ab")
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "authserver", "serve"], env=self.env, stdout=log,
@@ -156,6 +161,10 @@ class AuthServer:
                                          preexec_fn=death_signal_preexec())
         finally:
             log.close()
+        return self
+
+    def ready(self, timeout: float = 300) -> AuthServer:
+        assert self.proc is not None, "launch() first"
         wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200, timeout,
                    interval=0.1, what=f"authserver ready (log {self.dir / 'server.log'})",
                    alive=lambda: self.proc.poll() is None)

@@ -348,6 +348,7 @@ def _record_usage(server, kid: str, calls: list[tuple[int, int]]) -> None:
     """Usage through the usage service, on the server's database, as the
     access-log service writes it."""
     import asyncio
+    import concurrent.futures
 
     from authserver.offline import open_core
     from authserver.services.usage import UsageRecorder
@@ -361,7 +362,9 @@ def _record_usage(server, kid: str, calls: list[tuple[int, int]]) -> None:
                 rec.record("default", kid, status, at)
             await rec.flush()
 
-    asyncio.run(run())
+    # in a thread of its own: Playwright's sync API keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 _CHART = """() => {

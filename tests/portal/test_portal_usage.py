@@ -44,7 +44,7 @@ async def test_key_list_shows_last_used_relative_with_the_exact_time(portal, cli
     at = int(clock.now) - 3 * 3600 - 120
     await _record(make_settings, [(used, 200, at)])
     page = (await portal.get("/portal/keys")).text
-    assert "<th scope=\"col\">Last used</th>" in page
+    assert '<th scope="col" class="col-used">Last used</th>' in page
     cell = _row(page, used)
     assert ">3 hours ago</time>" in cell
     exact = re.search(r'<time class="last-used" datetime="([^"]+)" title="([^"]+)"', cell)
