@@ -27,18 +27,22 @@ class Gateway:
     """Envoy as `authserver gateway envoy` configures it, answering 200 itself;
     JWKS from ``jwks_base`` (our server or a StaticServer). With ``server``,
     the config is the one `authserver gateway envoy` prints for that server's
-    tenant (``xds``: with `--xds HOST:PORT`, taking pushes)."""
+    tenant (``xds``: with `--xds HOST:PORT`, taking pushes; ``extra``: more
+    of its options, e.g. ``--ratelimit HOST:PORT``). With ``upstream``
+    (HOST:PORT) requests that pass go there instead: a route that answers
+    itself skips Envoy's ratelimit filter, which needs a route to a cluster."""
 
     def __init__(self, jwks_base: str = "", *, tenant_id: str = "bench", issuer: str = ISSUER,
                  audience: str = AUDIENCE, shard_count: int = 1, cache_duration: int = 600,
-                 server: AuthServer | None = None, xds: str | None = None) -> None:
+                 server: AuthServer | None = None, xds: str | None = None, extra: tuple[str, ...] = (),
+                 upstream: str | None = None) -> None:
         self.port = free_port()
         self.admin_port = free_port()
         listen, admin = f"127.0.0.1:{self.port}", f"127.0.0.1:{self.admin_port}"
         if server is not None:
-            args = ["gateway", "envoy", "--tenant", tenant_id, "--upstream", "127.0.0.1:9", "--listen", listen,
-                    "--admin", admin, "--format", "json"]
-            config = json.loads(server.cli(*args, *(["--xds", xds] if xds else [])))
+            args = ["gateway", "envoy", "--tenant", tenant_id, "--upstream", upstream or "127.0.0.1:9",
+                    "--listen", listen, "--admin", admin, "--format", "json"]
+            config = json.loads(server.cli(*args, *(["--xds", xds] if xds else []), *extra))
         else:
             tenant = SimpleNamespace(id=tenant_id, issuer=issuer, audience=audience, key_prefix=PREFIX,
                                      shard_count=shard_count)
@@ -49,8 +53,8 @@ class Gateway:
         # measure the gateway, not an upstream: Envoy answers 200 itself once
         # jwt_authn (and claim forwarding) passed the request
         hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
-        for route in routes_of(hcm["route_config"]["virtual_hosts"][0]):  # shard routes keep their match
-            del route["route"]
+        for route in routes_of(hcm["route_config"]["virtual_hosts"][0]) if upstream is None else ():
+            del route["route"]  # shard routes keep their match
             route["direct_response"] = {"status": 200, "body": {"inline_string": "ok"}}
         self.envoy = EnvoyProcess(config)
 
@@ -145,6 +149,11 @@ class AuthServer:
         return self.admin_key
 
     def start(self, timeout: float = 300) -> AuthServer:
+        return self.launch().ready(timeout)
+
+    def launch(self) -> AuthServer:
+        """Start the process without waiting for it (``ready`` waits). From the
+        main thread: children get SIGTERM when the thread that started them ends."""
         log = open(self.dir / "server.log", "ab")
         try:
             self.proc = subprocess.Popen([sys.executable, "-m", "authserver", "serve"], env=self.env, stdout=log,
@@ -152,6 +161,10 @@ class AuthServer:
                                          preexec_fn=death_signal_preexec())
         finally:
             log.close()
+        return self
+
+    def ready(self, timeout: float = 300) -> AuthServer:
+        assert self.proc is not None, "launch() first"
         wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200, timeout,
                    interval=0.1, what=f"authserver ready (log {self.dir / 'server.log'})",
                    alive=lambda: self.proc.poll() is None)

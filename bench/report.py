@@ -233,6 +233,37 @@ def markdown(results: dict) -> str:
 
     section("push", _push)
 
+    def _ratelimit(x: dict) -> None:
+        la, rl, ac, ing, lu = x["latency"], x["rls"], x["accuracy"], x["usage"]["ingestion"], x["usage"]["last_used"]
+        add(["## Rate limits and usage at the gateway", ""])
+        pm = x.get("machine")
+        if pm:  # merged into older results: say where this suite ran
+            add([f"Measured {pm['date']} on {pm['cpu']}, {pm['cores']} cores, {pm['memory_gib']} GiB RAM, Linux "
+                 f"{pm['kernel']}, Python {pm['python']}, Envoy {pm['envoy']}.", ""])
+        add(["| measure | goal | result |", "| --- | --- | --- |",
+             f"| p99 added by the ratelimit filter at ~{x['rate_offered']:,} req/s | <= 1 ms | "
+             f"**{la['p99_added_ms']} ms** (off {la['off']['p50_ms']} / {la['off']['p99_ms']} ms, on "
+             f"{la['on']['p50_ms']} / {la['on']['p99_ms']} ms p50 / p99; achieved {la['off']['rps']:,} / "
+             f"{la['on']['rps']:,} req/s; errors {la['off']['errors']} / {la['on']['errors']}) |",
+             f"| rate-limit decisions per server CPU second | >= 5,000 | **{_n(rl['decisions_per_server_cpu_s'])}** "
+             f"({_n(rl['decisions_per_s'])}/s achieved with {rl['server_cpu_share']:.0%} of a core; "
+             f"{rl['server_cpu_us_per_decision']} us CPU each; gRPC errors {rl['errors']}) |",
+             f"| allowed per {ac['window_s']} s window, limit {x['limit']}, 2 replicas, 2 Envoys, "
+             f"{_n(ac['offered_rps'])} req/s offered | within +-2% | **{ac['allowed_per_window']}** "
+             f"(worst {ac['worst_error_pct']:+g}%; most in any {ac['window_s']} s span "
+             f"{ac['max_in_any_window_span']}) |",
+             f"| access-log entries per server CPU second | >= 20,000 | **{_n(ing['entries_per_server_cpu_s'])}** "
+             f"({_n(ing['entries_per_s'])}/s achieved with {ing['server_cpu_share']:.0%} of a core) |",
+             f"| call through Envoy -> last_used_at in GET /v1/keys/{{id}} (other replica) | <= 5 s | "
+             f"**max {lu['max_s']} s**, p50 {lu['p50_s']} s over {lu['n']} calls (usage written every "
+             f"{lu['flush_interval_s']:g} s) |",
+             "", "Envoy's ratelimit filter counters (ok / over_limit / error / failure_mode_allowed): "
+             + "; ".join(f"{k}: {v['ok']} / {v['over_limit']} / {v['error']} / {v['failure_mode_allowed']}"
+                         for k, v in x["envoy_ratelimit"].items()) + ".",
+             "", f"_{x['note']}_", ""])
+
+    section("ratelimit", _ratelimit)
+
     return "\n".join(out)
 
 

@@ -585,6 +585,14 @@ def push(quick: bool) -> dict:
     return _push.push(quick, OPTIONS["max_keys"])
 
 
+# --- issue 13: rate limits and usage at the gateway ---------------------------------
+
+def ratelimit(quick: bool) -> dict:
+    from . import _ratelimit
+
+    return _ratelimit.ratelimit(quick)
+
+
 SUITES = {
     "gateway": gateway,
     "server_memory": server_memory,
@@ -593,4 +601,5 @@ SUITES = {
     "propagation": propagation,
     "million": million,
     "push": push,
+    "ratelimit": ratelimit,
 }

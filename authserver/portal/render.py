@@ -102,6 +102,28 @@ def iso_time(ts: float | None) -> str:
     return _utc(ts, "%Y-%m-%dT%H:%M:%SZ", "")
 
 
+def day(ts: float | None) -> str:
+    return _utc(ts, "%Y-%m-%d", "")
+
+
+def exact_time(ts: float | None) -> str:
+    return _utc(ts, "%Y-%m-%d %H:%M:%S UTC", "")
+
+
+def ago(ts: float | None, now: float, empty: str = "never") -> str:
+    """How long before ``now``, in the largest whole unit ("3 hours ago")."""
+    if ts is None:
+        return empty
+    s = int(now - ts)
+    if s < 60:
+        return "just now"  # also a gateway clock slightly ahead of ours
+    for unit, n in (("year", 365 * 86400), ("month", 30 * 86400), ("day", 86400), ("hour", 3600), ("minute", 60)):
+        if s >= n:
+            v = s // n
+            return f"{v} {unit}{'s' if v != 1 else ''} ago"
+    return "just now"
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -123,7 +145,8 @@ def short_id(value: str | None, n: int = 12) -> str:
 
 def _setup(engine: JinjaTemplateEngine) -> None:
     env = engine.engine
-    env.filters.update(time=fmt_time, stime=short_time, isotime=iso_time, duration=fmt_duration, short=short_id)
+    env.filters.update(time=fmt_time, stime=short_time, isotime=iso_time, xtime=exact_time, day=day, ago=ago,
+                       duration=fmt_duration, short=short_id)
     env.globals.update(version=__version__, static=STATIC_PATH)
     env.trim_blocks = True
     env.lstrip_blocks = True

@@ -8,6 +8,7 @@ change at once).
     GET  /portal/keys               list: filter by state, search name/subject/id, paginated
     GET  /portal/keys/new           mint form
     POST /portal/keys               mint: the key is shown once on the answer page
+    GET  /portal/keys/{id}          one key: its facts, last use and a 14-day usage chart
     GET  /portal/keys/{id}/roll     roll confirmation (the <dialog> of the list without JS)
     POST /portal/keys/{id}/roll     roll: the new key shown once
     GET  /portal/keys/{id}/revoke   revoke confirmation
@@ -53,6 +54,7 @@ from ..schemas import MAX_EXPIRES_IN, KeySpec, key_spec
 from ..services import Actor, KeyLifecycle, KeyQueries
 from . import session as sessions
 from .render import error_page, fmt_duration, log, page
+from .usage_chart import DAYS, daily_usage
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -331,8 +333,20 @@ async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx],
         next_cursor=next_cursor, states=STATE_CHOICES, grace_value=grace_value, grace_unit=grace_unit,
         grace_units=GRACE_UNITS, can_write="keys:write" in ctx.admin.scopes,
         gateway_cache_seconds=ctx.core.settings.gateway_cache_seconds,
-        max_grace_seconds=ctx.core.settings.max_grace_seconds,
+        max_grace_seconds=ctx.core.settings.max_grace_seconds, now=now,
     )
+
+
+@get("/keys/{key_id:str}", guards=CAN_READ, dependencies=DEPENDENCIES)
+async def key_detail(ctx: NamedDependency[Ctx], queries: NamedDependency[KeyQueries], key_id: KeyId) -> Response[Any]:
+    row = await queries.get(ctx.tenant_id, key_id)
+    core = ctx.core
+    now = core.clock()
+    assert core.usage_queries is not None  # always built
+    chart = await daily_usage(core.usage_queries, ctx.tenant_id, key_id, now)
+    view = _display(key_view(row, now, core.settings), now)
+    return await ctx.page("key.html", nav="keys", title=view["name"] or "API key", view=view, chart=chart,
+                          days=DAYS, now=now, can_write="keys:write" in ctx.admin.scopes)
 
 
 def _new_form_context(ctx: Ctx, values: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -522,5 +536,5 @@ async def audit(request: AnyRequest, ctx: NamedDependency[Ctx], queries: NamedDe
     )
 
 
-HANDLERS = [portal_home, login_form, login, logout, keys_list, key_new_form, key_create, key_roll_form, key_roll,
-            key_revoke_form, key_revoke, audit]
+HANDLERS = [portal_home, login_form, login, logout, keys_list, key_detail, key_new_form, key_create, key_roll_form,
+            key_roll, key_revoke_form, key_revoke, audit]

@@ -116,3 +116,32 @@ def test_jwk_sizes_and_the_envoy_cap(alg, lo, hi):
     assert jwk["alg"] == alg and jwk["kid"]
     # DESIGN.md: ~77,000 RS256 keys, ~180,000 ES256, ~290,000 EdDSA fit in 32 MiB (order of magnitude)
     assert 50_000 < ENVOY_CAP / per_key < 300_000
+
+
+def test_most_calls_in_any_window_span():
+    from bench._ratelimit import _max_span
+
+    assert _max_span([], 10) == 0
+    assert _max_span([0.0, 1.0, 9.9, 10.0, 10.5], 10) == 4  # 1.0 .. 10.5; 0.0 and 10.0 are a window apart
+    assert _max_span([float(i) for i in range(30)], 10) == 10
+
+
+@pytest.mark.parametrize("nginx", ["nginx", "none"])
+def test_the_ratelimit_upstream_times_each_call_and_paced_wrk_holds_its_rate(monkeypatch, nginx):
+    """The accuracy measure counts what reached the upstream: every call, by
+    path, timestamped; wrk paced by its Lua delay() stays near 1k req/s."""
+    from bench._ratelimit import _Upstream, paced
+
+    if nginx == "nginx" and tool("nginx") is None:
+        pytest.skip("nginx is not installed")
+    monkeypatch.setenv("BENCH_NGINX", nginx)
+    with _Upstream() as up:
+        t0 = time.time()
+        for path in ("/a", "/a", "/b"):
+            assert httpx.get(f"http://{up.address}{path}").status_code == 200
+        assert len(up.times("/a")) == 2 and len(up.times("/b")) == 1
+        assert all(t0 - 1 <= t <= time.time() + 1 for t in up.times("/a"))
+        if tool("wrk") is not None:
+            r = paced(f"http://{up.address}/c", {}, 1)
+            assert r["paced"] and r["errors"] == 0 and r["requests"] == len(up.times("/c"))
+            assert r["rps"] < 1100  # paced: about 10 connections x 100/s, never wrk's flat-out rate

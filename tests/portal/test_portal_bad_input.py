@@ -82,7 +82,7 @@ async def test_a_malformed_key_id_is_a_404_page(portal: Portal, logged, key_id):
     from urllib.parse import quote
 
     base = "/portal/keys/" + quote(key_id, safe="")
-    for method, path in (("GET", "/revoke"), ("POST", "/revoke"), ("GET", "/roll"), ("POST", "/roll")):
+    for method, path in (("GET", ""), ("GET", "/revoke"), ("POST", "/revoke"), ("GET", "/roll"), ("POST", "/roll")):
         data = {"csrf_token": portal.csrf, "grace_value": "1", "grace_unit": "hours"} if method == "POST" else None
         r = await portal.client.request(method, base + path, data=data, follow_redirects=False)
         assert r.status_code == 404, (method, path, r.status_code, r.text[:500])

@@ -340,3 +340,86 @@ def test_long_names_and_subjects_never_overflow(browser, live_server, shots, wid
             assert page.evaluate(_OVERFLOW) == [], path
     finally:
         context.close()
+
+
+# --- a key's usage chart -----------------------------------------------------------
+
+def _record_usage(server, kid: str, calls: list[tuple[int, int]]) -> None:
+    """Usage through the usage service, on the server's database, as the
+    access-log service writes it."""
+    import asyncio
+    import concurrent.futures
+
+    from authserver.offline import open_core
+    from authserver.services.usage import UsageRecorder
+    from authserver.settings import Settings
+
+    async def run() -> None:
+        settings = Settings(database_url=server.env["AUTHSERVER_DATABASE_URL"], public_url=server.url)
+        async with open_core(settings) as core:
+            rec = UsageRecorder(core.sessions)
+            for status, at in calls:
+                rec.record("default", kid, status, at)
+            await rec.flush()
+
+    # in a thread of its own: Playwright's sync API keeps an event loop running in this one
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+_CHART = """() => {
+  const svg = document.querySelector('svg.usage-chart');
+  const box = svg.getBoundingClientRect();
+  const bars = [...svg.querySelectorAll('rect.bar')].map(r => r.getBoundingClientRect())
+    .map(r => ({left: r.left, right: r.right, height: r.height}));
+  return {width: box.width, height: box.height, left: box.left, right: box.right, bars,
+          vw: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth};
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_usage_chart_renders_with_bars_and_fits(browser, live_server, shots, width):
+    import time
+
+    server, admin_key = live_server
+    api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=10)
+    r = api.post("/v1/keys", json={"name": f"busy service {width}", "algorithm": "ES256"})
+    assert r.status_code == 201, r.text
+    kid = r.json()["id"]
+    now = int(time.time())
+    calls = [(200, now - d * 86400) for d in range(14) for _ in range(5 + 3 * d)]
+    calls += [(429, now - 86400)] * 7 + [(503, now - 3 * 86400)] * 2
+    _record_usage(server, kid, calls)
+
+    context = browser.new_context(base_url=server.url, viewport={"width": width, "height": 900},
+                                  color_scheme="light", locale="en-US")
+    problems: list[str] = []
+    try:
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        sign_in(page, admin_key)
+        row = page.locator(f'tr[data-key-id="{kid}"]')
+        last_used = row.locator("time.last-used")
+        assert last_used.inner_text() == "just now"
+        assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", last_used.get_attribute("title"))
+        assert page.evaluate(_OVERFLOW) == []
+        row.get_by_role("link", name=f"busy service {width}").click()
+        page.wait_for_url(f"**/portal/keys/{kid}")
+        chart = page.get_by_role("img", name=re.compile("Requests per day"))
+        assert chart.is_visible()
+        got = page.evaluate(_CHART)
+        assert got["scroll"] <= got["vw"], got  # no horizontal overflow
+        assert 0 <= got["left"] and got["right"] <= got["vw"] and got["width"] > 200 and got["height"] > 100
+        assert len(got["bars"]) == 14 + 2  # every day's 2xx, one day's 4xx, one day's 5xx
+        assert all(b["height"] > 0 and got["left"] <= b["left"] < b["right"] <= got["right"] for b in got["bars"])
+        summary = page.locator("#usage-summary").inner_text()
+        assert f"{len(calls)} requests" in summary and "7 4xx" in summary and "2 5xx" in summary
+        page.get_by_text("Numbers per day").click()
+        assert page.locator(".usage-table tbody tr").count() == 14
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        shots(page, f"key-usage-{width}")
+    finally:
+        context.close()
+        api.close()
+    assert problems == [], problems  # e.g. a CSP violation
