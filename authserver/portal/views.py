@@ -47,7 +47,7 @@ from ..auth import (
     verify_admin_key,
 )
 from ..core import Core
-from ..errors import InvalidInput, RateLimited, ServiceError
+from ..errors import Forbidden, InvalidInput, RateLimited, ServiceError
 from ..problems import is_connection_error
 from ..schemas import MAX_EXPIRES_IN, KeySpec, key_spec
 from ..services import Actor, KeyLifecycle, KeyQueries
@@ -184,6 +184,8 @@ async def _signed_in(connection: AnyConnection) -> Ctx:
     session = await sessions.load(request)
     if session is None:
         raise SignedOut()
+    if session.kind != "admin":  # a consumer's session never opens an admin page
+        raise Forbidden("These pages are for the tenant's administrators. Your keys are at /portal/my/keys.")
     admin = await admin_from_session(request, session.tenant, session.kid)
     if admin is None:
         await sessions.destroy(request, session.id)
@@ -246,7 +248,8 @@ async def portal_home(request: AnyRequest) -> Response[Any]:
 
 @get("/login")
 async def login_form(request: AnyRequest) -> Response[Any]:
-    if await sessions.load(request) is not None:
+    session = await sessions.load(request)
+    if session is not None and session.kind == "admin":
         return Redirect("/portal/keys", status_code=303)
     notice = None
     if request.query_params.get("ended"):
