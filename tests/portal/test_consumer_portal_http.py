@@ -321,3 +321,33 @@ async def test_bad_forms_change_nothing(client, admin_headers, field):
     r = await me.post(f"/portal/my/keys/{mine['id']}/roll", data)
     assert r.status_code in (403, 422)
     assert await state_of(client, admin_headers, mine["id"]) == "active"
+
+
+async def test_cli_prints_a_link_that_signs_in(client, make_settings, admin_headers):
+    import asyncio
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AUTHSERVER_DATABASE_URL": make_settings().database_url,
+           "AUTHSERVER_PUBLIC_URL": BASE, "AUTHSERVER_LOG_JSON": "false", "AUTHSERVER_REDIS_URL": ""}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "authserver", "portal", "session", *args], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    p = await asyncio.to_thread(cli, "--subject", "acme", "--scope", "read", "--max-lifetime", "7d",
+                                "--return-url", "https://app.example.com/", "--json")
+    assert p.returncode == 0, p.stderr
+    link = json.loads(p.stdout)
+    me = Customer(client)
+    await me.sign_in(link["url"])
+    assert "At most 7 days" in (await me.get("/portal/my/keys/new")).text
+    events = (await client.get("/v1/audit", params={"action": "portal.link"}, headers=admin_headers)).json()["data"]
+    assert events[0]["actor"] == "cli"
+    for bad in (("--subject", "acme", "--ttl", "2h"), ("--subject", "acme", "--return-url", "http://example.com/"),
+                ("--subject", "acme", "--max-keys", "0")):
+        p = await asyncio.to_thread(cli, *bad)
+        assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
+        assert p.stderr.strip(), bad
