@@ -104,10 +104,17 @@ def on_service_error(request: AnyRequest, exc: ServiceError) -> Response[Any]:
     return error_page(request, exc.status, titles.get(exc.status, "Error"), exc.detail, headers)
 
 
+def _where(request: AnyRequest) -> str:
+    """The route's template, not the raw path, for the log: a path may carry a secret
+    (a consumer sign-in link's token)."""
+    template = request.scope.get("path_template")
+    return template if isinstance(template, str) else request.url.path
+
+
 def on_http_error(request: AnyRequest, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if status >= 500:
-        log.error("portal: http error %s on %s %s", status, request.method, request.url.path)
+        log.error("portal: http error %s on %s %s", status, request.method, _where(request))
         return error_page(request, status, "Server error", "The server could not handle the request.")
     detail = exc.detail if isinstance(exc.detail, str) else "The request could not be handled."
     if status == 400:
@@ -117,12 +124,12 @@ def on_http_error(request: AnyRequest, exc: HTTPException) -> Response[Any]:
 
 def on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
     if is_connection_error(exc):
-        log.warning("portal: database unavailable during %s %s: %s", request.method, request.url.path,
+        log.warning("portal: database unavailable during %s %s: %s", request.method, _where(request),
                     type(exc).__name__)
         return error_page(request, 503, "Temporarily unavailable",
                           "The database is unavailable; nothing was changed. Try again in a moment.",
                           {"Retry-After": "2"})
-    log.exception("portal: unhandled error on %s %s", request.method, request.url.path)
+    log.exception("portal: unhandled error on %s %s", request.method, _where(request))
     return error_page(request, 500, "Server error", "The server could not handle the request.")
 
 
@@ -243,7 +250,8 @@ def _login_page(request: AnyRequest, status: int = 200, *, error: str | None = N
 
 @get("/")
 async def portal_home(request: AnyRequest) -> Response[Any]:
-    return Redirect("/portal/keys", status_code=303)
+    session = await sessions.load(request)
+    return Redirect("/portal/my/keys" if session and session.kind == "consumer" else "/portal/keys", status_code=303)
 
 
 @get("/login")
