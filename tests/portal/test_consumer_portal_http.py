@@ -351,3 +351,49 @@ async def test_cli_prints_a_link_that_signs_in(client, make_settings, admin_head
         p = await asyncio.to_thread(cli, *bad)
         assert p.returncode != 0 and "Traceback" not in p.stderr, p.stderr
         assert p.stderr.strip(), bad
+
+
+async def test_a_link_redeemed_in_parallel_signs_in_once(client, admin_headers):
+    import asyncio
+
+    link = await make_link(client, admin_headers)
+    path = link["url"].removeprefix(BASE)
+    answers = await asyncio.gather(*(client.get(path) for _ in range(6)))
+    assert sorted(r.status_code for r in answers) == [200] + [401] * 5
+
+
+async def test_parallel_creates_stop_at_max_keys(tenant, make_settings):
+    """The per-subject limit is checked under the tenant's lock, in the mint's transaction."""
+    import asyncio
+
+    from authserver.errors import QuotaExceeded
+    from authserver.offline import open_core
+    from authserver.schemas import ConsumerPolicy
+    from authserver.services.consumers import Consumer
+
+    me = Consumer("default", "acme", ConsumerPolicy(max_keys=2))
+    async with open_core(make_settings()) as core:
+        results = await asyncio.gather(*(core.consumers.mint(me, f"k{i}", [], None) for i in range(5)),
+                                       return_exceptions=True)
+        assert sum(1 for r in results if isinstance(r, tuple)) == 2
+        assert all(isinstance(r, QuotaExceeded) for r in results if not isinstance(r, tuple))
+        assert await core.consumers.active_count(me) == 2
+
+
+async def test_a_failing_sign_in_logs_no_token(client, admin_headers, make_settings, caplog):
+    from sqlalchemy import text
+
+    from authserver.offline import open_core
+
+    link = await make_link(client, admin_headers)
+    token = link["url"].rsplit("/", 1)[1]
+    async with open_core(make_settings()) as core, core.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE portal_sign_ins RENAME TO portal_sign_ins_away"))
+    try:
+        r = await client.get(link["url"].removeprefix(BASE))
+        assert r.status_code in (500, 503) and token not in r.text
+        assert "/portal/sign-in/{token}" in caplog.text  # it was logged, by its route
+        assert token not in caplog.text
+    finally:
+        async with open_core(make_settings()) as core, core.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE portal_sign_ins_away RENAME TO portal_sign_ins"))
