@@ -208,8 +208,7 @@ async def sign_out(request: AnyRequest) -> Response[Any]:
         back = session.return_url if session.kind == "consumer" else None
         await sessions.destroy(request, session.id)
     resp: Response[Any] = (Redirect(back, status_code=303) if back else
-                           error_page(request, 200, "Signed out", "You are signed out of the key portal.",
-                                      back_href=None))
+                           page("signed_in.html", 200, {"Cache-Control": "no-store"}, title="Signed out"))
     resp.set_cookie(sessions.session_cookie(request, None))
     return resp
 

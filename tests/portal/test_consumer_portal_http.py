@@ -310,6 +310,10 @@ async def test_sign_out_goes_back_and_ends_the_session(client, admin_headers):
     r = await me.post("/portal/my/logout", expect=303)
     assert r.headers["location"] == "https://app.example.com/done"
     assert (await client.get("/portal/my/keys", follow_redirects=False)).status_code == 401
+    await me.sign_in((await make_link(client, admin_headers))["url"])  # no way back given: a page says so
+    r = await me.post("/portal/my/logout", expect=200)
+    assert "You are signed out" in r.text and "refresh" not in r.text
+    assert (await client.get("/portal/my/keys", follow_redirects=False)).status_code == 401
 
 
 @pytest.mark.parametrize("field", ["grace_value", "csrf_token"])
@@ -397,3 +401,23 @@ async def test_a_failing_sign_in_logs_no_token(client, admin_headers, make_setti
     finally:
         async with open_core(make_settings()) as core, core.engine.begin() as conn:
             await conn.execute(text("ALTER TABLE portal_sign_ins_away RENAME TO portal_sign_ins"))
+
+
+async def test_answers_match_the_openapi_document(client, admin_headers):
+    import jsonschema_rs
+
+    doc = (await client.get("/schema/openapi.json")).json()
+    op = doc["paths"]["/v1/portal/sessions"]["post"]
+    assert op["security"] == [{"adminKey": []}] and op["summary"]
+
+    def conforms(r) -> None:
+        ((media_type, content),) = op["responses"][str(r.status_code)]["content"].items()
+        assert r.headers["content-type"].split(";")[0] == media_type
+        jsonschema_rs.Draft202012Validator({**content["schema"], "components": doc["components"]}).validate(r.json())
+
+    for body, headers, status in (({"subject": "acme"}, admin_headers, 201), ({"subject": "acme"}, {}, 401),
+                                  ({"subject": 1}, admin_headers, 400),
+                                  ({"subject": "acme", "return_url": "http://example.com"}, admin_headers, 422)):
+        r = await client.post("/v1/portal/sessions", json=body, headers=headers)
+        assert r.status_code == status, r.text
+        conforms(r)
