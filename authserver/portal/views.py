@@ -511,7 +511,7 @@ def _details(d: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 
 AUDIT_ACTIONS = ["key.mint", "key.roll", "key.revoke", "key.update", "admin_key.mint", "admin_key.roll",
-                 "admin_key.revoke", "portal.sign_in", "tenant.create", "tenant.shards"]
+                 "admin_key.revoke", "portal.sign_in", "portal.link", "tenant.create", "tenant.shards"]
 
 
 @get("/audit", guards=CAN_READ, dependencies=DEPENDENCIES)
