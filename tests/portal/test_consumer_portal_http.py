@@ -421,3 +421,12 @@ async def test_answers_match_the_openapi_document(client, admin_headers):
         r = await client.post("/v1/portal/sessions", json=body, headers=headers)
         assert r.status_code == status, r.text
         conforms(r)
+
+
+async def test_subject_and_return_url_are_escaped(client, admin_headers):
+    me = Customer(client)
+    await me.sign_in((await make_link(client, admin_headers, subject='<img src=x onerror="alert(1)">',
+                                      return_url='https://app.example.com/?q="><script>alert(1)</script>'))["url"])
+    page = (await me.get("/portal/my/keys")).text
+    assert "<img src=x" not in page and "<script>alert" not in page
+    assert "&lt;img src=x" in page and "&#34;&gt;&lt;script&gt;" in page
