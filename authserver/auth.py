@@ -20,6 +20,7 @@ The verified admin is kept in the connection state, so guards and the
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -45,9 +46,11 @@ __all__ = [
     "Admin",
     "admin_from_bearer",
     "admin_from_session",
+    "charge_consumer",
     "client_addr",
     "core_of",
     "count_auth_failure",
+    "live_admin_key",
     "provide_admin",
     "provide_introspection_admin",
     "requires",
@@ -167,13 +170,8 @@ async def admin_from_bearer(connection: Connection, bucket: str = "admin") -> Ad
     return admin
 
 
-async def admin_from_session(connection: Connection, tenant_id: str, kid: str) -> Admin | None:
-    """The portal's admin: the session's key if it is still a live admin key of
-    that tenant (None: end the session), charged like an API call."""
-    cached = connection.state.get(_STATE_KEY)
-    if isinstance(cached, Admin):
-        return cached
-    core = core_of(connection)
+def live_admin_key(core: Core, tenant_id: str, kid: str) -> TenantKeys | None:
+    """The tenant, if ``kid`` is still a published (not revoked, not expired) admin key of it."""
     tenant = core.cache.tenant_of_admin_key(kid)
     published = tenant.published.get(kid) if tenant is not None else None
     if (
@@ -181,6 +179,25 @@ async def admin_from_session(connection: Connection, tenant_id: str, kid: str) -
         or (published.removed_at is not None and published.removed_at <= core.clock())
     ):
         return None
+    return tenant
+
+
+async def charge_consumer(connection: Connection, tenant_id: str, subject: str) -> None:
+    """A consumer portal request: counted like an admin call, against the consumer's own budget."""
+    await _charge(connection, "consumer", hashlib.sha256(f"{tenant_id}\0{subject}".encode()).hexdigest()[:32])
+
+
+async def admin_from_session(connection: Connection, tenant_id: str, kid: str) -> Admin | None:
+    """The portal's admin: the session's key if it is still a live admin key of
+    that tenant (None: end the session), charged like an API call."""
+    cached = connection.state.get(_STATE_KEY)
+    if isinstance(cached, Admin):
+        return cached
+    core = core_of(connection)
+    tenant = live_admin_key(core, tenant_id, kid)
+    if tenant is None:
+        return None
+    published = tenant.published[kid]
     await _charge(connection, "admin", kid)
     admin = Admin(tenant, kid, frozenset(published.scopes), Actor(kid, client_addr(connection)))
     connection.state[_STATE_KEY] = admin

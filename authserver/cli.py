@@ -335,6 +335,27 @@ async def _cmd_admin_keys_revoke(settings: Settings, args: argparse.Namespace) -
     return 0
 
 
+async def _cmd_portal_session(settings: Settings, args: argparse.Namespace) -> int:
+    import msgspec
+
+    from .errors import InvalidInput
+    from .schemas import PortalSessionRequest
+    from .services import Actor
+
+    body = {"subject": args.subject, "return_url": args.return_url, "ttl": args.ttl,
+            "policy": {"max_keys": args.max_keys, "allowed_scopes": args.scope or [],
+                       "max_lifetime": args.max_lifetime}}
+    try:  # the API's body, with its limits
+        req = msgspec.convert(body, PortalSessionRequest)
+    except msgspec.ValidationError as exc:
+        raise InvalidInput(str(exc)) from None
+    async with open_core(settings) as core:
+        url, expires_at = await core.consumers.create_sign_in(args.tenant, req, Actor("cli"))
+    _deliver(json.dumps({"url": url, "expires_at": expires_at}, indent=2) + "\n" if args.json
+             else f"{url}\n")
+    return 0
+
+
 async def _cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     from .gateways import cli_gateway
 
@@ -588,6 +609,25 @@ def _add_admin_keys(sub: _Subparsers) -> None:
                             help="also revoke the last admin key that can manage admin keys")
 
 
+def _add_portal(sub: _Subparsers) -> None:
+    from .schemas import SIGN_IN_TTL_DEFAULT
+
+    psub = _group(sub, "portal", "the consumer portal", "portal_cmd")
+    ps = psub.add_parser("session", help="print a one-time sign-in URL for a customer's own keys",
+                         description="A one-time consumer portal sign-in URL (like POST /v1/portal/sessions).")
+    ps.add_argument("--tenant", default=None, help="tenant id (default: the default tenant)")
+    ps.add_argument("--subject", required=True, help="the customer: they see and make only keys with this sub")
+    ps.add_argument("--return-url", help="the 'back' link (https; http only to loopback on an http server)")
+    ps.add_argument("--ttl", type=_duration, default=SIGN_IN_TTL_DEFAULT, metavar="DURATION",
+                    help=f"how long the URL works, once (default 10m, at most 1h); {DURATION_HELP}")
+    ps.add_argument("--max-keys", type=int, default=5, help="their active keys at most (default 5)")
+    ps.add_argument("--scope", action="append", help="a scope they may give their keys; repeat for several")
+    ps.add_argument("--max-lifetime", type=_duration, metavar="DURATION",
+                    help="their keys expire within this (default: they may make keys that never expire)")
+    _add_json(ps)
+    ps.set_defaults(func=_cmd_portal_session)
+
+
 def _add_gateway(sub: _Subparsers) -> None:
     gsub = _group(sub, "gateway", "print a gateway configuration", "gateway_cmd")
     ge = gsub.add_parser("envoy", help="Envoy jwt_authn config")
@@ -643,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=None, help_of=p)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
     for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_admin_keys, _add_subjects,
-                _add_gateway):
+                _add_portal, _add_gateway):
         add(sub)
     return p
 

@@ -29,6 +29,7 @@ from .services import (
     TenantService,
 )
 from .services.common import no_notice
+from .services.consumers import ConsumerPortal
 from .services.credits import Credits
 from .services.subjects import SubjectLimitsService, no_subject_notice
 from .services.tenants import no_tenant_notice
@@ -65,6 +66,7 @@ class Core:
     prepublisher: Prepublisher | None  # instant activation; None when it is off
     metrics: Metrics
     limiter: MemoryLimiter | RedisLimiter
+    consumers: ConsumerPortal  # the consumer portal: sign-in links, a subject's own keys
     redis: Any = None
     invalidation: Invalidation | None = None
     replica_id: str = ""
@@ -105,15 +107,18 @@ class Core:
         lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
         limiter = redis.limiter if redis else MemoryLimiter(clock)
         usage = UsageRecorder(sessions, flush_interval=settings.usage_flush_seconds, clock=clock)
+        queries = KeyQueries(settings, sessions, cache, clock)
+        usage_queries = UsageQueries(sessions)
         return cls(
             gateway=_gateway_server(settings, cache, metrics, limiter, usage, clock) if settings.xds_port is not None
             else None,
-            usage=usage, usage_queries=UsageQueries(sessions),
+            usage=usage, usage_queries=usage_queries,
+            consumers=ConsumerPortal(settings, sessions, cache, lifecycle, queries, usage_queries, clock),
             settings=settings, clock=clock, engine=engine, sessions=sessions, cache=cache, keygen=keygen,
             tenants=TenantService(settings, sessions, cache, keygen, lifecycle, clock,
                                   notify=redis.invalidation.publish_tenant if redis else no_tenant_notice),
             lifecycle=lifecycle,
-            queries=KeyQueries(settings, sessions, cache, clock),
+            queries=queries,
             introspector=Introspector(sessions, cache, clock, limiter),
             sync=sync, prepublisher=instant, metrics=metrics,
             subjects=SubjectLimitsService(sessions, cache, redis.invalidation.publish_subject if redis

@@ -27,6 +27,7 @@ __all__ = [
     "KEYS_READ",
     "KEYS_WRITE",
     "AdminKeySpec",
+    "ConsumerPolicy",
     "KEY_ID_PATTERN",
     "MAX_EXPIRES_IN",
     "MAX_METADATA_BYTES",
@@ -35,6 +36,7 @@ __all__ = [
     "SUBJECT_MAX_LENGTH",
     "TEXT_PATTERN",
     "KeySpec",
+    "PortalSessionRequest",
     "RateLimit",
     "SubjectLimitsBody",
     "RollRequest",
@@ -192,6 +194,33 @@ class AdminKeySpec(msgspec.Struct, forbid_unknown_fields=True):
     name: Name | None = None
     scopes: Annotated[list[AdminScope], msgspec.Meta(max_length=len(ADMIN_SCOPES))] | None = None
     expires_in: Seconds | None = None
+
+
+# --- consumer portal sessions (POST /v1/portal/sessions) ------------------------
+SIGN_IN_TTL_DEFAULT = 600  # a sign-in link is for a redirect now, not for an email
+SIGN_IN_TTL_MAX = 3600
+CONSUMER_MAX_KEYS_MAX = 1000
+
+
+class ConsumerPolicy(msgspec.Struct, forbid_unknown_fields=True):
+    """What a consumer may do with their own keys in the portal. ``max_keys``:
+    active keys of the subject (a key in its roll grace does not count);
+    ``allowed_scopes``: the scopes they may choose from ([] none);
+    ``max_lifetime``: seconds, every key they create or roll expires within it
+    (None: they may create keys that never expire)."""
+
+    max_keys: Annotated[int, msgspec.Meta(ge=1, le=CONSUMER_MAX_KEYS_MAX)] = 5
+    allowed_scopes: Annotated[list[Scope], msgspec.Meta(max_length=64)] = []
+    max_lifetime: Seconds | None = None
+
+
+class PortalSessionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A one-time consumer portal sign-in link for ``subject``."""
+
+    subject: Subject
+    return_url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048, pattern=TEXT_PATTERN)] | None = None
+    ttl: Annotated[int, msgspec.Meta(ge=1, le=SIGN_IN_TTL_MAX)] = SIGN_IN_TTL_DEFAULT
+    policy: ConsumerPolicy = msgspec.field(default_factory=ConsumerPolicy)
 
 
 def _check_metadata(value: Any, depth: int = 0) -> None:

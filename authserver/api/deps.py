@@ -15,6 +15,7 @@ from litestar.types import Guard, Message, Scope
 from ..auth import client_addr, core_of
 from ..errors import ServiceError, UnsupportedMediaType
 from ..services import Introspector, KeyLifecycle, KeyQueries
+from ..services.consumers import ConsumerPortal
 
 __all__ = ["SERVICES", "add_ratelimit_headers", "client_addr", "core_of", "json_body"]
 
@@ -33,11 +34,16 @@ def _introspector(request: Request[Any, Any, Any]) -> Introspector:
     return core_of(request).introspector
 
 
+def _consumers(request: Request[Any, Any, Any]) -> ConsumerPortal:
+    return core_of(request).consumers
+
+
 # registered once, app-wide, by create_app: the services Core.build made
 SERVICES = {
     "lifecycle": Provide(_lifecycle, sync_to_thread=False),
     "queries": Provide(_queries, sync_to_thread=False),
     "introspector": Provide(_introspector, sync_to_thread=False),
+    "consumers": Provide(_consumers, sync_to_thread=False),
 }
 
 

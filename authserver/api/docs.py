@@ -205,6 +205,13 @@ class Introspection(msgspec.Struct, kw_only=True, omit_defaults=True):
     published_until: int | None = None
 
 
+class PortalSessionLink(msgspec.Struct):
+    """A one-time consumer portal sign-in URL (it holds the only copy of its token)."""
+
+    url: str
+    expires_at: int
+
+
 class JWK(msgspec.Struct, kw_only=True):
     """A public key (RFC 7517): RSA (n, e), EC (crv, x, y) or OKP (crv, x)."""
 
@@ -331,6 +338,9 @@ _OPERATIONS: dict[str, tuple[str, dict[int, ResponseSpec | None], bool]] = {
                                          **dict.fromkeys((*_ADMIN, 422))}, True),
     "introspect": ("Introspect a key (RFC 7662)", {200: _ok(Introspection, "Whether the key is active, and why not"),
                                                    **dict.fromkeys((400, 401, 429, 503, *_WITH_BODY))}, True),
+    "create_portal_session": ("Create a consumer portal sign-in link",
+                              {201: _ok(PortalSessionLink, "The one-time URL to send the customer's browser to"),
+                               **dict.fromkeys(_ADMIN + _WITH_BODY)}, True),
     "jwks": ("Get a JWKS", {200: _ok(JWKS, "The public keys gateways verify with (ETag; 304 if unchanged)"),
                             **dict.fromkeys(_PUBLIC)}, False),
     "default_jwks": ("Get the default tenant's JWKS",

@@ -136,6 +136,25 @@ class KeyUsage(Base):
     __table_args__ = (Index("ix_key_usage_tenant_hour", "tenant_id", "hour"),)
 
 
+class PortalSignIn(Base):
+    """A one-time consumer portal sign-in link (services/consumers.py): only the
+    SHA-256 of its random token is kept, so a dump opens no portal session."""
+
+    __tablename__ = "portal_sign_ins"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex SHA-256 of the URL's token
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(String(256))  # the consumer: sees only keys with this sub
+    policy: Mapped[dict[str, Any]] = mapped_column(JSONType)  # max_keys, allowed_scopes, max_lifetime
+    return_url: Mapped[str | None] = mapped_column(String(2048))
+    created_by: Mapped[str] = mapped_column(String(128))  # the admin key id that asked for it, or "cli"
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used_at: Mapped[int | None] = mapped_column(BigInteger)  # set once: a second visit is refused
+
+    __table_args__ = (Index("ix_portal_sign_ins_expires", "expires_at"),)
+
+
 class AuditEvent(Base):
     """Append-only: the service only ever inserts here."""
 

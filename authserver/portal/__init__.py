@@ -13,6 +13,7 @@ from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
 from .admin_keys import HANDLERS as ADMIN_KEY_HANDLERS
+from .consumer import CONSUMER_PORTAL
 from .render import STATIC_DIR, STATIC_PATH, TEMPLATE_CONFIG, only_static_files, security_headers
 from .views import EXCEPTION_HANDLERS, HANDLERS
 
@@ -35,4 +36,4 @@ STATIC = create_static_files_router(
     include_in_schema=False,
 )
 
-ROUTES: list[Router] = [PORTAL, STATIC]
+ROUTES: list[Router] = [PORTAL, CONSUMER_PORTAL, STATIC]

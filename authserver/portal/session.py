@@ -14,6 +14,12 @@ starts a new session id and drops the old one.
 
 The session is re-checked on every request: the admin key must still be
 published in ``core.cache`` (revoked or expired admin key -> signed out).
+
+A session is of one ``kind``: "admin" (signed in with an admin key) or
+"consumer" (a one-time link from ``POST /v1/portal/sessions``: it also holds
+the consumer's subject, the producer's policy and the way back, and ``kid`` is
+the admin key that asked for the link). Admin pages refuse consumer sessions
+and the consumer pages (portal/consumer.py) admin ones.
 """
 
 from __future__ import annotations
@@ -78,20 +84,31 @@ class PortalSession:
     flash: list[tuple[str, str]] = field(default_factory=list)
     forms: list[str] = field(default_factory=list)  # one-time form nonces (mint)
     dirty: bool = False
+    kind: str = "admin"  # or "consumer"
+    subject: str | None = None  # consumer sessions: whose keys
+    policy: dict[str, Any] | None = None  # consumer sessions: schemas.ConsumerPolicy as builtins
+    return_url: str | None = None  # consumer sessions: the producer's page to go back to
 
     def to_json(self) -> bytes:
         return json.dumps({
             "tenant": self.tenant, "kid": self.kid, "csrf": self.csrf, "created": self.created,
-            "flash": self.flash, "forms": self.forms,
+            "flash": self.flash, "forms": self.forms, "kind": self.kind, "subject": self.subject,
+            "policy": self.policy, "return_url": self.return_url,
         }).encode()
 
     @classmethod
     def from_json(cls, session_id: str, raw: bytes) -> PortalSession | None:
         try:
             d = json.loads(raw)
+            kind = str(d.get("kind", "admin"))
+            subject, policy, return_url = d.get("subject"), d.get("policy"), d.get("return_url")
+            if kind not in ("admin", "consumer") or (kind == "consumer" and (
+                    not isinstance(subject, str) or not isinstance(policy, dict))):
+                return None
             return cls(session_id, str(d["tenant"]), str(d["kid"]), str(d["csrf"]), float(d["created"]),
                        [(str(kind), str(message)) for kind, message in d.get("flash", [])],
-                       [str(nonce) for nonce in d.get("forms", [])])
+                       [str(nonce) for nonce in d.get("forms", [])], kind=kind, subject=subject, policy=policy,
+                       return_url=return_url if isinstance(return_url, str) else None)
         except (ValueError, KeyError, TypeError):
             return None
 
@@ -142,7 +159,8 @@ async def save(request: AnyRequest, session: PortalSession) -> None:
     session.dirty = False
 
 
-async def create(request: AnyRequest, tenant: str, kid: str) -> PortalSession:
+async def create(request: AnyRequest, tenant: str, kid: str, *, kind: str = "admin", subject: str | None = None,
+                 policy: dict[str, Any] | None = None, return_url: str | None = None) -> PortalSession:
     """A new session after sign-in: always a fresh id; any previous one is dropped."""
     store = _store(request)
     old = request.cookies.get(cookie_name(is_https(request)))
@@ -150,7 +168,8 @@ async def create(request: AnyRequest, tenant: str, kid: str) -> PortalSession:
         await store.delete(_store_key(old))
     if hasattr(store, "delete_expired"):
         await store.delete_expired()  # keep the in-memory store small
-    session = PortalSession(secrets.token_urlsafe(32), tenant, kid, secrets.token_urlsafe(32), time.time())
+    session = PortalSession(secrets.token_urlsafe(32), tenant, kid, secrets.token_urlsafe(32), time.time(),
+                            kind=kind, subject=subject, policy=policy, return_url=return_url)
     await save(request, session)
     return session
 

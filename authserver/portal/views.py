@@ -48,7 +48,7 @@ from ..auth import (
     verify_admin_key,
 )
 from ..core import Core
-from ..errors import InvalidInput, RateLimited, ServiceError
+from ..errors import Forbidden, InvalidInput, RateLimited, ServiceError
 from ..problems import is_connection_error
 from ..schemas import MAX_EXPIRES_IN, KeySpec, key_spec
 from ..services import Actor, KeyLifecycle, KeyQueries
@@ -106,10 +106,17 @@ def on_service_error(request: AnyRequest, exc: ServiceError) -> Response[Any]:
     return error_page(request, exc.status, titles.get(exc.status, "Error"), exc.detail, headers)
 
 
+def _where(request: AnyRequest) -> str:
+    """The route's template, not the raw path, for the log: a path may carry a secret
+    (a consumer sign-in link's token)."""
+    template = request.scope.get("path_template")
+    return template if isinstance(template, str) else request.url.path
+
+
 def on_http_error(request: AnyRequest, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if status >= 500:
-        log.error("portal: http error %s on %s %s", status, request.method, request.url.path)
+        log.error("portal: http error %s on %s %s", status, request.method, _where(request))
         return error_page(request, status, "Server error", "The server could not handle the request.")
     detail = exc.detail if isinstance(exc.detail, str) else "The request could not be handled."
     if status == 400:
@@ -119,12 +126,12 @@ def on_http_error(request: AnyRequest, exc: HTTPException) -> Response[Any]:
 
 def on_unexpected(request: AnyRequest, exc: Exception) -> Response[Any]:
     if is_connection_error(exc):
-        log.warning("portal: database unavailable during %s %s: %s", request.method, request.url.path,
+        log.warning("portal: database unavailable during %s %s: %s", request.method, _where(request),
                     type(exc).__name__)
         return error_page(request, 503, "Temporarily unavailable",
                           "The database is unavailable; nothing was changed. Try again in a moment.",
                           {"Retry-After": "2"})
-    log.exception("portal: unhandled error on %s %s", request.method, request.url.path)
+    log.exception("portal: unhandled error on %s %s", request.method, _where(request))
     return error_page(request, 500, "Server error", "The server could not handle the request.")
 
 
@@ -186,6 +193,8 @@ async def _signed_in(connection: AnyConnection) -> Ctx:
     session = await sessions.load(request)
     if session is None:
         raise SignedOut()
+    if session.kind != "admin":  # a consumer's session never opens an admin page
+        raise Forbidden("These pages are for the tenant's administrators. Your keys are at /portal/my/keys.")
     admin = await admin_from_session(request, session.tenant, session.kid)
     if admin is None:
         await sessions.destroy(request, session.id)
@@ -243,12 +252,14 @@ def _login_page(request: AnyRequest, status: int = 200, *, error: str | None = N
 
 @get("/")
 async def portal_home(request: AnyRequest) -> Response[Any]:
-    return Redirect("/portal/keys", status_code=303)
+    session = await sessions.load(request)
+    return Redirect("/portal/my/keys" if session and session.kind == "consumer" else "/portal/keys", status_code=303)
 
 
 @get("/login")
 async def login_form(request: AnyRequest) -> Response[Any]:
-    if await sessions.load(request) is not None:
+    session = await sessions.load(request)
+    if session is not None and session.kind == "admin":
         return Redirect("/portal/keys", status_code=303)
     notice = None
     if request.query_params.get("ended"):
@@ -514,7 +525,7 @@ def _details(d: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 
 AUDIT_ACTIONS = ["key.mint", "key.roll", "key.revoke", "key.update", "admin_key.mint", "admin_key.roll",
-                 "admin_key.revoke", "portal.sign_in", "tenant.create", "tenant.shards"]
+                 "admin_key.revoke", "portal.sign_in", "portal.link", "tenant.create", "tenant.shards"]
 
 
 @get("/audit", guards=CAN_READ, dependencies=DEPENDENCIES)

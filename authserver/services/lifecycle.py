@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
@@ -77,6 +77,11 @@ async def _claim_roll(s: AsyncSession, tenant_id: str, kid: str, successor: ApiK
         raise Conflict("this key is already being rolled")
 
 
+# a caller's own rule checked in the mint's transaction, under the tenant's lock
+# (session, now); it raises to refuse (the consumer portal's keys per subject)
+MintCheck = Callable[[AsyncSession, int], Awaitable[None]]
+
+
 class KeyLifecycle:
     def __init__(
         self, settings: Settings, sessions: async_sessionmaker[AsyncSession], cache: KeyCache,
@@ -92,8 +97,9 @@ class KeyLifecycle:
         self.clock = clock
 
     async def mint(self, tenant_id: str, spec: KeySpec, actor: Actor, *,
-                   kind: str = "api") -> tuple[ApiKey, keys.MintedKey]:
-        """A new key (``kind`` "api", or "admin" for the management API)."""
+                   kind: str = "api", within: MintCheck | None = None) -> tuple[ApiKey, keys.MintedKey]:
+        """A new key (``kind`` "api", or "admin" for the management API).
+        ``within``: a further check in the same transaction (API keys only)."""
         tk = tenant_of(self.cache, tenant_id)
         spec = key_spec(spec)
         issued = await self._issue(tk, spec, kind, instant=kind == "api")
@@ -104,6 +110,8 @@ class KeyLifecycle:
         async with self.sessions() as s, s.begin():
             if kind == "api":
                 await reserve_live_key(s, await lock_tenant(s, tenant_id), self.settings, int(self.clock()))
+                if within is not None:
+                    await within(s, int(self.clock()))
             await issued.claim(s)
             s.add(row)
             s.add(audit_event(tenant_id, actor, audit_action(kind, "mint"), row.id, details, self.clock()))
