@@ -32,6 +32,8 @@ from .services.common import no_notice
 from .services.credits import Credits
 from .services.tenants import no_tenant_notice
 from .services.usage import UsageQueries, UsageRecorder
+from .services.webhook_sender import WebhookSender
+from .services.webhooks import WebhookService, load_box
 from .settings import Settings
 
 __all__ = ["Core"]
@@ -63,6 +65,7 @@ class Core:
     prepublisher: Prepublisher | None  # instant activation; None when it is off
     metrics: Metrics
     limiter: MemoryLimiter | RedisLimiter
+    webhooks: WebhookService
     redis: Any = None
     invalidation: Invalidation | None = None
     replica_id: str = ""
@@ -70,6 +73,8 @@ class Core:
     usage_queries: UsageQueries | None = None
     # Envoy's control plane (AUTHSERVER_XDS_PORT); None when off
     gateway: Any = None  # gateways.grpcserver.GatewayServer: grpc loads only when used
+    # delivers the webhook outbox under `serve`; None without AUTHSERVER_WEBHOOK_KEY
+    webhook_sender: WebhookSender | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
@@ -103,7 +108,10 @@ class Core:
         lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
         limiter = redis.limiter if redis else MemoryLimiter(clock)
         usage = UsageRecorder(sessions, flush_interval=settings.usage_flush_seconds, clock=clock)
+        box = load_box(settings)
         return cls(
+            webhooks=WebhookService(settings, sessions, box, clock),
+            webhook_sender=WebhookSender(settings, sessions, box, owner=replica_id, clock=clock) if box else None,
             gateway=_gateway_server(settings, cache, metrics, limiter, usage, clock) if settings.xds_port is not None
             else None,
             usage=usage, usage_queries=UsageQueries(sessions),
@@ -138,6 +146,8 @@ class Core:
             self._spawn(self.prepublisher.run(), "prepublish")
         if self.invalidation is not None:
             self._spawn(self.invalidation.run(), "invalidation")
+        if self.webhook_sender is not None:
+            self._spawn(self.webhook_sender.run(), "webhooks")
         if self.gateway is not None:
             await self.gateway.start()
             self._spawn(self.gateway.xds.run(), "xds")
@@ -159,6 +169,8 @@ class Core:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        if self.webhook_sender is not None:
+            await self.webhook_sender.close()
         self.keygen.close()
         if self.redis is not None:
             await self.redis.aclose()
