@@ -156,7 +156,7 @@ class WebhookService:
                                    .limit(limit))
             return [(d, t) for d, t in rows]
 
-    async def replay(self, tenant_id: str, delivery_id: str, actor: Actor) -> WebhookDelivery:
+    async def replay(self, tenant_id: str, delivery_id: str, actor: Actor) -> tuple[WebhookDelivery, str]:
         """Send a delivery's event again, as a new delivery with the same webhook-id."""
         async with self.sessions() as s, s.begin():
             old = await s.get(WebhookDelivery, delivery_id)
@@ -170,7 +170,7 @@ class WebhookService:
             row = new_delivery(event, endpoint.id, int(self.clock() * 1000), replay_of=old.id)
             s.add(row)
             s.add(audit_event(tenant_id, actor, "webhook.replay", delivery_id, {"delivery": row.id}, self.clock()))
-        return row
+        return row, event.type
 
     async def expiring_days(self, tenant_id: str) -> int:
         async with self.sessions() as s:

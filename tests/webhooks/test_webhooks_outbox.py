@@ -132,8 +132,8 @@ async def test_max_attempts_then_failed_and_replay_keeps_the_id(hook_settings, c
         [(d, _)] = await core.webhooks.deliveries("default", endpoint.id)
         assert (d.status, d.attempts) == ("failed", 2)
         rx.default = 200
-        replay = await core.webhooks.replay("default", d.id, ACTOR)
-        assert replay.id != d.id and replay.replay_of == d.id
+        replay, kind = await core.webhooks.replay("default", d.id, ACTOR)
+        assert replay.id != d.id and replay.replay_of == d.id and kind == "key.created"
         assert await sender.send_due() == 1
         log = await core.webhooks.deliveries("default", endpoint.id)
         assert [(x.status, x.replay_of) for x, _ in log] == [("delivered", d.id), ("failed", None)]
