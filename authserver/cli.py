@@ -601,7 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="overrides AUTHSERVER_DATABASE_URL")
     p.set_defaults(func=None, help_of=p)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
-    for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_admin_keys, _add_gateway):
+    from .cli_webhooks import add_webhooks  # it uses this module's helpers
+
+    for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_admin_keys, _add_gateway,
+                add_webhooks):
         add(sub)
     return p
 
@@ -661,7 +664,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError:
             print(f"authserver: creating a new database at {_db_location(settings.database_url)}",
                   file=sys.stderr)
-    elif func not in _CREATES_DATABASE:
+    elif func not in _CREATES_DATABASE and not vars(args).get("no_database"):
         require_database(settings)
     outcome = func(settings, args)
     return asyncio.run(outcome) if isinstance(outcome, Coroutine) else outcome
