@@ -352,6 +352,7 @@ def _cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
             if port.isdigit():
                 _check_port_free(host.strip("[]") or "127.0.0.1", int(port), "Envoy (--envoy-listen)")
     tenant_id = settings.default_tenant
+    settings = quickstart.with_webhook_key(settings)
     how, admin_key = asyncio.run(quickstart.setup(settings, tenant_id, new_admin_key=args.new_admin_key))
     quickstart.print_admin_key(settings, tenant_id, how, admin_key)
     if args.no_serve:

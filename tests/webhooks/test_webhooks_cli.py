@@ -63,3 +63,15 @@ def test_webhooks_cli(run, tmp_path):
     # the key file is what seals: a wrong one is refused at once
     p = run("webhooks", "add", "https://hooks.example.com/h", ok=False, AUTHSERVER_WEBHOOK_KEY="short")
     assert "32 bytes" in p.stderr
+
+
+def test_quickstart_makes_a_webhook_key_beside_the_database(run, tmp_path):
+    out = run("quickstart", "--no-serve").stdout
+    keyfile = tmp_path / "authserver-webhook.key"
+    assert str(keyfile) in out and (keyfile.stat().st_mode & 0o777) == 0o600
+    key = keyfile.read_text().strip()
+    run("quickstart", "--no-serve")
+    assert keyfile.read_text().strip() == key  # made once
+    assert key.encode() not in (tmp_path / "cli.db").read_bytes()
+    p = run("webhooks", "add", "https://hooks.example.com/h", AUTHSERVER_WEBHOOK_KEY_FILE=str(keyfile))
+    assert "whsec_" in p.stdout
