@@ -111,7 +111,9 @@ class Core:
         box = load_box(settings)
         return cls(
             webhooks=WebhookService(settings, sessions, box, clock),
-            webhook_sender=WebhookSender(settings, sessions, box, owner=replica_id, clock=clock) if box else None,
+            webhook_sender=WebhookSender(settings, sessions, box, owner=replica_id, clock=clock,
+                                         on_result=lambda r: metrics.webhook_attempts.labels(r).inc())
+            if box else None,
             gateway=_gateway_server(settings, cache, metrics, limiter, usage, clock) if settings.xds_port is not None
             else None,
             usage=usage, usage_queries=UsageQueries(sessions),

@@ -82,7 +82,8 @@ class _Outcome:
 class WebhookSender:
     def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], box: wh.SecretBox, *,
                  owner: str, clock: Callable[[], float] = time.time, rng: random.Random | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None, batch: int = 20) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, batch: int = 20,
+                 on_result: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.sessions = sessions
         self.box = box
@@ -91,6 +92,7 @@ class WebhookSender:
         self.rng = rng or random.Random()
         self.batch = batch
         self.transport = transport
+        self.on_result = on_result  # metrics: delivered, retry, failed, cancelled
         self._http: httpx.AsyncClient | None = None
 
     @property
@@ -190,16 +192,22 @@ class WebhookSender:
         headers["content-type"] = "application/json"
         headers["user-agent"] = "authserver-webhooks"
         try:
-            response = await self.http.post(url, content=body, headers=headers)
-        except httpx.TimeoutException:
+            # one deadline for the whole attempt (httpx's timeouts are per read, so
+            # a trickling receiver could outlast the lease); the body is never read
+            async with asyncio.timeout(self.settings.webhook_timeout_seconds):
+                async with self.http.stream("POST", url, content=body, headers=headers) as response:
+                    status = response.status_code
+        except (TimeoutError, httpx.TimeoutException):
             return _Outcome(False, None, "timeout")
         except httpx.HTTPError as exc:
             return _Outcome(False, None, f"connection failed ({type(exc).__name__})")
-        if 200 <= response.status_code < 300:
-            return _Outcome(True, response.status_code, None)
-        return _Outcome(False, response.status_code, f"HTTP {response.status_code}")
+        if 200 <= status < 300:
+            return _Outcome(True, status, None)
+        return _Outcome(False, status, f"HTTP {status}")
 
     async def _finish(self, job: _Job, *, status: str, outcome: _Outcome, next_attempt_at: int | None = None) -> None:
+        if self.on_result is not None:
+            self.on_result("retry" if status == "pending" else status)
         now = self._now_ms()
         values: dict[str, Any] = {"status": status, "lease_owner": None, "lease_until": None,
                                   "last_status_code": outcome.status_code, "last_error": outcome.error}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from _env import METRICS_HEADERS
 from _webhooks import verified
 
 PROBLEM = "application/problem+json"
@@ -64,6 +65,12 @@ async def test_register_deliver_log_replay_remove(hook_client, admin_headers, re
     assert verified(secret, rx.requests[1]) == payload
     all_log = (await hook_client.get("/v1/webhooks/deliveries", headers=admin_headers)).json()["data"]
     assert len(all_log) == 2
+    for _ in range(100):
+        metrics = (await hook_client.get("/metrics", headers=METRICS_HEADERS)).text
+        if 'authserver_webhook_attempts_total{result="delivered"} 2.0' in metrics:
+            break
+        await asyncio.sleep(0.05)
+    assert 'authserver_webhook_attempts_total{result="delivered"} 2.0' in metrics
 
     r = await hook_client.delete(f"/v1/webhooks/{ep}", headers=admin_headers)
     assert r.status_code == 200 and r.json()["deleted_at"] is not None

@@ -228,3 +228,43 @@ async def test_http_loopback_needs_the_setting(hook_settings, clock):
             await core.webhooks.create("default", "http://127.0.0.1:9/h", None, None, ACTOR)
         ep, _ = await core.webhooks.create("default", "https://hooks.example.com/h", ["key.leaked"], None, ACTOR)
         assert ep.event_types == ["key.leaked"]
+
+
+async def test_a_change_that_rolls_back_queues_nothing(hook_settings, clock, receiver):
+    """Deliveries are written in the key change's transaction: a mint refused at
+    the tenant's cap (409, rolled back) leaves no event behind."""
+    from authserver.errors import QuotaExceeded
+
+    rx = receiver()
+    async with core_with_clock(hook_settings(max_live_keys_per_tenant=1), clock) as (core, sender):
+        endpoint, _ = await core.webhooks.create("default", rx.url, None, None, ACTOR)
+        await core.lifecycle.mint("default", key_spec({}), ACTOR)
+        with pytest.raises(QuotaExceeded):
+            await core.lifecycle.mint("default", key_spec({}), ACTOR)
+        assert len(await core.webhooks.deliveries("default", endpoint.id)) == 1
+        assert await drain(sender) == 1
+
+
+async def test_any_audited_key_leak_becomes_a_webhook(hook_settings, clock, receiver):
+    """Leak detection only writes the audit event (the generic audit writer
+    here); the outbox hook makes it a key.leaked delivery."""
+    rx = receiver()
+    async with core_with_clock(hook_settings(), clock) as (core, sender):
+        _, secret = await core.webhooks.create("default", rx.url, ["key.leaked"], None, ACTOR)
+        row, _ = await core.lifecycle.mint("default", key_spec({"subject": "cust_1"}), ACTOR)
+        await core.lifecycle.record("default", Actor("github-secret-scanning"), "key.leaked", row.id,
+                                    {"url": "https://github.com/o/r/blob/x", "source": "content"})
+        assert await drain(sender) == 1
+    payload = verified(secret, rx.requests[0])
+    assert payload["type"] == "key.leaked" and payload["data"]["key"]["subject"] == "cust_1"
+    assert payload["data"]["details"]["source"] == "content"
+
+
+async def test_a_trickling_receiver_is_cut_at_the_timeout(hook_settings, clock, receiver):
+    rx = receiver(delay=3)
+    async with core_with_clock(hook_settings(webhook_timeout_seconds=0.5), clock) as (core, sender):
+        endpoint, _ = await core.webhooks.create("default", rx.url, None, None, ACTOR)
+        await core.lifecycle.mint("default", key_spec({}), ACTOR)
+        assert await sender.send_due() == 1
+        [(d, _)] = await core.webhooks.deliveries("default", endpoint.id)
+        assert (d.status, d.last_error, d.last_status_code) == ("pending", "timeout", None)
