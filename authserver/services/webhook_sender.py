@@ -130,8 +130,10 @@ class WebhookSender:
     async def send_due(self) -> int:
         """Claim and send up to one batch of due deliveries; how many were claimed."""
         jobs = await self._claim()
-        if jobs:
-            await asyncio.gather(*(self._deliver(job) for job in jobs))
+        results = await asyncio.gather(*(self._deliver(job) for job in jobs), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):  # its lease runs out and it is sent again
+                log.warning("webhooks: recording an attempt failed (%s)", type(result).__name__)
         return len(jobs)
 
     async def _claim(self) -> list[_Job]:
