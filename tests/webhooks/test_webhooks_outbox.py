@@ -268,3 +268,30 @@ async def test_a_trickling_receiver_is_cut_at_the_timeout(hook_settings, clock, 
         assert await sender.send_due() == 1
         [(d, _)] = await core.webhooks.deliveries("default", endpoint.id)
         assert (d.status, d.last_error, d.last_status_code) == ("pending", "timeout", None)
+
+
+async def test_a_sender_checks_the_url_and_the_key_at_send_time(hook_settings, clock, receiver):
+    """Settings tightened after registration, or another sealing key: the
+    attempt fails with a reason in the log, and nothing is sent."""
+    import keys.webhooks as wh
+
+    rx = receiver()
+    settings = hook_settings()
+    async with core_with_clock(settings, clock) as (core, _):
+        endpoint, _ = await core.webhooks.create("default", rx.url, None, None, ACTOR)
+        await core.lifecycle.mint("default", key_spec({}), ACTOR)
+        strict = WebhookSender(settings.replace(webhook_allow_http_loopback=False), core.sessions, core.webhooks.box,
+                               owner="t2", clock=clock)
+        other_key = WebhookSender(settings, core.sessions, wh.SecretBox(wh.new_box_key()), owner="t3", clock=clock)
+        try:
+            assert await strict.send_due() == 1
+            [(d, _)] = await core.webhooks.deliveries("default", endpoint.id)
+            assert d.status == "pending" and d.last_error.startswith("url refused")
+            clock.advance(3600)
+            assert await other_key.send_due() == 1
+            [(d, _)] = await core.webhooks.deliveries("default", endpoint.id)
+            assert d.last_error == "the signing secret does not open with this server's webhook key"
+        finally:
+            await strict.close()
+            await other_key.close()
+    assert rx.requests == []
