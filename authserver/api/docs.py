@@ -358,7 +358,7 @@ _OPERATIONS: dict[str, tuple[str, dict[int, ResponseSpec | None], bool]] = {
                                          **dict.fromkeys((*_ADMIN, 422))}, True),
     "create_webhook": ("Register a webhook endpoint",
                        {201: _ok(CreatedWebhook, "The endpoint, with its signing `secret` shown this once"),
-                        **dict.fromkeys(_ADMIN + _WITH_BODY)}, True),
+                        **dict.fromkeys((*_ADMIN, 409, *_WITH_BODY))}, True),
     "list_webhooks": ("List webhook endpoints", {200: _ok(WebhookPage, "The tenant's endpoints"),
                                                  **dict.fromkeys(_ADMIN)}, True),
     "get_webhook": ("Get a webhook endpoint", {200: _ok(WebhookView, "The endpoint (never its secret)"),

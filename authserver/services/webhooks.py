@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 import keys.webhooks as wh
@@ -26,6 +26,8 @@ from .outbox import AUDIT_TO_EVENT, EVENT_TYPES, new_delivery, new_id
 __all__ = ["AUDIT_TO_EVENT", "DEFAULT_EXPIRING_DAYS", "EVENT_TYPES", "WebhookService", "check_url", "load_box"]
 
 DEFAULT_EXPIRING_DAYS = 7
+# every key event is one row per endpoint, in the key change's transaction: keep the fan-out small
+MAX_ENDPOINTS = 20
 MAX_EXPIRING_DAYS = 365
 _NO_KEY = (
     "webhooks need a key outside the database to seal their signing secrets: set AUTHSERVER_WEBHOOK_KEY "
@@ -113,8 +115,12 @@ class WebhookService:
                               event_types=types, secret_sealed=self.box.seal(secret, endpoint_id),
                               created_at=int(now), deleted_at=None)
         async with self.sessions() as s, s.begin():
-            if await s.get(Tenant, tenant_id) is None:
+            if await s.get(Tenant, tenant_id, with_for_update=True) is None:  # one tenant's adds in turn
                 raise NotFound("no such tenant")
+            live = await s.scalar(select(func.count()).select_from(WebhookEndpoint).where(
+                WebhookEndpoint.tenant_id == tenant_id, WebhookEndpoint.deleted_at.is_(None)))
+            if (live or 0) >= MAX_ENDPOINTS:
+                raise Conflict(f"a tenant has at most {MAX_ENDPOINTS} webhook endpoints; remove one first")
             s.add(row)
             s.add(audit_event(tenant_id, actor, "webhook.create", endpoint_id, {"url": url, "event_types": types},
                               now))

@@ -295,3 +295,15 @@ async def test_a_sender_checks_the_url_and_the_key_at_send_time(hook_settings, c
             await strict.close()
             await other_key.close()
     assert rx.requests == []
+
+
+async def test_at_most_twenty_endpoints(hook_settings, clock):
+    from authserver.errors import Conflict
+
+    async with core_with_clock(hook_settings(), clock) as (core, _):
+        made = [await core.webhooks.create("default", f"https://h{i}.example.com/", None, None, ACTOR)
+                for i in range(20)]
+        with pytest.raises(Conflict, match="at most 20"):
+            await core.webhooks.create("default", "https://h.example.com/", None, None, ACTOR)
+        await core.webhooks.delete("default", made[0][0].id, ACTOR)
+        await core.webhooks.create("default", "https://h.example.com/", None, None, ACTOR)
