@@ -214,6 +214,7 @@ class DeliveryView(msgspec.Struct, kw_only=True):
 
 class DeliveryPage(msgspec.Struct):
     data: list[DeliveryView]
+    next_cursor: str | None
 
 
 class WebhookSettingsView(msgspec.Struct):

@@ -25,11 +25,18 @@ __all__ = ["WebhooksController"]
 AnyRequest = Request[Any, Any, Any]
 WebhookId = Annotated[str, PathParameter(min_length=1, max_length=48, pattern=WEBHOOK_ID_PATTERN)]
 Limit = Annotated[int, QueryParameter(ge=1, le=500)]
+# the ``next_cursor`` of the page before: the last delivery id it listed
+Cursor = Annotated[str | None, QueryParameter(max_length=48, pattern=r"^dlv_[0-9a-f]{1,40}$")]
 _SHOWN_ONCE = "Store this signing secret now: it is shown only once and cannot be recovered."
 
 
 def _service(request: AnyRequest) -> WebhookService:
     return core_of(request).webhooks
+
+
+def _page(rows: list[tuple[Any, str]], limit: int) -> dict[str, Any]:
+    return {"data": [delivery_view(d, t) for d, t in rows],
+            "next_cursor": rows[-1][0].id if len(rows) == limit else None}
 
 
 class WebhooksController(Controller):
@@ -68,10 +75,9 @@ class WebhooksController(Controller):
 
     @get("/deliveries", guards=[requires(READ)], **docs.op("list_deliveries"))
     async def all_deliveries(self, request: AnyRequest, admin: NamedDependency[Admin],
-                             limit: Limit = 50) -> dict[str, Any]:
-        """The tenant's newest deliveries, to every endpoint."""
-        rows = await _service(request).deliveries(admin.tenant_id, limit=limit)
-        return {"data": [delivery_view(d, t) for d, t in rows]}
+                             limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
+        """The tenant's newest deliveries, to every endpoint; ``cursor`` from ``next_cursor``."""
+        return _page(await _service(request).deliveries(admin.tenant_id, limit=limit, before=cursor), limit)
 
     @post("/deliveries/{delivery_id:str}/replay", status_code=201, guards=[requires(WRITE)],
           **docs.op("replay_delivery"))
@@ -96,7 +102,8 @@ class WebhooksController(Controller):
 
     @get("/{endpoint_id:str}/deliveries", guards=[requires(READ)], **docs.op("list_endpoint_deliveries"))
     async def deliveries(self, request: AnyRequest, admin: NamedDependency[Admin], endpoint_id: WebhookId,
-                         limit: Limit = 50) -> dict[str, Any]:
-        """An endpoint's newest deliveries: status, attempts, next attempt, last status code and error."""
-        rows = await _service(request).deliveries(admin.tenant_id, endpoint_id, limit=limit)
-        return {"data": [delivery_view(d, t) for d, t in rows]}
+                         limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
+        """An endpoint's newest deliveries: status, attempts, next attempt, last status code and
+        error; ``cursor`` from ``next_cursor``."""
+        return _page(await _service(request).deliveries(admin.tenant_id, endpoint_id, limit=limit, before=cursor),
+                     limit)

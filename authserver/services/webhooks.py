@@ -149,17 +149,20 @@ class WebhookService:
             s.add(audit_event(tenant_id, actor, "webhook.delete", endpoint_id, {}, self.clock()))
         return row
 
-    async def deliveries(self, tenant_id: str, endpoint_id: str | None = None,
-                         limit: int = 50) -> list[tuple[WebhookDelivery, str]]:
-        """The newest deliveries (with their event type), of one endpoint or all the tenant's."""
+    async def deliveries(self, tenant_id: str, endpoint_id: str | None = None, limit: int = 50,
+                         before: str | None = None) -> list[tuple[WebhookDelivery, str]]:
+        """The newest deliveries (with their event type), of one endpoint or all the
+        tenant's; ``before``: only older than that delivery id (ids sort by creation
+        time: dlv_ + fixed-width hex milliseconds), the next page after it."""
         q = (select(WebhookDelivery, WebhookEvent.type).join(WebhookEvent, WebhookEvent.id == WebhookDelivery.event_id)
              .where(WebhookDelivery.tenant_id == tenant_id))
+        if before is not None:
+            q = q.where(WebhookDelivery.id < before)
         async with self.sessions() as s:
             if endpoint_id is not None:
                 await self._endpoint(s, tenant_id, endpoint_id, deleted_ok=True)
                 q = q.where(WebhookDelivery.endpoint_id == endpoint_id)
-            rows = await s.execute(q.order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-                                   .limit(limit))
+            rows = await s.execute(q.order_by(WebhookDelivery.id.desc()).limit(limit))
             return [(d, t) for d, t in rows]
 
     async def replay(self, tenant_id: str, delivery_id: str, actor: Actor) -> tuple[WebhookDelivery, str]:

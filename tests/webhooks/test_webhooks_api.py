@@ -138,3 +138,21 @@ async def test_without_a_webhook_key_registration_is_refused(client, admin_heade
     assert r.json()["code"] == "webhooks_not_configured"
     assert "AUTHSERVER_WEBHOOK_KEY" in r.json()["detail"]
     assert (await client.get("/v1/webhooks", headers=admin_headers)).json() == {"data": []}
+
+
+async def test_the_delivery_log_pages(hook_client, admin_headers, receiver):
+    rx = receiver()
+    ep = (await hook_client.post("/v1/webhooks", headers=admin_headers, json={"url": rx.url})).json()["id"]
+    for _ in range(5):
+        await hook_client.post("/v1/keys", headers=admin_headers, json={})
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+        page = (await hook_client.get(f"/v1/webhooks/{ep}/deliveries", headers=admin_headers, params=params)).json()
+        seen += [d["id"] for d in page["data"]]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert len(seen) == 5 == len(set(seen)) and seen == sorted(seen, reverse=True)
+    r = await hook_client.get("/v1/webhooks/deliveries", headers=admin_headers, params={"cursor": "nope"})
+    assert r.status_code == 400 and r.headers["content-type"].startswith(PROBLEM)
