@@ -397,6 +397,7 @@ def _cmd_quickstart(settings: Settings, args: argparse.Namespace) -> int:
             if port.isdigit():
                 _check_port_free(host.strip("[]") or "127.0.0.1", int(port), "Envoy (--envoy-listen)")
     tenant_id = settings.default_tenant
+    settings = quickstart.with_webhook_key(settings)
     how, admin_key = asyncio.run(quickstart.setup(settings, tenant_id, new_admin_key=args.new_admin_key))
     quickstart.print_admin_key(settings, tenant_id, how, admin_key)
     if args.no_serve:
@@ -682,8 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="overrides AUTHSERVER_DATABASE_URL")
     p.set_defaults(func=None, help_of=p)
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+    from .cli_webhooks import add_webhooks  # it uses this module's helpers
+
     for add in (_add_serve, _add_quickstart, _add_db, _add_tenant, _add_keys, _add_admin_keys, _add_subjects,
-                _add_portal, _add_gateway):
+                _add_portal, _add_gateway, add_webhooks):
         add(sub)
     return p
 
@@ -743,7 +746,7 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
         except ValueError:
             print(f"authserver: creating a new database at {_db_location(settings.database_url)}",
                   file=sys.stderr)
-    elif func not in _CREATES_DATABASE:
+    elif func not in _CREATES_DATABASE and not vars(args).get("no_database"):
         require_database(settings)
     outcome = func(settings, args)
     return asyncio.run(outcome) if isinstance(outcome, Coroutine) else outcome

@@ -34,6 +34,8 @@ from .services.credits import Credits
 from .services.subjects import SubjectLimitsService, no_subject_notice
 from .services.tenants import no_tenant_notice
 from .services.usage import UsageQueries, UsageRecorder
+from .services.webhook_sender import WebhookSender
+from .services.webhooks import WebhookService, load_box
 from .settings import Settings
 
 __all__ = ["Core"]
@@ -67,6 +69,7 @@ class Core:
     metrics: Metrics
     limiter: MemoryLimiter | RedisLimiter
     consumers: ConsumerPortal  # the consumer portal: sign-in links, a subject's own keys
+    webhooks: WebhookService
     redis: Any = None
     invalidation: Invalidation | None = None
     replica_id: str = ""
@@ -74,6 +77,8 @@ class Core:
     usage_queries: UsageQueries | None = None
     # Envoy's control plane (AUTHSERVER_XDS_PORT); None when off
     gateway: Any = None  # gateways.grpcserver.GatewayServer: grpc loads only when used
+    # delivers the webhook outbox under `serve`; None without AUTHSERVER_WEBHOOK_KEY
+    webhook_sender: WebhookSender | None = None
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     @classmethod
@@ -109,7 +114,12 @@ class Core:
         usage = UsageRecorder(sessions, flush_interval=settings.usage_flush_seconds, clock=clock)
         queries = KeyQueries(settings, sessions, cache, clock)
         usage_queries = UsageQueries(sessions)
+        box = load_box(settings)
         return cls(
+            webhooks=WebhookService(settings, sessions, box, clock),
+            webhook_sender=WebhookSender(settings, sessions, box, owner=replica_id, clock=clock,
+                                         on_result=lambda r: metrics.webhook_attempts.labels(r).inc())
+            if box else None,
             gateway=_gateway_server(settings, cache, metrics, limiter, usage, clock) if settings.xds_port is not None
             else None,
             usage=usage, usage_queries=usage_queries,
@@ -147,6 +157,8 @@ class Core:
             self._spawn(self.prepublisher.run(), "prepublish")
         if self.invalidation is not None:
             self._spawn(self.invalidation.run(), "invalidation")
+        if self.webhook_sender is not None:
+            self._spawn(self.webhook_sender.run(), "webhooks")
         if self.gateway is not None:
             await self.gateway.start()
             self._spawn(self.gateway.xds.run(), "xds")
@@ -168,6 +180,8 @@ class Core:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         self.tasks.clear()
+        if self.webhook_sender is not None:
+            await self.webhook_sender.close()
         self.keygen.close()
         if self.redis is not None:
             await self.redis.aclose()

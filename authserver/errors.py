@@ -11,7 +11,8 @@
     ├── PayloadTooLarge (413)
     ├── UnsupportedMediaType (415)  e.g. a body that is not JSON where JSON is required
     ├── RateLimited (429)       carries retry_after seconds
-    └── Unavailable (503)       a backing service (database) is down
+    ├── Unavailable (503)       a backing service (database) is down
+    └── WebhooksUnavailable (503)  no AUTHSERVER_WEBHOOK_KEY to seal webhook secrets with
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ __all__ = [
     "UnsupportedMediaType",
     "RateLimited",
     "Unavailable",
+    "WebhooksUnavailable",
 ]
 
 
@@ -90,3 +92,9 @@ class RateLimited(ServiceError):
 
 class Unavailable(ServiceError):
     status, code, title = 503, "unavailable", "A backing service is unavailable"
+
+
+class WebhooksUnavailable(ServiceError):
+    """The server has no key to seal webhook secrets with (AUTHSERVER_WEBHOOK_KEY)."""
+
+    status, code, title = 503, "webhooks_not_configured", "Webhooks are not configured on this server"

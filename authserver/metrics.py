@@ -72,6 +72,9 @@ class Metrics:
         self.redis_connected = redis_connected
         r.register(_RedisCollector(self))
         self.rate_limited = Counter("authserver_rate_limited", "Requests refused with 429", ["bucket"], registry=r)
+        # delivered, retry (a failed attempt that will be retried), failed (attempts spent), cancelled
+        self.webhook_attempts = Counter("authserver_webhook_attempts", "Webhook delivery attempts by outcome",
+                                        ["result"], registry=r)
         r.register(_CacheCollector(cache))
         self._add_traffic_metrics(r)
 

@@ -26,7 +26,38 @@ if TYPE_CHECKING:
 
     from .keycache import TenantInfo
 
-__all__ = ["print_admin_key", "run_with_envoy", "setup"]
+__all__ = ["print_admin_key", "run_with_envoy", "setup", "with_webhook_key"]
+
+WEBHOOK_KEY_FILE = "authserver-webhook.key"
+
+
+def with_webhook_key(settings: Settings) -> Settings:
+    """Webhooks on for the embedded setup: the sealing key in a file beside the
+    SQLite database (made once, owner-only), unless one is configured. It is
+    not in the database, so the database file alone still forges nothing."""
+    if settings.webhook_key or settings.webhook_key_file or not settings.is_sqlite:
+        return settings
+    import os
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    import keys.webhooks
+
+    db = make_url(settings.database_url).database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return settings
+    path = Path(db).resolve().parent / WEBHOOK_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(keys.webhooks.new_box_key() + "\n")
+        print(f"authserver quickstart: webhook signing secrets are sealed with the key in {path} "
+              "(keep it out of backups of the database)")
+    return settings.replace(webhook_key_file=str(path))
 
 DEMO_SCOPE_RULE = "/write=write"
 

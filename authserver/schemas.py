@@ -20,6 +20,9 @@ from .durations import parse_duration
 from .errors import InvalidInput
 
 __all__ = [
+    "WEBHOOK_ID_PATTERN",
+    "WebhookSettings",
+    "WebhookSpec",
     "ADMIN_KEYS_WRITE",
     "ADMIN_SCOPES",
     "ALGORITHM_NAMES",
@@ -258,3 +261,21 @@ def key_spec(value: Any, *, strict: bool = True) -> KeySpec:
         raise InvalidInput(f"the key spec is not valid: {exc}") from None
     _check_metadata_size(spec.metadata)
     return spec
+
+
+# --- webhooks (services/webhooks.py checks the URL and the event types) ---
+WEBHOOK_ID_PATTERN = r"^(ep|dlv)_[0-9a-f]{1,40}$"  # endpoint and delivery ids
+
+
+class WebhookSpec(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``POST /v1/webhooks``: ``event_types`` None is all of them."""
+
+    url: Annotated[str, msgspec.Meta(min_length=1, max_length=2048)]
+    event_types: Annotated[list[Annotated[str, msgspec.Meta(max_length=32)]], msgspec.Meta(max_length=16)] | None = None
+    description: Annotated[str, msgspec.Meta(max_length=200, pattern=TEXT_PATTERN)] | None = None
+
+
+class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``PUT /v1/webhooks/settings``: key.expiring fires this many days before a key's exp."""
+
+    expiring_days: Annotated[int, msgspec.Meta(ge=1, le=365)]

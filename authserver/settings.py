@@ -138,6 +138,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     body_timeout_seconds: Annotated[float, Meta(gt=0)] = 30.0
     # open client connections at most; 0: the descriptor limit minus headroom
     max_connections: NonNegInt = 0
+    # --- webhooks (issue 15) ---
+    # the key that seals webhook signing secrets (base64url, 32 bytes), or a
+    # file holding it; never in the database. Without one, webhooks are refused.
+    webhook_key: str | None = None
+    webhook_key_file: str | None = None
+    # http:// endpoints are refused except on loopback with this (tests, local receivers)
+    webhook_allow_http_loopback: bool = False
+    webhook_max_attempts: PositiveInt = 8
+    # the n-th retry waits about base * 2**(n-1) (half of it random), at most max
+    webhook_retry_base_seconds: Annotated[float, Meta(gt=0)] = 10.0
+    webhook_retry_max_seconds: Annotated[float, Meta(gt=0)] = 6 * 3600.0
+    webhook_timeout_seconds: Annotated[float, Meta(gt=0, le=300)] = 10.0
+    # a sender's claim on a delivery; a killed sender's deliveries are sent again after it
+    webhook_lease_seconds: Annotated[float, Meta(gt=0)] = 60.0
+    webhook_poll_seconds: Annotated[float, Meta(gt=0)] = 1.0
+    # key.expiring / key.grace_ending: how often keys are scanned, and how long before a grace ends
+    webhook_scan_seconds: Annotated[float, Meta(gt=0)] = 60.0
+    webhook_grace_ending_seconds: NonNegInt = 3600
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and
@@ -168,6 +186,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("AUTHSERVER_XDS_TLS_CERT, _KEY and _CLIENT_CA go together (TLS with client certificates)")
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             raise ValueError("AUTHSERVER_METRICS_TOKEN must be at least 16 characters")
+        if self.webhook_key and self.webhook_key_file:
+            raise ValueError("set AUTHSERVER_WEBHOOK_KEY or AUTHSERVER_WEBHOOK_KEY_FILE, not both")
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            raise ValueError("AUTHSERVER_WEBHOOK_LEASE_SECONDS must exceed AUTHSERVER_WEBHOOK_TIMEOUT_SECONDS")
         unknown = [a for a in (self.default_algorithm, *self.pool_algorithms) if a not in keys.supported_algorithms()]
         if unknown:
             raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(keys.supported_algorithms())}")

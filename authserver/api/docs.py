@@ -183,6 +183,53 @@ class AuditPage(msgspec.Struct, kw_only=True):
     next_before_id: int | None = None  # deprecated: pass next_cursor back as cursor
 
 
+class WebhookView(msgspec.Struct, kw_only=True):
+    """A webhook endpoint: never its signing secret."""
+
+    id: str
+    url: str
+    description: str | None
+    event_types: list[str]
+    created_at: int
+    deleted_at: int | None
+
+
+class CreatedWebhook(WebhookView, kw_only=True):
+    secret: str  # whsec_...: shown this once
+    warning: str
+
+
+class WebhookPage(msgspec.Struct):
+    data: list[WebhookView]
+
+
+class DeliveryView(msgspec.Struct, kw_only=True):
+    """One delivery in the log (never the payload)."""
+
+    id: str
+    webhook_id: str
+    event_type: str
+    endpoint_id: str
+    status: Literal["pending", "delivered", "failed", "cancelled"]
+    attempts: int
+    next_attempt_at: int | None
+    last_attempt_at: int | None
+    last_status_code: int | None
+    last_error: str | None
+    delivered_at: int | None
+    created_at: int | None
+    replay_of: str | None
+
+
+class DeliveryPage(msgspec.Struct):
+    data: list[DeliveryView]
+    next_cursor: str | None
+
+
+class WebhookSettingsView(msgspec.Struct):
+    expiring_days: int
+
+
 class Introspection(msgspec.Struct, kw_only=True, omit_defaults=True):
     """RFC 7662; ``status`` says why a key is not active. Claims only when active."""
 
@@ -274,7 +321,7 @@ _WHEN = {
     415: "the body is not application/json",
     422: "a value is out of range or breaks a rule of the service",
     429: "a rate limit was reached: `Retry-After` and `RateLimit-*` headers say when to retry",
-    503: "the database is unavailable; nothing was changed (`Retry-After`)",
+    503: "the database is unavailable, or (webhooks) no AUTHSERVER_WEBHOOK_KEY is set; nothing was changed",
 }
 
 
@@ -336,6 +383,26 @@ _OPERATIONS: dict[str, tuple[str, dict[int, ResponseSpec | None], bool]] = {
                                      **dict.fromkeys((*_ADMIN, 404))}, True),
     "audit_log": ("Read the audit log", {200: _ok(AuditPage, "Events, newest first; `next_cursor` for more"),
                                          **dict.fromkeys((*_ADMIN, 422))}, True),
+    "create_webhook": ("Register a webhook endpoint",
+                       {201: _ok(CreatedWebhook, "The endpoint, with its signing `secret` shown this once"),
+                        **dict.fromkeys((*_ADMIN, 409, *_WITH_BODY))}, True),
+    "list_webhooks": ("List webhook endpoints", {200: _ok(WebhookPage, "The tenant's endpoints"),
+                                                 **dict.fromkeys(_ADMIN)}, True),
+    "get_webhook": ("Get a webhook endpoint", {200: _ok(WebhookView, "The endpoint (never its secret)"),
+                                               **dict.fromkeys((*_ADMIN, 404))}, True),
+    "delete_webhook": ("Remove a webhook endpoint", {200: _ok(WebhookView, "The removed endpoint"),
+                                                     **dict.fromkeys((*_ADMIN, 404))}, True),
+    "list_endpoint_deliveries": ("An endpoint's deliveries", {200: _ok(DeliveryPage, "Newest first"),
+                                                              **dict.fromkeys((*_ADMIN, 404))}, True),
+    "list_deliveries": ("All webhook deliveries", {200: _ok(DeliveryPage, "Newest first, to every endpoint"),
+                                                   **dict.fromkeys(_ADMIN)}, True),
+    "replay_delivery": ("Replay a webhook delivery",
+                        {201: _ok(DeliveryView, "The new delivery, with the same `webhook_id`"),
+                         **dict.fromkeys((*_ADMIN, 404, 409, 413))}, True),
+    "webhook_settings": ("Get the tenant's webhook settings", {200: _ok(WebhookSettingsView, "The settings"),
+                                                               **dict.fromkeys(_ADMIN)}, True),
+    "set_webhook_settings": ("Set the tenant's webhook settings", {200: _ok(WebhookSettingsView, "The settings"),
+                                                                   **dict.fromkeys(_ADMIN + _WITH_BODY)}, True),
     "introspect": ("Introspect a key (RFC 7662)", {200: _ok(Introspection, "Whether the key is active, and why not"),
                                                    **dict.fromkeys((400, 401, 429, 503, *_WITH_BODY))}, True),
     "create_portal_session": ("Create a consumer portal sign-in link",

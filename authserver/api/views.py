@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..db.models import ApiKey, AuditEvent
+from ..db.models import ApiKey, AuditEvent, WebhookDelivery, WebhookEndpoint
 from ..services.credits import Credits
 from ..settings import Settings
 
-__all__ = ["admin_key_view", "audit_view", "key_view"]
+__all__ = ["admin_key_view", "audit_view", "delivery_view", "key_view", "webhook_view"]
 
 
 def admin_key_view(row: ApiKey, now: float) -> dict[str, Any]:
@@ -54,4 +54,27 @@ def audit_view(ev: AuditEvent) -> dict[str, Any]:
     return {
         "id": ev.id, "at": ev.at, "actor": ev.actor, "action": ev.action,
         "target": ev.target, "remote_addr": ev.remote_addr, "details": ev.details,
+    }
+
+
+def webhook_view(row: WebhookEndpoint) -> dict[str, Any]:
+    """A webhook endpoint: never its signing secret (shown once, at creation)."""
+    return {"id": row.id, "url": row.url, "description": row.description, "event_types": list(row.event_types),
+            "created_at": row.created_at, "deleted_at": row.deleted_at}
+
+
+def _seconds(ms: int | None) -> int | None:
+    return None if ms is None else ms // 1000
+
+
+def delivery_view(row: WebhookDelivery, event_type: str) -> dict[str, Any]:
+    """One delivery in the log: its state and last outcome, never the payload.
+    ``webhook_id`` is the webhook-id header (shared by replays of the same event)."""
+    return {
+        "id": row.id, "webhook_id": row.event_id, "event_type": event_type, "endpoint_id": row.endpoint_id,
+        "status": row.status, "attempts": row.attempts,
+        "next_attempt_at": _seconds(row.next_attempt_at) if row.status == "pending" else None,
+        "last_attempt_at": _seconds(row.last_attempt_at), "last_status_code": row.last_status_code,
+        "last_error": row.last_error, "delivered_at": _seconds(row.delivered_at),
+        "created_at": _seconds(row.created_at), "replay_of": row.replay_of,
     }

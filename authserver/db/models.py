@@ -1,4 +1,5 @@
-"""Tables. None holds anything secret: a full dump cannot forge a key.
+"""Tables. None holds anything secret: a full dump cannot forge a key, nor a
+webhook (their signing secrets are stored sealed, under a key kept elsewhere).
 
 Timestamps are integer UNIX seconds (UTC): they are compared with JWT claims
 that are UNIX seconds too, and behave the same on SQLite and PostgreSQL.
@@ -10,7 +11,7 @@ from typing import Any, Literal
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 
@@ -42,6 +43,8 @@ class Tenant(Base):
     # never below the tenant's live API keys: each mint and roll adds one under
     # the tenant's row lock; recounted exactly only when it reaches the cap
     live_keys_bound: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # key.expiring webhooks fire this many days before a key's exp; None: 7
+    key_expiring_days: Mapped[int | None] = mapped_column(Integer, default=None)
 
 
 class ApiKey(Base):
@@ -168,3 +171,73 @@ class AuditEvent(Base):
     target: Mapped[str | None] = mapped_column(String(64))
     remote_addr: Mapped[str | None] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class WebhookEndpoint(Base):
+    """Where a tenant wants its key events. The signing secret is sealed
+    (keys.webhooks.SecretBox) under a key that is not in the database."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # ep_...
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(200))
+    event_types: Mapped[list[str]] = mapped_column(JSONType)
+    secret_sealed: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    # removed endpoints stay for their delivery log; nothing more is sent to them
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class WebhookEvent(Base):
+    """One event (its id is the webhook-id of every delivery of it). Nothing secret in the payload."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # msg_...
+    tenant_id: Mapped[str] = mapped_column(String(64), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[int] = mapped_column(BigInteger)  # UNIX seconds: the webhook's timestamp field
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per (event, endpoint) and per replay. Times in ms."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # dlv_...
+    tenant_id: Mapped[str] = mapped_column(String(64))
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id", ondelete="CASCADE"))
+    status: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed, cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[int] = mapped_column(BigInteger)
+    # a sender holds a delivery while it sends; another may take it once the lease ran out (a killed sender)
+    lease_owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[int | None] = mapped_column(BigInteger)
+    last_attempt_at: Mapped[int | None] = mapped_column(BigInteger)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(200))  # never the payload or a secret
+    delivered_at: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    replay_of: Mapped[str | None] = mapped_column(String(40))
+    # only so that one flush inserts an event before its deliveries; never loaded
+    event: Mapped[WebhookEvent] = relationship(lazy="raise")
+
+    __table_args__ = (
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+    )
+
+
+class KeyNotice(Base):
+    """A periodic notice (key.expiring, key.grace_ending) already given for a
+    key: the primary key makes it one per key and kind, whichever replica scans."""
+
+    __tablename__ = "key_notices"
+
+    key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    at: Mapped[int] = mapped_column(BigInteger)

@@ -16,12 +16,13 @@ from .admin_keys import HANDLERS as ADMIN_KEY_HANDLERS
 from .consumer import CONSUMER_PORTAL
 from .render import STATIC_DIR, STATIC_PATH, TEMPLATE_CONFIG, only_static_files, security_headers
 from .views import EXCEPTION_HANDLERS, HANDLERS
+from .webhooks import HANDLERS as WEBHOOK_HANDLERS
 
 __all__ = ["ROUTES", "TEMPLATE_CONFIG"]
 
 PORTAL = Router(
     path="/portal",
-    route_handlers=[*HANDLERS, *ADMIN_KEY_HANDLERS],
+    route_handlers=[*HANDLERS, *ADMIN_KEY_HANDLERS, *WEBHOOK_HANDLERS],
     middleware=[security_headers],
     exception_handlers=EXCEPTION_HANDLERS,
     include_in_schema=False,

@@ -10,6 +10,9 @@ nothing here knows HTTP.
     sync           the key cache: load, reread, catch up after Redis outages
     subjects       rate limits shared by all keys of a subject
     keygen         key generation off the event loop
+    outbox         audited key actions become webhook deliveries (same transaction)
+    webhooks       webhook endpoints, delivery log, replays, per-tenant settings
+    webhook_sender delivers the outbox (leases, retries), scans for expiring keys
 """
 
 from ..schemas import KeySpec

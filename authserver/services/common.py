@@ -13,10 +13,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
 from ..db.models import ApiKey, AuditEvent
 from ..errors import NotFound
 from ..keycache import KeyCache, TenantKeys
 from ..schemas import KEY_ID_PATTERN
+from .outbox import add_webhook_events
 
 __all__ = [
     "ADMIN_PREFIX", "Actor", "ChangeHook", "Notifier", "Publisher", "audit_action", "audit_event", "checked_kid",
@@ -57,9 +61,15 @@ async def no_notice(tenant_id: str, kid: str) -> None:
 
 def audit_event(tenant_id: str, actor: Actor, action: str, target: str | None, details: dict[str, Any],
                 at: float) -> AuditEvent:
+    """An audit record for the caller to add to its transaction; a key action
+    among outbox.AUDIT_TO_EVENT also queues its webhook deliveries there (below)."""
     return AuditEvent(tenant_id=tenant_id, at=int(at), actor=actor.id, action=action, target=target,
                       remote_addr=actor.remote_addr, details=details)
 
+
+# every session: the flush that inserts an audit event queues its webhook deliveries in the same transaction
+if not event.contains(Session, "before_flush", add_webhook_events):
+    event.listen(Session, "before_flush", add_webhook_events)
 
 # admin keys and API keys share a table and an id space but not their routes
 _KINDS = {"api": ("API key", "/v1/keys", "authserver keys"),

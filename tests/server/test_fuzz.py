@@ -32,10 +32,14 @@ class _Errors(logging.Handler):
 def fuzz_app(make_settings):
     from schemathesis.python import asgi
 
+    import keys.webhooks
     from authserver.app import create_app
 
+    # webhooks on, so that registering is fuzzed for real; the sender polls once, at
+    # the start (before any endpoint exists), so no fuzzed URL is ever called
     s = make_settings(rate_limit_admin_per_minute=0, rate_limit_auth_failures_per_minute=0,
-                      rate_limit_introspect_per_minute=0, default_algorithm="EdDSA")
+                      rate_limit_introspect_per_minute=0, default_algorithm="EdDSA",
+                      webhook_key=keys.webhooks.new_box_key(), webhook_poll_seconds=3600)
     _, admin = asyncio.run(create_tenant(s, algorithm="EdDSA"))
     app = create_app(s)
     errors = _Errors()
