@@ -30,6 +30,7 @@ from .services import (
 )
 from .services.common import no_notice
 from .services.credits import Credits
+from .services.leaks import GitHubKeys, LeakReports
 from .services.tenants import no_tenant_notice
 from .services.usage import UsageQueries, UsageRecorder
 from .settings import Settings
@@ -68,6 +69,7 @@ class Core:
     replica_id: str = ""
     usage: UsageRecorder | None = None  # what gateways report (with the gRPC services)
     usage_queries: UsageQueries | None = None
+    leaks: LeakReports | None = None  # GitHub's secret-scanning reports (always built)
     # Envoy's control plane (AUTHSERVER_XDS_PORT); None when off
     gateway: Any = None  # gateways.grpcserver.GatewayServer: grpc loads only when used
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -107,6 +109,8 @@ class Core:
             gateway=_gateway_server(settings, cache, metrics, limiter, usage, clock) if settings.xds_port is not None
             else None,
             usage=usage, usage_queries=UsageQueries(sessions),
+            leaks=LeakReports(cache, sessions, lifecycle, GitHubKeys(settings.secret_scanning_keys_url, clock=clock),
+                              clock),
             settings=settings, clock=clock, engine=engine, sessions=sessions, cache=cache, keygen=keygen,
             tenants=TenantService(settings, sessions, cache, keygen, lifecycle, clock,
                                   notify=redis.invalidation.publish_tenant if redis else no_tenant_notice),

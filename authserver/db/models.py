@@ -42,6 +42,8 @@ class Tenant(Base):
     # never below the tenant's live API keys: each mint and roll adds one under
     # the tenant's row lock; recounted exactly only when it reaches the cap
     live_keys_bound: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # what a leak reported by a secret scanner does to the key: revoke | notify (services/leaks.py)
+    leak_policy: Mapped[str] = mapped_column(String(8), default="revoke", server_default="revoke")
 
 
 class ApiKey(Base):
