@@ -109,6 +109,22 @@ async def test_our_key_is_revoked_and_leaves_the_jwks(app, github, admin_headers
     assert len(await audit(app, admin_headers, "key.leaked")) == 1
 
 
+async def test_a_leaked_admin_key_is_revoked_too(app, github, admin_headers):
+    gh, _ = github
+    r = await app.post("/v1/admin-keys", json={"name": "ci", "scopes": ["keys:read"]}, headers=admin_headers)
+    assert r.status_code == 201, r.text
+    admin = r.json()
+    theirs = {"Authorization": f"Bearer {admin['key']}"}
+    assert (await app.get("/v1/keys", headers=theirs)).status_code == 200
+
+    r = await post(app, gh, report(admin["key"]))
+    assert r.json()[0]["label"] == "true_positive"
+    is_problem(await app.get("/v1/keys", headers=theirs), 401)
+    [leaked] = await audit(app, admin_headers, "admin_key.leaked")
+    assert leaked["target"] == admin["id"]
+    assert (await app.get("/v1/keys", headers=admin_headers)).status_code == 200  # the other admin key
+
+
 async def test_notify_only_tenant_keeps_the_key(app, github, admin_headers, make_settings):
     from authserver.offline import open_core
 
