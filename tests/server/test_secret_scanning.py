@@ -155,9 +155,20 @@ async def test_foreign_and_garbage_tokens_are_false_positives(app, github, admin
     spliced = f"{parsed.prefix}{h}.{p}.{forged.rsplit('.', 1)[1]}"
     # our key under another prefix (a key is valid only with the one it was minted with)
     reprefixed = "sk_test_" + parsed.jwt
+    # our kid and claims, signed by someone else who points at their own keys (jku, jwk)
+    import jwt as pyjwt
+
+    evil = ec.generate_private_key(ec.SECP256R1())
+    evil_jwk = json.loads(pyjwt.algorithms.ECAlgorithm.to_jwk(evil.public_key()))
+    claims = {"iss": "http://testserver.local/t/default", "aud": "api://default", "jti": ours["id"],
+              "sub": ours["id"], "iat": 1}
+    pointing = ["sk_live_" + pyjwt.encode(claims, evil, algorithm=alg_, headers=h)
+                for alg_, h in (("ES256", {"kid": ours["id"], "jku": "https://evil.example/jwks.json"}),
+                                ("ES256", {"kid": ours["id"], "jwk": evil_jwk}))]
+    assert all(keys.is_key_string(t) for t in (forged, spliced, reprefixed, *pointing))  # they reach the verifier
     revoked = await mint(app, admin_headers)
     assert (await app.delete(f"/v1/keys/{revoked['id']}", headers=admin_headers)).status_code == 200
-    tokens = [forged, spliced, reprefixed, revoked["key"], "hello", "", "sk_live_" + "x" * 300,
+    tokens = [forged, spliced, reprefixed, *pointing, revoked["key"], "hello", "", "sk_live_" + "x" * 300,
               "ghp_" + "a" * 36]
     r = await post(app, gh, report(*tokens))
     assert r.status_code == 200, r.text
