@@ -140,6 +140,22 @@ async def _cmd_tenant_quota(settings: Settings, args: argparse.Namespace) -> int
     return 0
 
 
+async def _cmd_tenant_leak_policy(settings: Settings, args: argparse.Namespace) -> int:
+    from .services import Actor
+
+    async with open_core(settings) as core:
+        if args.policy is not None:
+            policy = await core.tenants.set_leak_policy(args.tenant, args.policy, Actor("cli"))
+        else:
+            policy = await core.tenants.leak_policy(args.tenant)
+    if args.json:
+        _print_json({"tenant": args.tenant, "leak_policy": policy})
+    else:
+        print(f"tenant {args.tenant}: leaked keys are {'revoked' if policy == 'revoke' else 'reported only'}"
+              f" (leak policy {policy})")
+    return 0
+
+
 async def _cmd_keys_mint(settings: Settings, args: argparse.Namespace) -> int:
     from .api.views import key_view
     from .schemas import key_spec
@@ -507,6 +523,12 @@ def _add_tenant(sub: _Subparsers) -> None:
                        help="follow AUTHSERVER_MAX_LIVE_KEYS_PER_TENANT again")
     _add_json(tq)
     tq.set_defaults(func=_cmd_tenant_quota)
+    tl = tsub.add_parser("leak-policy", help="show or set what a leaked key reported by GitHub does")
+    tl.add_argument("tenant", help="the tenant id")
+    tl.add_argument("policy", nargs="?", choices=["revoke", "notify"],
+                    help="revoke (default): revoke the key at once; notify: keep it, only record key.leaked")
+    _add_json(tl)
+    tl.set_defaults(func=_cmd_tenant_leak_policy)
 
 
 _KEY_COMMANDS: dict[str, tuple[Command, str]] = {

@@ -31,6 +31,7 @@ from .services import (
 from .services.common import no_notice
 from .services.consumers import ConsumerPortal
 from .services.credits import Credits
+from .services.leaks import GitHubKeys, LeakReports
 from .services.subjects import SubjectLimitsService, no_subject_notice
 from .services.tenants import no_tenant_notice
 from .services.usage import UsageQueries, UsageRecorder
@@ -75,6 +76,7 @@ class Core:
     replica_id: str = ""
     usage: UsageRecorder | None = None  # what gateways report (with the gRPC services)
     usage_queries: UsageQueries | None = None
+    leaks: LeakReports | None = None  # GitHub's secret-scanning reports (always built)
     # Envoy's control plane (AUTHSERVER_XDS_PORT); None when off
     gateway: Any = None  # gateways.grpcserver.GatewayServer: grpc loads only when used
     # delivers the webhook outbox under `serve`; None without AUTHSERVER_WEBHOOK_KEY
@@ -124,6 +126,8 @@ class Core:
             else None,
             usage=usage, usage_queries=usage_queries,
             consumers=ConsumerPortal(settings, sessions, cache, lifecycle, queries, usage_queries, clock),
+            leaks=LeakReports(cache, sessions, lifecycle, GitHubKeys(settings.secret_scanning_keys_url, clock=clock),
+                              clock),
             settings=settings, clock=clock, engine=engine, sessions=sessions, cache=cache, keygen=keygen,
             tenants=TenantService(settings, sessions, cache, keygen, lifecycle, clock,
                                   notify=redis.invalidation.publish_tenant if redis else no_tenant_notice),

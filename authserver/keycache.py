@@ -76,6 +76,7 @@ class PublishedKey:
     # when its public key first appeared in a JWKS (gateways learn it one cache period later)
     published_at: int = 0
     has_credits: bool = False  # its calls spend credits (services.credits)
+    rolling: bool = False  # rolled: published only until its grace ends (removed_at)
 
     @classmethod
     def from_row(cls, row: ApiKey) -> PublishedKey:
@@ -83,6 +84,7 @@ class PublishedKey:
             row.id, row.tenant_id, row.kind, row.subject, tuple(row.scopes),
             tuple(row.rate_limits or ()), row.removed_at(), row.shard, row.meta, row.public_jwk,
             row.prefix, row.published_at or row.created_at, row.credits_remaining is not None,
+            row.grace_ends_at is not None,
         )
 
 
@@ -117,6 +119,8 @@ class TenantKeys:
         self.recent_window = push_window if recent_window is None else recent_window
         self.recent: dict[str, PublishedKey] = {}  # kid -> API key published within the window
         self.removed: dict[str, int] = {}  # kid -> when it left, within the window
+        # API keys in a roll's grace period -> when they stop working (gateways tell callers)
+        self.expiring: dict[str, int] = {}
         self._on_change = on_change
         # None: the tenant's main JWKS (unsharded keys); n: shard n's JWKS
         self.documents: dict[int | None, JWKSDocument] = {None: JWKSDocument(sentinel=sentinel_jwk)}
@@ -174,6 +178,7 @@ class TenantKeys:
         if before is not None and (before.kind, before.shard, before.jwk) == (key.kind, key.shard, key.jwk):
             # the same public key (new limits, name, removal time): the JWKS stays as it is
             self.published[key.kid] = key
+            self._note_expiring(key)
             if key.removed_at is not None and key.removed_at != before.removed_at:
                 heapq.heappush(self._due, (key.removed_at, key.kid))
             self._changed()
@@ -194,16 +199,24 @@ class TenantKeys:
             if key.published_at > self.clock() - self.recent_window:
                 self.recent[key.kid] = key
         self.published[key.kid] = key
+        self._note_expiring(key)
         self.removed.pop(key.kid, None)
         if key.removed_at is not None:
             heapq.heappush(self._due, (key.removed_at, key.kid))
         self._changed()
         return True
 
+    def _note_expiring(self, key: PublishedKey) -> None:
+        if key.kind == "api" and key.rolling and key.removed_at is not None:
+            self.expiring[key.kid] = key.removed_at
+        else:
+            self.expiring.pop(key.kid, None)
+
     def remove(self, kid: str, at: float | None = None) -> bool:
         key = self.published.pop(kid, None)
         if key is None:
             return False
+        self.expiring.pop(kid, None)
         if key.kind == "admin":
             self.admin_keys.remove(kid)
         else:  # api or pending (pre-published, not yet issued)
@@ -237,6 +250,11 @@ class TenantKeys:
         for kid in [k for k, at in self.removed.items() if at <= horizon]:
             del self.removed[kid]
         return sorted(self.recent.values(), key=lambda k: k.kid), dict(sorted(self.removed.items()))
+
+    def expiring_state(self, now: float) -> list[tuple[str, int]]:
+        """The keys in a roll's grace period now, with when each stops working, by kid."""
+        self.prune(now)
+        return sorted(self.expiring.items())
 
     def prune(self, now: float) -> list[str]:
         gone = []

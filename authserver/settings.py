@@ -23,9 +23,11 @@ import keys  # the algorithm registry; keys/ has no heavy imports
 from . import clientaddr
 from .durations import parse_duration
 
-__all__ = ["DEFAULT_SQLITE_URL", "Settings", "parse_nodes"]
+__all__ = ["DEFAULT_SQLITE_URL", "MAX_SECRET_SCANNING_BODY", "Settings", "parse_nodes"]
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./authserver.db"
+# the most AUTHSERVER_SECRET_SCANNING_MAX_BODY_BYTES may be (the route's own cap)
+MAX_SECRET_SCANNING_BODY = 16 * 1024 * 1024
 
 # the spellings of a boolean accepted in the environment (case-insensitive)
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -156,6 +158,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # key.expiring / key.grace_ending: how often keys are scanned, and how long before a grace ends
     webhook_scan_seconds: Annotated[float, Meta(gt=0)] = 60.0
     webhook_grace_ending_seconds: NonNegInt = 3600
+
+    # --- leaked keys (issue 15): GitHub's secret-scanning partner program ---
+    # where GitHub's signing keys are read: an https:// URL, or a file (path or file://)
+    secret_scanning_keys_url: str = "https://api.github.com/meta/public_keys/secret_scanning"
+    # reports are batches of matches: larger than an ordinary API body
+    secret_scanning_max_body_bytes: Annotated[int, Meta(ge=1024, le=MAX_SECRET_SCANNING_BODY)] = 1024 * 1024
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and

@@ -37,11 +37,14 @@ from .keystring import (
     KEY_STRING_PATTERN,
     KEY_STRING_REGEX,
     PREFIX_PATTERN,
+    SECRET_SCANNING_PATTERN,
     ParsedKeyString,
     format_key_string,
+    is_key_string,
     parse_key_string,
     validate_prefix,
 )
+from .signed_messages import P256PublicKey
 from .verify import UNTRUSTED_HEADERS, KeyLookup, PublicKeySet, VerifiedKey, Verifier
 
 __all__ = [
@@ -64,8 +67,10 @@ __all__ = [
     "KEY_STRING_PATTERN",
     "KEY_STRING_REGEX",
     "PREFIX_PATTERN",
+    "SECRET_SCANNING_PATTERN",
     "ParsedKeyString",
     "format_key_string",
+    "is_key_string",
     "parse_key_string",
     "validate_prefix",
     # verification
@@ -74,6 +79,8 @@ __all__ = [
     "PublicKeySet",
     "VerifiedKey",
     "Verifier",
+    # messages others sign for us (secret-scanning reports)
+    "P256PublicKey",
     # JWKS document
     "JWKSDocument",
     "RenderedJWKS",

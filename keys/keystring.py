@@ -19,7 +19,9 @@ __all__ = [
     "PREFIX_PATTERN",
     "KEY_STRING_PATTERN",
     "KEY_STRING_REGEX",
+    "SECRET_SCANNING_PATTERN",
     "ParsedKeyString",
+    "is_key_string",
     "validate_prefix",
     "format_key_string",
     "parse_key_string",
@@ -27,12 +29,14 @@ __all__ = [
 
 PREFIX_PATTERN = r"[a-z][a-z0-9]{0,15}_(?:[a-z0-9]{1,16}_){0,3}"
 # Our JWT headers start with {"alg":" which base64url-encodes to eyJhbGciOi.
-KEY_STRING_PATTERN = (
-    rf"(?P<prefix>{PREFIX_PATTERN})"
-    r"(?P<jwt>eyJhbGciOi[A-Za-z0-9_-]{20,}\.eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{40,})"
-)
+_JWT_PATTERN = r"eyJhbGciOi[A-Za-z0-9_-]{20,}\.eyJ[A-Za-z0-9_-]{20,}\.[A-Za-z0-9_-]{40,}"
+KEY_STRING_PATTERN = rf"(?P<prefix>{PREFIX_PATTERN})(?P<jwt>{_JWT_PATTERN})"
+#: The regex we publish to secret scanners (GitHub's partner program): the same
+#: format without named groups or lookaround, which their engines do not take.
+SECRET_SCANNING_PATTERN = PREFIX_PATTERN + _JWT_PATTERN
 #: For secret scanners: finds our keys in free text.
 KEY_STRING_REGEX = re.compile(rf"(?<![A-Za-z0-9_]){KEY_STRING_PATTERN}(?![A-Za-z0-9_-])")
+_SCANNED_RE = re.compile(SECRET_SCANNING_PATTERN)
 _PREFIX_RE = re.compile(rf"\A{PREFIX_PATTERN}\Z")
 
 
@@ -71,3 +75,8 @@ def parse_key_string(key: str, prefixes: Collection[str] | None = None) -> Parse
     if prefixes is not None and prefix not in prefixes:
         raise WrongPrefix()
     return ParsedKeyString(prefix, jwt)
+
+
+def is_key_string(text: str) -> bool:
+    """Whether ``text`` is, as a whole, in our key string format (nothing verified)."""
+    return isinstance(text, str) and _SCANNED_RE.fullmatch(text) is not None

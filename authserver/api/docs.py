@@ -294,6 +294,14 @@ class Health(msgspec.Struct):
     tenants: int
 
 
+class LeakLabel(msgspec.Struct):
+    """One match of a secret-scanning report, named by the SHA-256 of its token."""
+
+    token_hash: str
+    token_type: str
+    label: Literal["true_positive", "false_positive"]
+
+
 class ProblemField(msgspec.Struct, kw_only=True):
     key: str | None = None
     message: str | None = None
@@ -417,6 +425,9 @@ _OPERATIONS: dict[str, tuple[str, dict[int, ResponseSpec | None], bool]] = {
                                                **dict.fromkeys(_PUBLIC)}, False),
     "default_discovery": ("Get the default tenant's discovery document",
                           {200: _ok(Discovery, "RFC 8414 / OpenID discovery"), **dict.fromkeys((404,))}, False),
+    "secret_scanning": ("Report leaked keys (GitHub secret scanning)",
+                        {200: _ok(list[LeakLabel], "Per match, in order: ours (`true_positive`) or not"),
+                         **dict.fromkeys((400, 401, 413, 503))}, False),
     "healthz": ("Liveness", {200: _ok(Health, "The process is up; `database` says whether it reaches it")}, False),
     "metrics": ("Prometheus metrics", {200: _ok(str, "Prometheus text format", "text/plain; version=0.0.4")},
                 False),

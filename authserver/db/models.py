@@ -45,6 +45,8 @@ class Tenant(Base):
     live_keys_bound: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # key.expiring webhooks fire this many days before a key's exp; None: 7
     key_expiring_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    # what a leak reported by a secret scanner does to the key: revoke | notify (services/leaks.py)
+    leak_policy: Mapped[str] = mapped_column(String(8), default="revoke", server_default="revoke")
 
 
 class ApiKey(Base):

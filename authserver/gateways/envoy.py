@@ -523,6 +523,8 @@ def envoy_config(
             {"name": "authserver.verified", "typed_config": push.verified_config()},
             *(_pushed_filter(push.removed_name(tenant.id, b), push.RBAC_TYPE, push.removed_config(()))
               for b in range(push.REMOVED_BUCKETS)),
+            # a call with a key in a roll's grace period: X-API-Key-Expiring on the response
+            _pushed_filter(push.expiring_name(tenant.id), push.MATCH_TYPE, push.expiring_config(())),
         ]
         # both jwt_authn filters forward the key; the upstream never sees it
         virtual_host["request_headers_to_remove"] = ["authorization"]

@@ -18,6 +18,12 @@ lets a request through only if one of the ``jwt_authn`` filters verified its
 key. Denials of both RBAC kinds are named ``gate_*``; the bootstrap's local
 reply config answers them with our 401 (a scope denial stays a 403).
 
+- ``expiring`` (one composite filter): the keys in a roll's grace period,
+  an exact-match map on ``x-api-key-id`` whose entry runs a header mutation
+  adding ``X-API-Key-Expiring: <RFC 3339 time>`` to the response, so callers
+  still on the old key hear when it stops working. The set is small (keys
+  rolled within one grace period), so it is one resource, not buckets.
+
 The same builders give the ``default_config`` written into the bootstrap, so
 what Envoy runs before its first push and what it is pushed cannot drift.
 """
@@ -25,30 +31,40 @@ what Envoy runs before its first push and what it is pushed cannot drift.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .common import shard_prefix
 
 __all__ = [
+    "EXPIRING_HEADER",
     "GATE_DENIAL_PREFIX",
     "JWT_TYPE",
     "KID_HEADER",
     "PAYLOAD_METADATA_KEY",
+    "MATCH_TYPE",
     "RBAC_TYPE",
     "RECENT_BUCKETS",
     "REMOVED_BUCKETS",
     "bucket_of",
+    "expiring_config",
+    "expiring_name",
     "recent_config",
     "recent_name",
     "removed_config",
     "removed_name",
     "resource_names",
+    "rfc3339",
     "verified_config",
 ]
 
 JWT_TYPE = "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication"
 RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+# a filter wrapped with a matcher (the composite filter's configuration)
+MATCH_TYPE = "type.googleapis.com/envoy.extensions.common.matching.v3.ExtensionWithMatcher"
+# on responses to a call made with a key in a roll's grace period: when the key stops working
+EXPIRING_HEADER = "x-api-key-expiring"
 # Filters in every pushed chain: fixed, so a bootstrap stays valid whatever the
 # settings; the bucket length follows the window (see bucket_of). More removal
 # buckets: smaller pushes under a stream of revocations, for ~0.5 us a request each.
@@ -73,10 +89,15 @@ def removed_name(tenant_id: str, bucket: int) -> str:
     return f"authserver.removed.{tenant_id}.{bucket}"
 
 
+def expiring_name(tenant_id: str) -> str:
+    """The ECDS resource (and HTTP filter) name of a tenant's keys in a roll's grace period."""
+    return f"authserver.expiring.{tenant_id}"
+
+
 def resource_names(tenant_id: str) -> list[str]:
     """Every resource a gateway of this tenant subscribes to."""
     return ([recent_name(tenant_id, b) for b in range(RECENT_BUCKETS)]
-            + [removed_name(tenant_id, b) for b in range(REMOVED_BUCKETS)])
+            + [removed_name(tenant_id, b) for b in range(REMOVED_BUCKETS)] + [expiring_name(tenant_id)])
 
 
 def bucket_of(at: float, window: float, buckets: int) -> int:
@@ -160,3 +181,37 @@ def verified_config() -> dict[str, Any]:
         }]},
         "on_no_match": _action(f"{GATE_DENIAL_PREFIX}unverified", "DENY"),
     }}
+
+
+def rfc3339(ts: int) -> str:
+    """UNIX seconds as an RFC 3339 UTC time, e.g. 2026-12-02T10:00:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _execute(response_mutations: list[dict[str, Any]]) -> dict[str, Any]:
+    """A composite action: run a header mutation filter with these response mutations."""
+    return {"action": {"name": "expiring", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3.ExecuteFilterAction",
+        "typed_config": {"name": "expiring", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"response_mutations": response_mutations},
+        }},
+    }}}
+
+
+def _add_header(value: str) -> dict[str, Any]:
+    return _execute([{"append": {"header": {"key": EXPIRING_HEADER, "value": value},
+                                 "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}])
+
+
+def expiring_config(expiring: Sequence[tuple[str, int]]) -> dict[str, Any]:
+    """A composite filter: for a call whose verified key id is one of these
+    ``(key id, end of its grace)``, the response gets ``X-API-Key-Expiring``.
+    With none, one entry that never matches (a map needs one; no key id is empty) and adds nothing."""
+    entries = {kid: _add_header(rfc3339(until)) for kid, until in expiring}
+    return {"@type": MATCH_TYPE,
+            "extension_config": {"name": "composite", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.composite.v3.Composite"}},
+            "xds_matcher": {"matcher_tree": {"input": _KID_INPUT, "exact_match_map": {
+                "map": entries or {"": _execute([])},
+            }}}}

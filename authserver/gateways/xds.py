@@ -2,7 +2,8 @@
 serving the extension configs of ``push`` from the key cache.
 
 Each Envoy holds one gRPC stream and subscribes to its tenant's resources
-(``push.resource_names``: buckets of recent keys and of removals). Any change to a
+(``push.resource_names``: buckets of recent keys and of removals, the keys
+in a roll's grace period). Any change to a
 tenant's published keys (local, from another replica's notice, from the
 reconcile loop or a cache rebuild) wakes the streams of that tenant; a stream
 sends each resource whose content differs from what it last sent (one per
@@ -32,6 +33,9 @@ import grpc
 # the message types the pushed configs name by "@type" must be in the pool
 from envoy.config.core.v3 import extension_pb2
 from envoy.config.rbac.v3 import rbac_pb2 as _rbac_action  # noqa: F401
+from envoy.extensions.common.matching.v3 import extension_matcher_pb2 as _matching  # noqa: F401
+from envoy.extensions.filters.http.composite.v3 import composite_pb2 as _composite  # noqa: F401
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2 as _mutation  # noqa: F401
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as _jwt  # noqa: F401
 from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as _rbac  # noqa: F401
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -137,6 +141,9 @@ def build_resources(tk: TenantKeys, now: float,
     for b, kids in enumerate(removed_buckets):
         name = push.removed_name(tenant_id, b)
         out[name] = cached(name, tuple(kids), functools.partial(_removed_resource, name, kids))
+    expiring = tk.expiring_state(now)
+    name = push.expiring_name(tenant_id)
+    out[name] = cached(name, tuple(expiring), lambda: _pack(name, push.expiring_config(expiring)))
     return out
 
 

@@ -20,6 +20,7 @@ from ..schemas import ADMIN_SCOPES, ALGORITHM_NAMES, KeySpec
 from ..settings import Settings
 from .common import ADMIN_PREFIX, Actor, audit_event, tenant_of
 from .keygen import KeyGenerator
+from .leaks import LEAK_POLICIES
 from .lifecycle import KeyLifecycle
 from .quota import count_live_keys, live_key_limit
 
@@ -171,3 +172,25 @@ class TenantService:
             row.max_live_keys = max_live_keys
             s.add(audit_event(tenant_id, actor, "tenant.quota", None, {"max_live_keys": max_live_keys}, self.clock()))
         return await self.quota(tenant_id)
+
+    # --- what a leaked key's report does (services/leaks.py) ------------------
+
+    async def leak_policy(self, tenant_id: str) -> str:
+        async with self.sessions() as s:
+            row = await s.get(Tenant, tenant_id)
+        if row is None:
+            raise NotFound(f"no such tenant: {tenant_id}")
+        return row.leak_policy
+
+    async def set_leak_policy(self, tenant_id: str, policy: str, actor: Actor = _CLI) -> str:
+        """``revoke``: a key a secret scanner found in public is revoked at once;
+        ``notify``: it stays valid and only the key.leaked event is recorded."""
+        if policy not in LEAK_POLICIES:
+            raise InvalidInput(f"the leak policy is one of {list(LEAK_POLICIES)}")
+        async with self.sessions() as s, s.begin():
+            row = await s.get(Tenant, tenant_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no such tenant: {tenant_id}")
+            row.leak_policy = policy
+            s.add(audit_event(tenant_id, actor, "tenant.leak_policy", None, {"leak_policy": policy}, self.clock()))
+        return policy

@@ -123,6 +123,45 @@ def test_the_end_of_a_grace_period_reaches_envoy(stack, gw):
     assert gw.status(new["key"]) == 200
 
 
+def _expiring(gw, key: dict) -> str | None:
+    r = gw.get(key=key["key"])
+    return r.headers.get("x-api-key-expiring") if r.status_code == 200 else None
+
+
+def test_calls_with_a_rolled_key_say_when_it_stops_working(stack, gw):
+    from authserver.gateways.push import rfc3339
+
+    old, other = stack.mint(name="to-roll"), stack.mint(name="bystander")
+    gw.wait_status(old["key"], 200, timeout=BOUND)
+    gw.wait_status(other["key"], 200, timeout=BOUND)
+    assert _expiring(gw, old) is None
+
+    rolled = stack.roll(old["id"], grace_seconds=3600)
+    returned = time.monotonic()
+    ends = rfc3339(rolled["previous"]["grace_ends_at"])
+    wait_until(lambda: _expiring(gw, old) == ends, BOUND, interval=0.01, what="X-API-Key-Expiring")
+    took = time.monotonic() - returned
+    print(f"\nroll returned -> X-API-Key-Expiring at Envoy: {took * 1000:.0f} ms")
+    assert took < BOUND
+    gw.wait_status(rolled["key"], 200, timeout=BOUND)
+    # only the old key's calls carry it; a forged key id header does not borrow it
+    assert _expiring(gw, rolled) is None and _expiring(gw, other) is None
+    forged = gw.get(key=other["key"], headers={"x-api-key-id": old["id"]})
+    assert forged.status_code == 200 and "x-api-key-expiring" not in forged.headers
+
+    stack.revoke(old["id"])  # revoked during its grace: refused, and no header
+    gw.wait_status(old["key"], 401, timeout=BOUND, interval=0.01)
+    assert "x-api-key-expiring" not in gw.get(key=old["key"]).headers
+
+    # the end of a grace period takes the header away with the key
+    short = stack.mint(name="short-grace")
+    gw.wait_status(short["key"], 200, timeout=BOUND)
+    stack.roll(short["id"], grace_seconds=2)
+    wait_until(lambda: _expiring(gw, short) is not None, BOUND, interval=0.01, what="the header")
+    gw.wait_status(short["key"], 401, timeout=2 + BOUND + 0.5, interval=0.02)
+    assert "x-api-key-expiring" not in gw.get(key=short["key"]).headers
+
+
 def test_a_sharded_tenant_gets_only_recent_keys_pushed(stack):
     sgw = _envoy(stack, "sharded", "sharded")
     try:

@@ -168,3 +168,51 @@ def test_xds_settings() -> None:
     assert Settings().xds_port is None and Settings().push_window_seconds == 0  # off: nothing kept
     with pytest.raises(ValueError, match="AUTHSERVER_XDS_PORT"):
         Settings.from_env({"AUTHSERVER_XDS_PORT": "70000"})
+
+
+def test_keys_in_a_rolls_grace_are_expiring_until_it_ends_or_they_are_revoked() -> None:
+    from authserver.gateways.xds import build_resources
+
+    clock = Clock()
+    cache, tk, _ = _cache(clock)
+    old, _ = key_row(tenant_row())
+    plain, _ = key_row(tenant_row())
+    plain.expires_at = int(NOW) + 50  # expiring by its exp, not rolled: no header
+    cache.apply(old), cache.apply(plain)
+    assert tk.expiring_state(clock()) == []
+    memo: dict = {}
+    before = build_resources(tk, clock(), memo)
+
+    old.grace_ends_at, old.rolled_to = int(NOW) + 100, "successor"  # rolled
+    cache.apply(old)
+    assert tk.expiring_state(clock()) == [(old.id, int(NOW) + 100)]
+    after = build_resources(tk, clock(), memo)
+    assert {n for n in before if before[n].digest != after[n].digest} == {push.expiring_name("acme")}
+
+    clock.now = NOW + 100  # the grace ended: the key left, and with it the header
+    assert tk.expiring_state(clock()) == []
+    old.grace_ends_at, old.revoked_at = int(NOW) + 300, int(NOW) + 150  # a fresh roll, then a revocation
+    clock.now = NOW + 140
+    cache.apply(old)
+    assert [k for k, _ in tk.expiring_state(clock())] == [old.id]
+    clock.now = NOW + 150
+    cache.apply(old)
+    assert tk.expiring_state(clock()) == []
+
+
+def test_expiring_config_adds_the_header_per_key_id() -> None:
+    config = push.expiring_config([("k1", 1_800_000_000), ("k2", 1_800_000_300)])
+    assert config["@type"] == push.MATCH_TYPE
+    tree = config["xds_matcher"]["matcher_tree"]
+    assert tree["input"]["typed_config"]["header_name"] == push.KID_HEADER
+    values = {}
+    for kid, entry in tree["exact_match_map"]["map"].items():
+        mutation = entry["action"]["typed_config"]["typed_config"]["typed_config"]
+        [append] = mutation["mutations"]["response_mutations"]
+        values[kid] = (append["append"]["header"]["key"], append["append"]["header"]["value"])
+    assert values == {"k1": ("x-api-key-expiring", "2027-01-15T08:00:00Z"),
+                      "k2": ("x-api-key-expiring", "2027-01-15T08:05:00Z")}
+    empty = push.expiring_config([])["xds_matcher"]["matcher_tree"]["exact_match_map"]["map"]
+    assert list(empty) == [""]  # no key id is empty: never matches, and adds nothing
+    assert empty[""]["action"]["typed_config"]["typed_config"]["typed_config"]["mutations"] == {
+        "response_mutations": []}
