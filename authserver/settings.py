@@ -138,6 +138,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     body_timeout_seconds: Annotated[float, Meta(gt=0)] = 30.0
     # open client connections at most; 0: the descriptor limit minus headroom
     max_connections: NonNegInt = 0
+    # a Server-Timing header with the stages of a mint (auth, keygen, db, ...):
+    # for profiling and the benchmark; off, since it tells callers about our internals
+    server_timing: bool = False
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and

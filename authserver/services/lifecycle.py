@@ -17,6 +17,7 @@ from ..errors import Conflict, InvalidInput, LastAdminKey
 from ..keycache import KeyCache, TenantKeys
 from ..schemas import ADMIN_KEYS_WRITE, KeyPatch, KeySpec, key_spec
 from ..settings import Settings
+from ..stagetimes import Stages
 from .common import ADMIN_PREFIX, Actor, Publisher, audit_action, audit_event, checked_kid, no_such_key, tenant_of
 from .keygen import KeyGenerator
 from .prepublish import Prepublished, Prepublisher
@@ -92,11 +93,14 @@ class KeyLifecycle:
         self.clock = clock
 
     async def mint(self, tenant_id: str, spec: KeySpec, actor: Actor, *,
-                   kind: str = "api") -> tuple[ApiKey, keys.MintedKey]:
-        """A new key (``kind`` "api", or "admin" for the management API)."""
+                   kind: str = "api", stages: Stages | None = None) -> tuple[ApiKey, keys.MintedKey]:
+        """A new key (``kind`` "api", or "admin" for the management API).
+        ``stages``: mark where the time goes (AUTHSERVER_SERVER_TIMING)."""
         tk = tenant_of(self.cache, tenant_id)
         spec = key_spec(spec)
         issued = await self._issue(tk, spec, kind, instant=kind == "api")
+        if stages is not None:
+            stages.mark("keygen")
         row = self._row(tk, spec, kind, issued)
         details: dict[str, Any] = {"kind": kind, "alg": row.algorithm, "scopes": list(spec.scopes)}
         if isinstance(issued, Prepublished):
@@ -107,8 +111,12 @@ class KeyLifecycle:
             await issued.claim(s)
             s.add(row)
             s.add(audit_event(tenant_id, actor, audit_action(kind, "mint"), row.id, details, self.clock()))
+        if stages is not None:
+            stages.mark("db")
         await self.publisher.publish(row)
         self.publisher.changed("key.mint", row)
+        if stages is not None:
+            stages.mark("publish")
         return row, issued.minted
 
     async def roll(self, tenant_id: str, kid: str, actor: Actor, *, grace_seconds: int | None = None,
