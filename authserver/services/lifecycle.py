@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,10 +10,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
 import keys
 
-from ..db.models import ApiKey, Tenant
+from ..db.models import ApiKey, AuditEvent, Tenant
+from ..db.writes import Transactions
 from ..errors import Conflict, InvalidInput, LastAdminKey
 from ..keycache import KeyCache, TenantKeys
 from ..schemas import ADMIN_KEYS_WRITE, KeyPatch, KeySpec, key_spec
@@ -22,7 +25,7 @@ from .common import ADMIN_PREFIX, Actor, Publisher, audit_action, audit_event, c
 from .keygen import KeyGenerator
 from .prepublish import Prepublished, Prepublisher
 from .queries import state_filter
-from .quota import lock_tenant, reserve_live_key
+from .quota import below_cap_reservation, lock_tenant, reserve_live_key
 
 __all__ = ["KeyLifecycle"]
 
@@ -48,6 +51,16 @@ def _rollable(old: ApiKey | None, tenant_id: str, kid: str, now: int, kind: str)
     if old.state(now) != "active":
         raise Conflict(f"only an active key can be rolled; this one is {old.state(now)}")
     return old
+
+
+def _add_below_cap(row: ApiKey, event: AuditEvent, settings: Settings, s: Session) -> bool:
+    """Add a new key and its audit event if its tenant is below its cap of live
+    API keys (admin keys do not count); False (nothing written): it is not."""
+    if row.kind == "api" and s.execute(below_cap_reservation(row.tenant_id, settings)).first() is None:
+        return False
+    s.add(row)
+    s.add(event)
+    return True
 
 
 def _can_manage(row: ApiKey, now: int) -> bool:
@@ -81,11 +94,13 @@ async def _claim_roll(s: AsyncSession, tenant_id: str, kid: str, successor: ApiK
 class KeyLifecycle:
     def __init__(
         self, settings: Settings, sessions: async_sessionmaker[AsyncSession], cache: KeyCache,
-        keygen: KeyGenerator, publisher: Publisher, *, instant: Prepublisher | None = None,
-        clock: Callable[[], float] = time.time,
+        keygen: KeyGenerator, publisher: Publisher, transactions: Transactions, *,
+        instant: Prepublisher | None = None, clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
+        # short write transactions in one hop on SQLite (authserver.db.writes)
+        self.transactions = transactions
         self.cache = cache
         self.keygen = keygen
         self.publisher = publisher
@@ -105,12 +120,18 @@ class KeyLifecycle:
         details: dict[str, Any] = {"kind": kind, "alg": row.algorithm, "scopes": list(spec.scopes)}
         if isinstance(issued, Prepublished):
             details["prepublished_at"] = issued.published_at
-        async with self.sessions() as s, s.begin():
-            if kind == "api":
-                await reserve_live_key(s, await lock_tenant(s, tenant_id), self.settings, int(self.clock()))
-            await issued.claim(s)
-            s.add(row)
-            s.add(audit_event(tenant_id, actor, audit_action(kind, "mint"), row.id, details, self.clock()))
+        event = audit_event(tenant_id, actor, audit_action(kind, "mint"), row.id, details, self.clock())
+        # the common case in one short transaction (one hop on SQLite); a pre-published
+        # key to claim, or a tenant at its cap (exact recount), takes the full one
+        if not (isinstance(issued, _Fresh) and await self.transactions.run(
+                functools.partial(_add_below_cap, row, event, self.settings),
+                durable=self.settings.durable_mints or kind == "admin")):
+            async with self.sessions() as s, s.begin():
+                if kind == "api":
+                    await reserve_live_key(s, await lock_tenant(s, tenant_id), self.settings, int(self.clock()))
+                await issued.claim(s)
+                s.add(row)
+                s.add(event)
         if stages is not None:
             stages.mark("db")
         await self.publisher.publish(row)
