@@ -18,14 +18,18 @@ from __future__ import annotations
 
 import gzip
 import heapq
+import json
+import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import keys
 import keys.hazmat
-from keys import JWKSDocument, PublicKeySet, Verifier
+from keys import JWKSDocument, PublicKeySet, VerificationKey, Verifier
+from keys.jwks import serialize_jwk
 
 from .db.models import ApiKey, Tenant
 from .schemas import ALGORITHM_NAMES
@@ -58,7 +62,11 @@ class TenantInfo:
 
 @dataclass(frozen=True, slots=True)
 class PublishedKey:
-    """What the cache keeps per key: public data only."""
+    """What the cache keeps per key: public data only, and only what serving
+    and lookups need. Compact, since a server holds one per live key: the JWK
+    as its serialized bytes (the very object the JWKS document joins), no
+    parsed key (``TenantKeys`` parses one when a key is verified), strings
+    shared between keys (interned) and no empty containers of its own."""
 
     kid: str
     tenant_id: str
@@ -68,8 +76,8 @@ class PublishedKey:
     rate_limits: tuple[dict[str, int], ...]
     removed_at: int | None
     shard: int | None
-    meta: dict[str, Any] = field(repr=False)
-    jwk: dict[str, Any] = field(repr=False)
+    metadata: dict[str, Any] | None = field(repr=False)  # None: none (most keys)
+    jwk_bytes: bytes = field(repr=False)
     # the exact prefix it was minted with: no other prefix verifies as this key
     # ("" never matches one, so a key built without it fails closed)
     prefix: str = ""
@@ -79,11 +87,65 @@ class PublishedKey:
 
     @classmethod
     def from_row(cls, row: ApiKey) -> PublishedKey:
+        kid = row.id
         return cls(
-            row.id, row.tenant_id, row.kind, row.subject, tuple(row.scopes),
-            tuple(row.rate_limits or ()), row.removed_at(), row.shard, row.meta, row.public_jwk,
-            row.prefix, row.published_at or row.created_at, row.credits_remaining is not None,
+            kid, sys.intern(row.tenant_id), sys.intern(row.kind),
+            kid if row.subject == kid else row.subject,  # the default subject is the key id: one string
+            tuple(sys.intern(s) for s in row.scopes), tuple(row.rate_limits or ()), row.removed_at(), row.shard,
+            row.meta or None, serialize_jwk(row.public_jwk), sys.intern(row.prefix),
+            row.published_at or row.created_at, row.credits_remaining is not None,
         )
+
+    @classmethod
+    def from_jwk(cls, jwk: dict[str, Any], tenant_id: str, kind: str = "api", **fields: Any) -> PublishedKey:
+        """A key with no row (benchmarks, tests): ``fields`` as named above."""
+        kid = jwk["kid"]
+        base: dict[str, Any] = {"subject": kid, "scopes": (), "rate_limits": (), "removed_at": None, "shard": None,
+                                "metadata": None}
+        return cls(kid=kid, tenant_id=tenant_id, kind=kind, jwk_bytes=serialize_jwk(jwk), **(base | fields))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {} if self.metadata is None else self.metadata
+
+    @property
+    def jwk(self) -> dict[str, Any]:
+        """The public JWK, parsed again (for the few keys a push carries)."""
+        parsed: dict[str, Any] = json.loads(self.jwk_bytes)
+        return parsed
+
+
+class _ParsedOnDemand:
+    """A tenant's API keys as a verifier's lookup, parsed when one is verified.
+
+    A parsed RSA public key costs more memory than its JWKS entry, and the
+    server verifies API keys only for introspection and the portal: parsing
+    one (~0.05 ms) is cheaper than keeping every one. The last ``size`` keys
+    parsed are kept; a key that left (revoked, expired, rolled out) is never
+    found, since every lookup checks the published keys first.
+    """
+
+    def __init__(self, published: dict[str, PublishedKey], size: int = 1024) -> None:
+        self._published = published
+        self._size = size
+        self._parsed: OrderedDict[str, VerificationKey] = OrderedDict()
+
+    def get(self, kid: str, /) -> VerificationKey | None:
+        key = self._published.get(kid)
+        if key is None or key.kind != "api":
+            return None
+        parsed = self._parsed.get(kid)
+        if parsed is None:
+            # the kid is the JWK's thumbprint (checked here): a kid always names the same key
+            parsed = self._parsed[kid] = keys.load_public_jwk(key.jwk)
+            if len(self._parsed) > self._size:
+                self._parsed.popitem(last=False)
+        else:
+            self._parsed.move_to_end(kid)
+        return parsed
+
+    def forget(self, kid: str) -> None:
+        self._parsed.pop(kid, None)
 
 
 class ServedJWKS:
@@ -120,9 +182,9 @@ class TenantKeys:
         self._on_change = on_change
         # None: the tenant's main JWKS (unsharded keys); n: shard n's JWKS
         self.documents: dict[int | None, JWKSDocument] = {None: JWKSDocument(sentinel=sentinel_jwk)}
-        self.api_keys = PublicKeySet()
-        self.admin_keys = PublicKeySet()
         self.published: dict[str, PublishedKey] = {}
+        self.api_keys = _ParsedOnDemand(self.published)
+        self.admin_keys = PublicKeySet()  # few: kept parsed
         self._due: list[tuple[int, str]] = []  # (removed_at, kid) heap
         self._served: dict[int | None, ServedJWKS] = {}
         self.last_rebuild_seconds = 0.0
@@ -169,7 +231,8 @@ class TenantKeys:
         before = self.published.get(key.kid)
         if before == key:
             return False
-        if before is not None and (before.kind, before.shard, before.jwk) == (key.kind, key.shard, key.jwk):
+        if before is not None and (before.kind, before.shard, before.jwk_bytes) == (key.kind, key.shard,
+                                                                                  key.jwk_bytes):
             # the same public key (new limits, name, removal time): the JWKS stays as it is
             self.published[key.kid] = key
             if key.removed_at is not None and key.removed_at != before.removed_at:
@@ -179,16 +242,15 @@ class TenantKeys:
         if before is not None and before.kind == "pending" and key.shard == before.shard:
             # a pre-published key being issued: it keeps its place in the JWKS
             # (same bytes, same ETag), it only becomes verifiable here
-            self.api_keys.remove(key.kid)
+            pass
         else:
             self.remove(key.kid)
             if key.kind != "admin":
-                self.document(key.shard).add(key.jwk)
+                self.document(key.shard).add_serialized(key.kid, key.jwk_bytes)
                 self._served.pop(key.shard, None)
         if key.kind == "admin":
             self.admin_keys.add(key.jwk)
         elif key.kind == "api":
-            self.api_keys.add(key.jwk)
             if key.published_at > self.clock() - self.recent_window:
                 self.recent[key.kid] = key
         self.published[key.kid] = key
@@ -205,7 +267,7 @@ class TenantKeys:
         if key.kind == "admin":
             self.admin_keys.remove(kid)
         else:  # api or pending (pre-published, not yet issued)
-            self.api_keys.remove(kid)
+            self.api_keys.forget(kid)
             self.document(key.shard).remove(kid)
             self._served.pop(key.shard, None)
             self.recent.pop(kid, None)

@@ -304,7 +304,7 @@ def _rebuild(alg: str, n: int, reps: int) -> dict:
     del doc
 
     def published(jwk: dict) -> PublishedKey:
-        return PublishedKey(jwk["kid"], "bench", "api", jwk["kid"], (), (), None, None, {}, jwk)
+        return PublishedKey.from_jwk(jwk, "bench")
 
     info = TenantInfo("bench", ISSUER, AUDIENCE, ISSUER + "/admin", PREFIX, alg)
     tk = TenantKeys(info, keys.sentinel_jwk(alg), time.time)
