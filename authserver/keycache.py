@@ -17,6 +17,7 @@ small whatever the tenant's size: they hold one window of changes.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import heapq
 import json
 import sys
@@ -37,6 +38,10 @@ from .schemas import ALGORITHM_NAMES
 # a key minted on a replica (or by the CLI) whose clock runs ahead must not be
 # "issued in the future" here; Envoy allows 60 s too (clock_skew_seconds)
 CLOCK_SKEW_SECONDS = 60
+# an admin key that verified is trusted this long without its signature being
+# checked again (everything that can change is still checked: KeyCache.verify_admin)
+ADMIN_RECHECK_SECONDS = 60.0
+ADMIN_RECHECK_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +222,14 @@ class TenantKeys:
             raise keys.WrongPrefix()
         return verified, published
 
+    def still_admin(self, verified: keys.VerifiedKey, now: float) -> bool:
+        """Whether an admin key verified earlier would verify now: still
+        published as an admin key (not revoked, grace not over) and not expired."""
+        self.prune(now)
+        published = self.published.get(verified.kid)
+        exp = verified.claims.get("exp")
+        return published is not None and published.kind == "admin" and (exp is None or now < exp)
+
     def document(self, shard: int | None = None) -> JWKSDocument:
         doc = self.documents.get(shard)
         if doc is None:
@@ -353,6 +366,8 @@ class KeyCache:
         self.recent_window = push_window if recent_window is None else recent_window
         self.tenants: dict[str, TenantKeys] = {}
         self._admin_index: dict[str, str] = {}  # admin kid -> tenant id
+        # sha256(token) -> (tenant, verified admin key, when verified): see verify_admin
+        self._verified_admins: dict[bytes, tuple[TenantKeys, keys.VerifiedKey, float]] = {}
         # called with a tenant id after any change to its published keys
         self.listeners: list[Callable[[str], None]] = []
 
@@ -404,11 +419,30 @@ class KeyCache:
         return self.tenants.get(tenant_id) if tenant_id else None
 
     def verify_admin(self, token: str) -> tuple[TenantKeys, keys.VerifiedKey]:
-        """Verify a tenant admin key; raises keys.KeyCoreError."""
+        """Verify a tenant admin key; raises keys.KeyCoreError.
+
+        A token that verified within ADMIN_RECHECK_SECONDS is not verified
+        again (the signature check is most of an authentication), but every
+        call still checks what can change: the key is still published (a
+        revoked or rolled-out admin key fails at once), its exp has not passed,
+        and its tenant is the one this cache serves. Tokens are kept by their
+        SHA-256 only."""
+        digest = hashlib.sha256(token.encode()).digest()
+        now = self.clock()
+        hit = self._verified_admins.get(digest)
+        if hit is not None:
+            known, earlier, at = hit
+            if now - at < ADMIN_RECHECK_SECONDS and self.tenants.get(known.info.id) is known \
+                    and known.still_admin(earlier, now):
+                return known, earlier
+            del self._verified_admins[digest]
         tenant = self.tenant_of_admin_key(claimed_kid(token))
         if tenant is None:
             raise keys.UnknownKeyId()
         verified, _ = tenant.verify_admin(token)
+        if len(self._verified_admins) >= ADMIN_RECHECK_MAX:
+            self._verified_admins.clear()  # a burst of distinct tokens: start over rather than grow
+        self._verified_admins[digest] = (tenant, verified, now)
         return tenant, verified
 
     def note_removed(self, row: ApiKey) -> None:
@@ -421,6 +455,7 @@ class KeyCache:
     def replace_with(self, other: KeyCache) -> None:
         """Swap in a freshly loaded cache at once (never serve a half-built one)."""
         self.tenants, self._admin_index = other.tenants, other._admin_index
+        self._verified_admins.clear()
         for tk in self.tenants.values():
             tk._on_change = self._notify
         for tenant_id in self.tenants:
