@@ -425,14 +425,15 @@ class KeyCache:
         again (the signature check is most of an authentication), but every
         call still checks what can change: the key is still published (a
         revoked or rolled-out admin key fails at once), its exp has not passed,
-        and its tenant is the one this cache serves. Tokens are kept by their
-        SHA-256 only."""
+        the clock has not gone back, and its tenant is the one this cache
+        serves. Tokens are kept by their SHA-256 only."""
         digest = hashlib.sha256(token.encode()).digest()
         now = self.clock()
         hit = self._verified_admins.get(digest)
         if hit is not None:
             known, earlier, at = hit
-            if now - at < ADMIN_RECHECK_SECONDS and self.tenants.get(known.info.id) is known \
+            # (a clock set back re-verifies: iat and nbf held at ``at``, so at any later time)
+            if 0 <= now - at < ADMIN_RECHECK_SECONDS and self.tenants.get(known.info.id) is known \
                     and known.still_admin(earlier, now):
                 return known, earlier
             del self._verified_admins[digest]

@@ -74,3 +74,14 @@ def test_a_tampered_token_is_never_taken_for_a_verified_one(setup) -> None:
     cache.verify_admin(token)
     with pytest.raises(keys.KeyCoreError):
         cache.verify_admin(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
+
+
+def test_a_clock_set_back_verifies_again(setup) -> None:
+    """iat held when the token verified, so at any later time; not at an earlier one."""
+    clock, cache, _, tenant = setup
+    row, token = admin_row(tenant.id, tenant.issuer, tenant.admin_audience)
+    cache.apply(row)
+    cache.verify_admin(token)
+    clock.now -= 120  # beyond the allowed skew: the token is from the future now
+    with pytest.raises(keys.KeyCoreError):
+        cache.verify_admin(token)
