@@ -62,5 +62,5 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         debug=False,
     )
     # outside routing, so unmatched paths are counted too (Litestar's own middleware runs per route)
-    app.asgi_handler = with_http_metrics(app.asgi_handler, core.metrics)
+    app.asgi_handler = with_http_metrics(app.asgi_handler, core.metrics, server_timing=settings.server_timing)
     return app

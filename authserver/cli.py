@@ -379,8 +379,10 @@ async def _cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _serve(settings: Settings) -> int:
+    from .memtune import keep_large_blocks_mapped
     from .serving import serve  # uvicorn with header/body deadlines and a connection cap
 
+    keep_large_blocks_mapped()  # a long-lived process holding every key: see memtune
     return serve(settings)
 
 

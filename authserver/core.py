@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .db import create_engine, session_factory
 from .db.migrate import upgrade_async
+from .db.writes import Transactions
 from .invalidation import Invalidation
 from .keycache import KeyCache
 from .metrics import Metrics
@@ -111,7 +112,9 @@ class Core:
             max_age=settings.instant_activation_max_age_seconds, min_age=settings.gateway_cache_seconds + 5,
             lease=settings.instant_activation_lease_seconds, owner=replica_id, clock=clock,
         ) if settings.instant_activation else None
-        lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, instant=instant, clock=clock)
+        transactions = Transactions(settings.database_url, sessions)
+        lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, transactions, instant=instant,
+                                 clock=clock)
         limiter = redis.limiter if redis else MemoryLimiter(clock)
         usage = UsageRecorder(sessions, flush_interval=settings.usage_flush_seconds, clock=clock)
         queries = KeyQueries(settings, sessions, cache, clock)
@@ -186,9 +189,14 @@ class Core:
         self.tasks.clear()
         if self.webhook_sender is not None:
             await self.webhook_sender.close()
-        self.keygen.close()
+        await self.close_database()
         if self.redis is not None:
             await self.redis.aclose()
+
+    async def close_database(self) -> None:
+        """Key generation threads, the writer thread and the engine."""
+        self.keygen.close()
+        self.lifecycle.transactions.close()
         await self.engine.dispose()
 
 

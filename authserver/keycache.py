@@ -17,15 +17,20 @@ small whatever the tenant's size: they hold one window of changes.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import heapq
+import json
+import sys
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import keys
 import keys.hazmat
-from keys import JWKSDocument, PublicKeySet, Verifier
+from keys import JWKSDocument, PublicKeySet, VerificationKey, Verifier
+from keys.jwks import serialize_jwk
 
 from .db.models import ApiKey, SubjectLimits, Tenant
 from .schemas import ALGORITHM_NAMES
@@ -33,6 +38,10 @@ from .schemas import ALGORITHM_NAMES
 # a key minted on a replica (or by the CLI) whose clock runs ahead must not be
 # "issued in the future" here; Envoy allows 60 s too (clock_skew_seconds)
 CLOCK_SKEW_SECONDS = 60
+# an admin key that verified is trusted this long without its signature being
+# checked again (everything that can change is still checked: KeyCache.verify_admin)
+ADMIN_RECHECK_SECONDS = 60.0
+ADMIN_RECHECK_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +67,11 @@ class TenantInfo:
 
 @dataclass(frozen=True, slots=True)
 class PublishedKey:
-    """What the cache keeps per key: public data only."""
+    """What the cache keeps per key: public data only, and only what serving
+    and lookups need. Compact, since a server holds one per live key: the JWK
+    as its serialized bytes (the very object the JWKS document joins), no
+    parsed key (``TenantKeys`` parses one when a key is verified), strings
+    shared between keys (interned) and no empty containers of its own."""
 
     kid: str
     tenant_id: str
@@ -68,8 +81,8 @@ class PublishedKey:
     rate_limits: tuple[dict[str, int], ...]
     removed_at: int | None
     shard: int | None
-    meta: dict[str, Any] = field(repr=False)
-    jwk: dict[str, Any] = field(repr=False)
+    metadata: dict[str, Any] | None = field(repr=False)  # None: none (most keys)
+    jwk_bytes: bytes = field(repr=False)
     # the exact prefix it was minted with: no other prefix verifies as this key
     # ("" never matches one, so a key built without it fails closed)
     prefix: str = ""
@@ -80,12 +93,70 @@ class PublishedKey:
 
     @classmethod
     def from_row(cls, row: ApiKey) -> PublishedKey:
+        kid = row.id
         return cls(
-            row.id, row.tenant_id, row.kind, row.subject, tuple(row.scopes),
-            tuple(row.rate_limits or ()), row.removed_at(), row.shard, row.meta, row.public_jwk,
-            row.prefix, row.published_at or row.created_at, row.credits_remaining is not None,
+            kid, sys.intern(row.tenant_id), sys.intern(row.kind),
+            kid if row.subject == kid else row.subject,  # the default subject is the key id: one string
+            tuple(sys.intern(s) for s in row.scopes), tuple(row.rate_limits or ()), row.removed_at(), row.shard,
+            row.meta or None, serialize_jwk(row.public_jwk), sys.intern(row.prefix),
+            row.published_at or row.created_at, row.credits_remaining is not None,
             row.grace_ends_at is not None,
         )
+
+    @classmethod
+    def from_jwk(cls, jwk: dict[str, Any], tenant_id: str, kind: str = "api", **fields: Any) -> PublishedKey:
+        """A key with no row (benchmarks, tests): ``fields`` as named above."""
+        kid = jwk["kid"]
+        base: dict[str, Any] = {"subject": kid, "scopes": (), "rate_limits": (), "removed_at": None, "shard": None,
+                                "metadata": None}
+        return cls(kid=kid, tenant_id=tenant_id, kind=kind, jwk_bytes=serialize_jwk(jwk), **(base | fields))
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return {} if self.metadata is None else self.metadata
+
+    @property
+    def jwk(self) -> dict[str, Any]:
+        """The public JWK, parsed again (for the few keys a push carries)."""
+        parsed: dict[str, Any] = json.loads(self.jwk_bytes)
+        return parsed
+
+
+class _ParsedOnDemand:
+    """A tenant's API keys as a verifier's lookup, parsed when one is verified.
+
+    A parsed RSA public key costs more memory than its JWKS entry, and the
+    server verifies API keys only for introspection and the portal: parsing
+    one (~0.05 ms) is cheaper than keeping every one. The last ``size`` keys
+    parsed are kept; a key that left (revoked, expired, rolled out) is never
+    found, since every lookup checks the published keys first.
+    """
+
+    def __init__(self, published: dict[str, PublishedKey], size: int = 1024) -> None:
+        self._published = published
+        self._size = size
+        self._parsed: OrderedDict[str, VerificationKey] = OrderedDict()
+
+    def get(self, kid: str, /) -> VerificationKey | None:
+        key = self._published.get(kid)
+        if key is None or key.kind != "api":
+            return None
+        parsed = self._parsed.get(kid)
+        if parsed is None:
+            # the kid is the JWK's thumbprint (checked here): a kid always names the same key
+            parsed = self._parsed[kid] = keys.load_public_jwk(key.jwk)
+            if len(self._parsed) > self._size:
+                self._parsed.popitem(last=False)
+        else:
+            self._parsed.move_to_end(kid)
+        return parsed
+
+    def __contains__(self, kid: str) -> bool:
+        key = self._published.get(kid)
+        return key is not None and key.kind == "api"
+
+    def forget(self, kid: str) -> None:
+        self._parsed.pop(kid, None)
 
 
 class ServedJWKS:
@@ -124,11 +195,11 @@ class TenantKeys:
         self._on_change = on_change
         # None: the tenant's main JWKS (unsharded keys); n: shard n's JWKS
         self.documents: dict[int | None, JWKSDocument] = {None: JWKSDocument(sentinel=sentinel_jwk)}
-        self.api_keys = PublicKeySet()
-        self.admin_keys = PublicKeySet()
         self.published: dict[str, PublishedKey] = {}
         # subject -> (limit, window seconds) shared by all its API keys; absent: none
         self.subject_limits: dict[str, tuple[tuple[int, int], ...]] = {}
+        self.api_keys = _ParsedOnDemand(self.published)
+        self.admin_keys = PublicKeySet()  # few: kept parsed
         self._due: list[tuple[int, str]] = []  # (removed_at, kid) heap
         self._served: dict[int | None, ServedJWKS] = {}
         self.last_rebuild_seconds = 0.0
@@ -161,6 +232,14 @@ class TenantKeys:
             raise keys.WrongPrefix()
         return verified, published
 
+    def still_admin(self, verified: keys.VerifiedKey, now: float) -> bool:
+        """Whether an admin key verified earlier would verify now: still
+        published as an admin key (not revoked, grace not over) and not expired."""
+        self.prune(now)
+        published = self.published.get(verified.kid)
+        exp = verified.claims.get("exp")
+        return published is not None and published.kind == "admin" and (exp is None or now < exp)
+
     def document(self, shard: int | None = None) -> JWKSDocument:
         doc = self.documents.get(shard)
         if doc is None:
@@ -175,7 +254,8 @@ class TenantKeys:
         before = self.published.get(key.kid)
         if before == key:
             return False
-        if before is not None and (before.kind, before.shard, before.jwk) == (key.kind, key.shard, key.jwk):
+        if before is not None and (before.kind, before.shard, before.jwk_bytes) == (key.kind, key.shard,
+                                                                                  key.jwk_bytes):
             # the same public key (new limits, name, removal time): the JWKS stays as it is
             self.published[key.kid] = key
             self._note_expiring(key)
@@ -186,16 +266,15 @@ class TenantKeys:
         if before is not None and before.kind == "pending" and key.shard == before.shard:
             # a pre-published key being issued: it keeps its place in the JWKS
             # (same bytes, same ETag), it only becomes verifiable here
-            self.api_keys.remove(key.kid)
+            pass
         else:
             self.remove(key.kid)
             if key.kind != "admin":
-                self.document(key.shard).add(key.jwk)
+                self.document(key.shard).add_serialized(key.kid, key.jwk_bytes)
                 self._served.pop(key.shard, None)
         if key.kind == "admin":
             self.admin_keys.add(key.jwk)
         elif key.kind == "api":
-            self.api_keys.add(key.jwk)
             if key.published_at > self.clock() - self.recent_window:
                 self.recent[key.kid] = key
         self.published[key.kid] = key
@@ -220,7 +299,7 @@ class TenantKeys:
         if key.kind == "admin":
             self.admin_keys.remove(kid)
         else:  # api or pending (pre-published, not yet issued)
-            self.api_keys.remove(kid)
+            self.api_keys.forget(kid)
             self.document(key.shard).remove(kid)
             self._served.pop(key.shard, None)
             self.recent.pop(kid, None)
@@ -311,6 +390,8 @@ class KeyCache:
         self.recent_window = push_window if recent_window is None else recent_window
         self.tenants: dict[str, TenantKeys] = {}
         self._admin_index: dict[str, str] = {}  # admin kid -> tenant id
+        # sha256(token) -> (tenant, verified admin key, when verified): see verify_admin
+        self._verified_admins: dict[bytes, tuple[TenantKeys, keys.VerifiedKey, float]] = {}
         # called with a tenant id after any change to its published keys
         self.listeners: list[Callable[[str], None]] = []
 
@@ -383,11 +464,31 @@ class KeyCache:
         return self.tenants.get(tenant_id) if tenant_id else None
 
     def verify_admin(self, token: str) -> tuple[TenantKeys, keys.VerifiedKey]:
-        """Verify a tenant admin key; raises keys.KeyCoreError."""
+        """Verify a tenant admin key; raises keys.KeyCoreError.
+
+        A token that verified within ADMIN_RECHECK_SECONDS is not verified
+        again (the signature check is most of an authentication), but every
+        call still checks what can change: the key is still published (a
+        revoked or rolled-out admin key fails at once), its exp has not passed,
+        the clock has not gone back, and its tenant is the one this cache
+        serves. Tokens are kept by their SHA-256 only."""
+        digest = hashlib.sha256(token.encode()).digest()
+        now = self.clock()
+        hit = self._verified_admins.get(digest)
+        if hit is not None:
+            known, earlier, at = hit
+            # (a clock set back re-verifies: iat and nbf held at ``at``, so at any later time)
+            if 0 <= now - at < ADMIN_RECHECK_SECONDS and self.tenants.get(known.info.id) is known \
+                    and known.still_admin(earlier, now):
+                return known, earlier
+            del self._verified_admins[digest]
         tenant = self.tenant_of_admin_key(claimed_kid(token))
         if tenant is None:
             raise keys.UnknownKeyId()
         verified, _ = tenant.verify_admin(token)
+        if len(self._verified_admins) >= ADMIN_RECHECK_MAX:
+            self._verified_admins.clear()  # a burst of distinct tokens: start over rather than grow
+        self._verified_admins[digest] = (tenant, verified, now)
         return tenant, verified
 
     def note_removed(self, row: ApiKey) -> None:
@@ -400,6 +501,7 @@ class KeyCache:
     def replace_with(self, other: KeyCache) -> None:
         """Swap in a freshly loaded cache at once (never serve a half-built one)."""
         self.tenants, self._admin_index = other.tenants, other._admin_index
+        self._verified_admins.clear()
         for tk in self.tenants.values():
             tk._on_change = self._notify
         for tenant_id in self.tenants:

@@ -43,8 +43,7 @@ async def open_core(settings: Settings) -> AsyncIterator[Core]:
         await core.sync.load()
         yield core
     finally:
-        core.keygen.close()
-        await core.engine.dispose()
+        await core.close_database()
 
 
 def require_database(settings: Settings) -> None:

@@ -165,6 +165,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # reports are batches of matches: larger than an ordinary API body
     secret_scanning_max_body_bytes: Annotated[int, Meta(ge=1024, le=MAX_SECRET_SCANNING_BODY)] = 1024 * 1024
 
+    # a Server-Timing header with the stages of a mint (auth, keygen, db, ...):
+    # for profiling and the benchmark; off, since it tells callers about our internals
+    server_timing: bool = False
+    # false: a mint's commit does not wait for the disk (authserver.db.writes):
+    # a power loss or OS crash (not a killed process) may lose the last mints
+    # acknowledged (rows and audit events). Revocations, rolls and admin keys always wait
+    durable_mints: bool = True
+
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and
         # ranges (msgspec does that only when decoding): check them here, so

@@ -144,10 +144,26 @@ def markdown(results: dict) -> str:
             line = (f"Steady {st['rate_per_s']} mints/s: without pool p50 {st['no_pool']['p50_ms']} ms / p99 "
                     f"{st['no_pool']['p99_ms']} ms; with a 64-keypair pool p50 {st['pool']['p50_ms']} ms / p99 "
                     f"{st['pool']['p99_ms']} ms")
+            if "pool_relaxed" in st:
+                line += (f"; the pool with `AUTHSERVER_DURABLE_MINTS=false` (commit without waiting for the disk) "
+                         f"p50 {st['pool_relaxed']['p50_ms']} ms / p99 {st['pool_relaxed']['p99_ms']} ms")
             if "floor_eddsa" in st:
                 line += (f"; the same request path with EdDSA (key generation ~0.03 ms), the floor a pool can "
                          f"reach: p50 {st['floor_eddsa']['p50_ms']} ms / p99 {st['floor_eddsa']['p99_ms']} ms")
             add(["", line + "."])
+            runs = [(label, st[key]) for key, label in (("no_pool", "no pool"), ("pool", "pool"),
+                                                        ("pool_relaxed", "pool, not durable"),
+                                                        ("floor_eddsa", "EdDSA")) if st.get(key, {}).get("stages")]
+            if runs:
+                names = list(dict.fromkeys(n for _, r in runs for n in r["stages"]))
+                add(["", "Per stage, from the server's `Server-Timing` header (p50 / p99, ms; `auth`: routing, "
+                         "body and admin key; `respond`: the answer serialized; the client's time adds the "
+                         "HTTP round trip):", "",
+                     "| stage | " + " | ".join(label for label, _ in runs) + " |",
+                     "| --- |" + " ---: |" * len(runs)])
+                add([f"| {n} | " + " | ".join(
+                    f"{r['stages'][n]['p50_ms']} / {r['stages'][n]['p99_ms']}" if n in r["stages"] else "n/a"
+                    for _, r in runs) + " |" for n in names])
         if mi.get("note"):
             add(["", f"_{mi['note']}_"])
         add([""])

@@ -20,7 +20,7 @@ from typing import Any
 
 from ._jwk import public_only
 
-__all__ = ["JWKSDocument", "RenderedJWKS"]
+__all__ = ["JWKSDocument", "RenderedJWKS", "serialize_jwk"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,15 @@ class RenderedJWKS:
 
 def _serialize(jwk: Mapping[str, Any]) -> bytes:
     return json.dumps(public_only(jwk), separators=(",", ":")).encode("ascii")
+
+
+def serialize_jwk(jwk: Mapping[str, Any]) -> bytes:
+    """A published JWK as the document holds it (public members, compact):
+    callers that keep per-key bytes share this object with the document
+    (``JWKSDocument.add_serialized``) instead of a second copy."""
+    if not isinstance(jwk.get("kid"), str) or "alg" not in jwk:
+        raise ValueError("every published JWK needs kid and alg")
+    return _serialize(jwk)
 
 
 class JWKSDocument:
@@ -48,10 +57,11 @@ class JWKSDocument:
         self._rendered: RenderedJWKS | None = None
 
     def add(self, jwk: Mapping[str, Any]) -> None:
-        kid = jwk.get("kid")
-        if not isinstance(kid, str) or "alg" not in jwk:
-            raise ValueError("every published JWK needs kid and alg")
-        part = _serialize(jwk)
+        part = serialize_jwk(jwk)  # checks kid and alg first
+        self.add_serialized(jwk["kid"], part)
+
+    def add_serialized(self, kid: str, part: bytes) -> None:
+        """Add (or replace) a key by its ``serialize_jwk`` bytes."""
         i = self._index(kid)
         if i is not None:
             self._bodies[i] = part

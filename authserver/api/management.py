@@ -35,6 +35,7 @@ from ..schemas import (
 )
 from ..services import Introspector, KeyLifecycle, KeyQueries
 from ..services.queries import STATES
+from ..stagetimes import stages_of
 from . import docs
 from .deps import core_of, json_body
 from .views import audit_view, key_view
@@ -81,8 +82,11 @@ class KeysController(Controller):
         """Mint an API key. The full key is in this response and nowhere else, ever."""
         spec: KeySpec = request.state.body  # the strictly decoded twin of ``data``
         core = core_of(request)
+        stages = stages_of(request.state)
+        if stages is not None:
+            stages.mark("auth")  # routing, the body and the admin key
         with core.metrics.mint_seconds.labels(spec.algorithm or admin.tenant.info.algorithm).time():
-            row, minted = await lifecycle.mint(admin.tenant_id, spec, admin.actor)
+            row, minted = await lifecycle.mint(admin.tenant_id, spec, admin.actor, stages=stages)
         return _with_key(core, row, minted,
                          warning="Store this key now: it is shown only once and cannot be recovered.")
 

@@ -69,8 +69,13 @@ class CacheSync:
             changed = select(Tenant).where(Tenant.id.not_in(known) | (Tenant.changed_at >= since_ms))
             for tenant in (await s.scalars(changed)).all():
                 self.cache.set_tenant(tenant)
-            rows = await s.scalars(select(ApiKey).where(ApiKey.changed_at >= since_ms))
-            applied = self.cache.apply_all(rows)
+            # streamed: after a bulk change (or a start right after one) this is
+            # every key, and all their rows at once would be a peak the process keeps
+            rows = await s.stream_scalars(select(ApiKey).where(ApiKey.changed_at >= since_ms)
+                                          .execution_options(yield_per=2000))
+            applied = 0
+            async for row in rows:
+                applied += self.cache.apply(row)
             subjects = await s.scalars(select(SubjectLimits).where(SubjectLimits.changed_at >= since_ms))
             return applied + sum(1 for row in subjects if self.cache.apply_subject(row))
 

@@ -394,3 +394,32 @@ async def test_metrics_follow_the_keys(client, admin_headers, clock):
     await client.get("/v1/keys", headers={"Authorization": "Bearer nope"})
     text = (await client.get("/metrics", headers=METRICS_HEADERS)).text
     assert "authserver_auth_failures_total" in text
+
+
+async def test_server_timing_only_when_set(tenant, client_factory, admin_headers):
+    """AUTHSERVER_SERVER_TIMING: a mint answers with its stages (the benchmark's
+    breakdown); off by default, since it tells callers about our internals."""
+    plain = await client_factory()
+    r = await plain.post("/v1/keys", json={}, headers=admin_headers)
+    assert r.status_code == 201 and "server-timing" not in r.headers
+    timed = await client_factory(server_timing=True)
+    r = await timed.post("/v1/keys", json={}, headers=admin_headers)
+    assert r.status_code == 201
+    stages = dict(part.strip().split(";dur=") for part in r.headers["server-timing"].split(","))
+    assert list(stages) == ["auth", "keygen", "db", "publish", "respond"]
+    assert all(float(ms) >= 0 for ms in stages.values())
+    # other answers carry no header: only the mint marks stages
+    assert "server-timing" not in (await timed.get("/v1/keys", headers=admin_headers)).headers
+
+
+async def test_relaxed_durability_mints_alike(tenant, client_factory, admin_headers):
+    """AUTHSERVER_DURABLE_MINTS=false changes only when the commit returns: the
+    key, its audit event and its JWK are there as with durable mints."""
+    client = await client_factory(durable_mints=False)
+    r = await client.post("/v1/keys", json={"name": "fast"}, headers=admin_headers)
+    assert r.status_code == 201, r.text
+    kid = r.json()["id"]
+    assert (await client.get(f"/v1/keys/{kid}", headers=admin_headers)).json()["name"] == "fast"
+    audit = (await client.get(f"/v1/audit?key={kid}", headers=admin_headers)).json()["data"]
+    assert [e["action"] for e in audit] == ["key.mint"]
+    assert kid in await jwks_kids(client, JWKS_PATH_ROOT)

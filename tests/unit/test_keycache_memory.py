@@ -1,0 +1,66 @@
+"""What the key cache keeps per key (issue 14): the JWK's bytes once, shared
+with the JWKS document, and no parsed key until one is verified."""
+
+from __future__ import annotations
+
+import gc
+import sys
+import tracemalloc
+from pathlib import Path
+
+from test_keycache_tenant import NOW, key_row, tenant_row
+
+import keys
+from authserver.keycache import KeyCache
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # bench/ runs from the checkout
+from bench._keys import synthetic_jwk  # noqa: E402
+
+JWKS_BYTES_PER_RS256_KEY = 452
+
+
+def test_rs256_keys_cost_little_more_than_their_jwk_bytes() -> None:
+    cache = KeyCache(lambda: NOW)
+    row = tenant_row()
+    tk = cache.set_tenant(row)
+    rows = []
+    for _ in range(2000):
+        jwk = synthetic_jwk("RS256")
+        r, _ = key_row(row)
+        r.id = r.subject = jwk["kid"]
+        r.public_jwk, r.algorithm = jwk, "RS256"
+        rows.append(r)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        cache.apply_all(rows)
+        del rows, r
+        gc.collect()
+        per_key = (tracemalloc.get_traced_memory()[0] - before) / 2000
+    finally:
+        tracemalloc.stop()
+    # the JWK bytes (~485 B with the object) plus the key's record and the
+    # dict entries, before any rendering; a parsed RSA key alone was ~2 KB more
+    assert per_key < 2 * JWKS_BYTES_PER_RS256_KEY, per_key
+    kid = next(iter(tk.published))
+    assert kid.encode() in tk.jwks().body
+
+
+def test_a_key_is_parsed_when_verified_and_forgotten_when_it_leaves() -> None:
+    cache = KeyCache(lambda: NOW)
+    row = tenant_row()
+    tk = cache.set_tenant(row)
+    key, minted = key_row(row)
+    cache.apply(key)
+    verified, published = tk.verify_api(minted.key)
+    assert verified.kid == published.kid == minted.kid and published.jwk == keys.public_only(minted.public_jwk)
+    assert published.meta == {} and published.subject is published.kid  # nothing kept twice
+    key.revoked_at = int(NOW)
+    cache.apply(key)
+    try:
+        tk.verify_api(minted.key)
+    except keys.UnknownKeyId:
+        pass
+    else:
+        raise AssertionError("a revoked key verified")
