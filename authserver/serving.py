@@ -1,6 +1,6 @@
 """``authserver serve``: uvicorn, plus the limits it lacks against slow clients.
 
-uvicorn (h11) times out only idle keep-alive connections after a response: a
+uvicorn (httptools) times out only idle keep-alive connections after a response: a
 client that sends a partial request head, one header line every few seconds,
 holds its connection (and a descriptor) for ever, and enough of them exhaust
 the process's descriptors (EMFILE at accept) so that no gateway can fetch the
@@ -32,10 +32,9 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import h11
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .settings import Settings
 
@@ -76,20 +75,20 @@ class ConnectionGuard:
 
     def __init__(self, cap: int, header_timeout: float, body_timeout: float) -> None:
         self.cap, self.header_timeout, self.body_timeout = cap, header_timeout, body_timeout
-        self.open: set[GuardedH11Protocol] = set()
+        self.open: set[GuardedProtocol] = set()
         # connections waiting for a request head, oldest first (a dict keeps insertion order)
-        self.waiting: dict[GuardedH11Protocol, None] = {}
+        self.waiting: dict[GuardedProtocol, None] = {}
         self.closed = {"header_timeout": 0, "body_timeout": 0, "evicted": 0}
         self._reported = dict(self.closed)
         self._last_log = 0.0
 
-    def opened(self, conn: GuardedH11Protocol) -> None:
+    def opened(self, conn: GuardedProtocol) -> None:
         self.open.add(conn)
         if len(self.open) > self.cap:
             victim = next(iter(self.waiting), conn)  # the oldest slow one, or else the newcomer
             victim.expire("evicted")
 
-    def forget(self, conn: GuardedH11Protocol) -> None:
+    def forget(self, conn: GuardedProtocol) -> None:
         self.open.discard(conn)
         self.waiting.pop(conn, None)
 
@@ -103,8 +102,9 @@ class ConnectionGuard:
             self._reported, self._last_log = dict(self.closed), now
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline on each request's head and body."""
+class GuardedProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline on each request's head and
+    body (httptools: ~2x fewer CPU microseconds per request than h11 here)."""
 
     guard: ClassVar[ConnectionGuard]
 
@@ -113,6 +113,7 @@ class GuardedH11Protocol(H11Protocol):
         self._phase: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._got_bytes = False
+        self._reading: str | None = None  # what the parser is in: "head", "body", None between requests
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -122,7 +123,20 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
         super().data_received(data)
-        self._track()
+        if self.parser is not None:  # not closed meanwhile (a 400)
+            self._track()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._reading = "head"
+
+    def on_headers_complete(self) -> None:
+        self._reading = "body"
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading = None
+        super().on_message_complete()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -133,12 +147,19 @@ class GuardedH11Protocol(H11Protocol):
         self._cancel_deadline()
         super().connection_lost(exc)
 
+    def _answering(self) -> bool:
+        return (self.cycle is not None and not self.cycle.response_complete) or bool(self.pipeline)
+
     def _track(self) -> None:
-        """Arm the deadline of the phase the connection is in (h11 says which)."""
+        """Arm the deadline of the phase the connection is in."""
         if self.transport.is_closing():
             return
-        state = self.conn.their_state
-        phase = "header" if state is h11.IDLE else "body" if state is h11.SEND_BODY else None
+        if self._reading == "body":
+            phase: str | None = "body"
+        elif self._reading == "head" or not self._answering():
+            phase = "header"  # a head arriving, or idle between requests: the next head is due
+        else:
+            phase = None  # a complete request being answered
         if phase == self._phase:
             return  # same phase: the deadline runs on, whatever arrives meanwhile
         self._phase = phase
@@ -164,7 +185,7 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.is_closing():
             return
         self.guard.count(reason)
-        if reason == "header_timeout" and self._got_bytes and self.conn.our_state is h11.IDLE:
+        if reason == "header_timeout" and self._got_bytes and not self._answering():
             self.transport.write(_REQUEST_TIMEOUT)  # a partial head: say why, then close
             self.transport.close()
         else:
@@ -197,9 +218,9 @@ class _GuardCollector(Collector):
         yield closed
 
 
-def guarded_protocol(guard: ConnectionGuard) -> type[GuardedH11Protocol]:
+def guarded_protocol(guard: ConnectionGuard) -> type[GuardedProtocol]:
     """The protocol class uvicorn instantiates per connection, bound to ``guard``."""
-    return type("GuardedH11Protocol", (GuardedH11Protocol,), {"guard": guard})
+    return type("GuardedProtocol", (GuardedProtocol,), {"guard": guard})
 
 
 def build_server(settings: Settings) -> uvicorn.Server:
