@@ -250,6 +250,75 @@ def build_server(settings: Settings) -> uvicorn.Server:
     return _Server(config)
 
 
-def serve(settings: Settings) -> int:
-    build_server(settings).run()
+def serve(settings: Settings, workers: int = 1) -> int:
+    if workers <= 1:
+        build_server(settings).run()
+        return 0
+    return _serve_workers(settings, workers)
+
+
+def _serve_workers(settings: Settings, workers: int) -> int:
+    """N processes on one listening socket, each with its own app and cache:
+    they are replicas to each other (a change made in one reaches the others
+    by Redis notices, or else by the reconcile loop on the shared database).
+    The parent migrates once, binds, forks before it has any thread or loop
+    (the migration's own loop is closed by then),
+    restarts a worker that dies, and stops them all on SIGTERM or SIGINT."""
+    import multiprocessing
+    import signal
+
+    if settings.run_migrations:
+        from .db.migrate import upgrade
+
+        upgrade(settings.database_url)  # once, not N times at once
+    # one socket per worker on the same port (SO_REUSEPORT): the kernel spreads new
+    # connections evenly, where one shared socket goes to whichever worker wakes first
+    first = socket.create_server((settings.host, settings.port), backlog=_LISTEN_QUEUE, reuse_port=True)
+    port = first.getsockname()[1]
+    sockets = [first, *(socket.create_server((settings.host, port), backlog=_LISTEN_QUEUE, reuse_port=True)
+                        for _ in range(workers - 1))]
+    ctx = multiprocessing.get_context("fork")
+    stopping = False
+
+    def start(index: int) -> multiprocessing.process.BaseProcess:
+        # one metrics listener (worker 0); the workers share the xDS port (gRPC binds with SO_REUSEPORT)
+        mine = settings.replace(run_migrations=False, metrics_port=settings.metrics_port if index == 0 else 0)
+        proc = ctx.Process(target=_worker, args=(mine, sockets[index]), name=f"authserver-worker-{index}",
+                           daemon=False)
+        proc.start()
+        return proc
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    procs = [start(i) for i in range(workers)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("serving on %s:%d with %d worker processes", settings.host, port, workers)
+    try:
+        while not stopping:
+            for i, proc in enumerate(procs):
+                proc.join(timeout=0.5 / workers)
+                if proc.exitcode is not None and not stopping:
+                    log.error("worker %d exited with %s; starting it again", i, proc.exitcode)
+                    procs[i] = start(i)
+        for proc in procs:
+            proc.join(timeout=30)
+            if proc.is_alive():
+                proc.kill()
+    finally:
+        for sock in sockets:
+            sock.close()
     return 0
+
+
+def _worker(settings: Settings, sock: socket.socket) -> None:
+    import signal
+
+    for signum in (signal.SIGTERM, signal.SIGINT):  # uvicorn installs its own when it runs
+        signal.signal(signum, signal.SIG_DFL)
+    build_server(settings).run(sockets=[sock])
