@@ -273,17 +273,20 @@ def _serve_workers(settings: Settings, workers: int) -> int:
         upgrade(settings.database_url)  # once, not N times at once
     # one socket per worker on the same port (SO_REUSEPORT): the kernel spreads new
     # connections evenly, where one shared socket goes to whichever worker wakes first
-    first = socket.create_server((settings.host, settings.port), backlog=_LISTEN_QUEUE, reuse_port=True)
-    port = first.getsockname()[1]
-    sockets = [first, *(socket.create_server((settings.host, port), backlog=_LISTEN_QUEUE, reuse_port=True)
+    sock = socket.create_server((settings.host, settings.port), backlog=_LISTEN_QUEUE, reuse_port=True)
+    port = sock.getsockname()[1]
+    sockets = [sock, *(socket.create_server((settings.host, port), backlog=_LISTEN_QUEUE, reuse_port=True)
                         for _ in range(workers - 1))]
     ctx = multiprocessing.get_context("fork")
     stopping = False
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
-        # one metrics listener (worker 0); the workers share the xDS port (gRPC binds with SO_REUSEPORT)
-        mine = settings.replace(run_migrations=False, metrics_port=settings.metrics_port if index == 0 else 0)
-        proc = ctx.Process(target=_worker, args=(mine, sockets[index]), name=f"authserver-worker-{index}",
+        # worker 0 alone runs the metrics listener and the gRPC services (xDS, rate limits,
+        # access logs): one port each; it learns the others' changes as a replica would
+        first = index == 0
+        mine = settings.replace(run_migrations=False, metrics_port=settings.metrics_port if first else 0,
+                                xds_port=settings.xds_port if first else None)
+        proc = ctx.Process(target=_worker, args=(mine, sockets, index), name=f"authserver-worker-{index}",
                            daemon=False)
         proc.start()
         return proc
@@ -316,9 +319,12 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     return 0
 
 
-def _worker(settings: Settings, sock: socket.socket) -> None:
+def _worker(settings: Settings, sockets: list[socket.socket], index: int) -> None:
     import signal
 
     for signum in (signal.SIGTERM, signal.SIGINT):  # uvicorn installs its own when it runs
         signal.signal(signum, signal.SIG_DFL)
-    build_server(settings).run(sockets=[sock])
+    for i, other in enumerate(sockets):
+        if i != index:
+            other.close()  # the parent keeps it for that worker's restart
+    build_server(settings).run(sockets=[sockets[index]])
