@@ -144,10 +144,11 @@ class AuthServer:
             "admin_key"]
         return self.admin_key
 
-    def start(self, timeout: float = 300) -> AuthServer:
+    def start(self, timeout: float = 300, args: tuple[str, ...] = ()) -> AuthServer:
+        """``args``: more `serve` options, e.g. ("--workers", "2")."""
         log = open(self.dir / "server.log", "ab")
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "authserver", "serve"], env=self.env, stdout=log,
+            self.proc = subprocess.Popen([sys.executable, "-m", "authserver", "serve", *args], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          preexec_fn=death_signal_preexec())
         finally:
