@@ -22,8 +22,8 @@ on average), never by history, so every replica cuts the same set alike.
   on a byte boundary with no back-reference before it: the pigz scheme), then
   a final empty block and the trailer, whose CRC-32 is combined from the
   segments' CRCs. Any gzip decoder reads it as a single ordinary member
-  (concatenated members, also valid per RFC 1952, are dropped by some clients,
-  e.g. Chromium reads only the first).
+  (concatenated members, also valid per RFC 1952, are not read past the
+  first by every client: readers that stop at the first end-of-stream).
 """
 
 from __future__ import annotations
