@@ -202,9 +202,19 @@ async def _send_answer(answer: JWKSAnswer, head: bool, send: Send) -> None:
     if head or not answer.chunks:
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
-    last = len(answer.chunks) - 1
-    for i, chunk in enumerate(answer.chunks):
-        await send({"type": "http.response.body", "body": chunk, "more_body": i < last})
+    # one message per ~256 KiB: a send per segment would cost more than the copy
+    batch: list[bytes] = []
+    size = 0
+    for chunk in answer.chunks:
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= _SEND_BATCH:
+            await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+            batch, size = [], 0
+    await send({"type": "http.response.body", "body": b"".join(batch), "more_body": False})
+
+
+_SEND_BATCH = 256 * 1024
 
 
 def _discovery(request: AnyRequest, tenant_id: str) -> dict[str, Any]:
