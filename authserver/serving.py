@@ -176,7 +176,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._reading = "body"
-        if self.fast is not None and not self._answering() and self._answer_fast():
+        # not while the client is behind on reading (write buffer over its high-water mark):
+        # pipelined requests then take the app's path, which queues them and waits for it
+        if self.fast is not None and not self._answering() and not self.flow.write_paused and self._answer_fast():
             return
         super().on_headers_complete()
 

@@ -109,6 +109,16 @@ def test_everything_else_goes_to_the_app(server):
     assert b" 200 " in status and json.loads(body)["keys"] and state == b"open"
 
 
+def test_many_pipelined_requests_from_a_slow_reader_answer_in_order(server):
+    """The fast path stops while the client is behind on reading (the app's path
+    then queues the rest with flow control): every answer arrives, in order."""
+    raw = b"".join(get("/.well-known/jwks.json") if i % 7 else get("/healthz") for i in range(60))
+    answers = exchange(server.port, raw, responses=60, timeout=30)
+    jwks = {body for i, (status, _, body) in enumerate(answers[:60]) if i % 7}
+    assert all(b" 200 " in a[0] for a in answers[:60]) and len(jwks) == 1
+    assert all(json.loads(answers[i][2])["status"] == "ok" for i in range(0, 60, 7))
+
+
 def test_counted_in_the_metrics_under_the_route_template(server):
     def count() -> float:
         text = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text
