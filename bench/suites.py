@@ -329,8 +329,9 @@ def jwks_serving(quick: bool) -> dict:
                       for a in (["EdDSA"] if quick else ["RS256", "EdDSA"])]
     out["note"] = ("keys seeded into the database (synthetic public keys); load without Accept-Encoding (identity "
                    "bodies on both sides) unless marked gzip; the authserver serves its cached rendering through "
-                   "its ASGI fast path on uvicorn + httptools; medians of the alternating rounds; CPU us per request "
-                   "is the server process's (and its children's) user + system time over the requests answered")
+                   "its protocol-level fast path (uvicorn + httptools); medians of the alternating rounds; CPU us "
+                   "per request is the server process's (and its children's) user + system time over the requests "
+                   "answered")
     return out
 
 
