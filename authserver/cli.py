@@ -61,6 +61,16 @@ def _duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return n
+
+
 def _fmt_time(ts: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(ts)) if ts else "-"
 
@@ -378,17 +388,17 @@ async def _cmd_gateway(settings: Settings, args: argparse.Namespace) -> int:
     return await cli_gateway(settings, args)
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, workers: int = 1) -> int:
     from .memtune import keep_large_blocks_mapped
     from .serving import serve  # uvicorn with header/body deadlines and a connection cap
 
     keep_large_blocks_mapped()  # a long-lived process holding every key: see memtune
-    return serve(settings)
+    return serve(settings, workers)
 
 
 def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     check_sqlite_path(settings)
-    return _serve(settings)
+    return _serve(settings, args.workers)
 
 
 def _check_port_free(host: str, port: int, what: str) -> None:
@@ -467,6 +477,9 @@ def _group(sub: _Subparsers, name: str, help: str, dest: str) -> _Subparsers:
 def _add_serve(sub: _Subparsers) -> None:
     s = sub.add_parser("serve", help="run the HTTP server (migrates the database on start)")
     _add_listen(s)
+    s.add_argument("--workers", type=_positive_int, default=1, metavar="N",
+                   help="N processes on the port, each with its own key cache, kept in step like replicas "
+                        "(Redis notices, else the reconcile loop); default 1")
     s.set_defaults(func=_cmd_serve)
 
 

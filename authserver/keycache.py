@@ -16,8 +16,6 @@ small whatever the tenant's size: they hold one window of changes.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import heapq
 import json
 import sys
@@ -160,22 +158,29 @@ class _ParsedOnDemand:
 
 
 class ServedJWKS:
-    """One rendered JWKS with its gzip twin, computed once per change."""
+    """One rendered JWKS (identity and gzip, see keys.JWKSDocument: a change
+    recompresses one segment, not the set)."""
 
-    __slots__ = ("body", "etag", "key_count", "_gzipped", "rendered_at")
+    __slots__ = ("rendered", "etag", "key_count", "size", "rendered_at")
 
     def __init__(self, rendered: keys.RenderedJWKS, rendered_at: float) -> None:
-        self.body = rendered.body
+        self.rendered = rendered
         self.etag = rendered.etag
         self.key_count = rendered.key_count
+        self.size = rendered.size
         self.rendered_at = rendered_at
-        self._gzipped: bytes | None = None
+
+    @property
+    def body(self) -> bytes:
+        return self.rendered.body
 
     @property
     def gzipped(self) -> bytes:
-        if self._gzipped is None:
-            self._gzipped = gzip.compress(self.body, compresslevel=6, mtime=0)
-        return self._gzipped
+        return self.rendered.gzipped
+
+    def chunks(self, gzip: bool) -> list[bytes]:
+        """The answer as written: a few chunks for a big set, one copy of nothing."""
+        return self.rendered.gzip_chunks if gzip else self.rendered.chunks
 
 
 class TenantKeys:

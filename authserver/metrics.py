@@ -30,7 +30,7 @@ class _CacheCollector(Collector):
         for tenant_id, tk in self.cache.tenants.items():
             served = [tk.jwks(shard) for shard in tk.shard_ids()]
             active.add_metric([tenant_id], tk.count("api"))
-            size.add_metric([tenant_id], sum(len(d.body) for d in served))
+            size.add_metric([tenant_id], sum(d.size for d in served))
             rebuild.add_metric([tenant_id], tk.last_rebuild_seconds)
         yield active
         yield size

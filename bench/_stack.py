@@ -148,15 +148,16 @@ class AuthServer:
             "admin_key"]
         return self.admin_key
 
-    def start(self, timeout: float = 300) -> AuthServer:
-        return self.launch().ready(timeout)
+    def start(self, timeout: float = 300, args: tuple[str, ...] = ()) -> AuthServer:
+        """``args``: more `serve` options, e.g. ("--workers", "2")."""
+        return self.launch(args).ready(timeout)
 
-    def launch(self) -> AuthServer:
+    def launch(self, args: tuple[str, ...] = ()) -> AuthServer:
         """Start the process without waiting for it (``ready`` waits). From the
         main thread: children get SIGTERM when the thread that started them ends."""
         log = open(self.dir / "server.log", "ab")
         try:
-            self.proc = subprocess.Popen([sys.executable, "-m", "authserver", "serve"], env=self.env, stdout=log,
+            self.proc = subprocess.Popen([sys.executable, "-m", "authserver", "serve", *args], env=self.env, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          preexec_fn=death_signal_preexec())
         finally:

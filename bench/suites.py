@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
+import os
 import random
 import shutil
 import statistics
@@ -249,13 +249,53 @@ http {{ access_log off; client_body_temp_path {root}; proxy_temp_path {root}; fa
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and its children (nginx's worker, authserver's workers)."""
+    total = 0.0
+    for p in [pid, *_children(pid)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry))
+            except OSError:
+                pass
+    return out
+
+
+def _timed_load(url: str, pid: int, seconds: float, connections: int, headers: dict | None = None) -> dict:
+    """One load, plus the server's CPU microseconds per request (independent of
+    how busy the shared cores are, unlike req/s)."""
+    c0 = _cpu_seconds(pid)
+    r = load(url, headers, seconds=seconds, connections=connections).as_dict()
+    r["cpu_us_per_request"] = round((_cpu_seconds(pid) - c0) * 1e6 / max(1, r["rps"] * seconds), 1)
+    return r
+
+
+def _median_timed(runs: list[dict]) -> dict:
+    out = {k: round(statistics.median(r[k] for r in runs), 2) for k in ("rps", "p50_ms", "p99_ms",
+                                                                         "cpu_us_per_request")}
+    out["ok"] = all(r["ok"] for r in runs)
+    return out
+
+
 def jwks_serving(quick: bool) -> dict:
     alg = "EdDSA" if quick else "RS256"
     sizes = _cap([200] if quick else [1000, 10000])
-    seconds, connections = (2, 16) if quick else (5, 16)
-    out: dict = {"alg": alg, "connections": connections, "seconds_per_load": seconds, "sizes": []}
+    seconds, connections, rounds = (1, 16, 3) if quick else (5, 16, 3)
+    out: dict = {"alg": alg, "connections": connections, "seconds_per_load": seconds, "rounds": rounds, "sizes": []}
     for n in progress(sizes, "jwks serving"):
-        row: dict = {"keys": n}
+        row: dict = {"keys": n, "runs": []}
         with AuthServer() as srv:
             srv.create_tenant("default", alg)
             _seed(srv.dir / "bench.db", "default", alg, n)
@@ -263,45 +303,89 @@ def jwks_serving(quick: bool) -> dict:
             url = f"{srv.url}/.well-known/jwks.json"
             body = httpx.get(url, timeout=60).content  # renders and caches the document
             row["jwks_bytes"] = len(body)
-            row["gzip_bytes"] = len(gzip.compress(body))
-            # A B A: ours, the baseline on the same bytes, ours again (drift check)
-            row["ours"] = load(url, seconds=seconds, connections=connections).as_dict()
+            gz = httpx.get(url, timeout=60, headers={"Accept-Encoding": "gzip"})
+            row["gzip_bytes"] = int(gz.headers.get("content-length", 0))
+            assert srv.proc is not None
             with _Baseline(body) as base:
                 out["baseline"] = base.kind
-                row["baseline"] = load(base.url, seconds=seconds, connections=connections).as_dict()
-            row["ours_again"] = load(url, seconds=seconds, connections=connections).as_dict()
-        ours_rps = statistics.fmean([row["ours"]["rps"], row["ours_again"]["rps"]])
-        ours_p99 = statistics.fmean([row["ours"]["p99_ms"], row["ours_again"]["p99_ms"]])
-        row["rps_ratio_ours_to_baseline"] = round(ours_rps / row["baseline"]["rps"], 3)
-        row["p99_ratio_ours_to_baseline"] = round(ours_p99 / row["baseline"]["p99_ms"], 3)
+                assert base.proc is not None
+                for _ in range(rounds):  # alternating: ours, the baseline on the same bytes
+                    row["runs"].append({
+                        "ours": _timed_load(url, srv.proc.pid, seconds, connections),
+                        "baseline": _timed_load(base.url, base.proc.pid, seconds, connections)})
+            if not quick:
+                row["ours_gzip"] = _timed_load(url, srv.proc.pid, seconds, connections, {"Accept-Encoding": "gzip"})
+        row["ours"] = _median_timed([r["ours"] for r in row["runs"]])
+        row["baseline"] = _median_timed([r["baseline"] for r in row["runs"]])
+        row["rps_ratio_ours_to_baseline"] = round(row["ours"]["rps"] / row["baseline"]["rps"], 3)
+        row["p99_ratio_ours_to_baseline"] = round(row["ours"]["p99_ms"] / row["baseline"]["p99_ms"], 3)
+        row["cpu_ratio_ours_to_baseline"] = round(row["ours"]["cpu_us_per_request"]
+                                                  / max(0.1, row["baseline"]["cpu_us_per_request"]), 3)
         out["sizes"].append(row)
+    if not quick:
+        out["workers"] = _workers(alg, sizes[0], seconds, connections, rounds)
     rebuild_n = min(20_000 if quick else 100_000, OPTIONS["max_keys"] or 1 << 62)
     out["rebuild"] = [_rebuild(a, rebuild_n, reps=10 if quick else 30)
                       for a in (["EdDSA"] if quick else ["RS256", "EdDSA"])]
     out["note"] = ("keys seeded into the database (synthetic public keys); load without Accept-Encoding (identity "
-                   "bodies on both sides); the authserver serves its cached rendering")
+                   "bodies on both sides) unless marked gzip; the authserver serves its cached rendering through "
+                   "its protocol-level fast path (uvicorn + httptools); medians of the alternating rounds; CPU us "
+                   "per request is the server process's (and its children's) user + system time over the requests "
+                   "answered")
     return out
+
+
+def _workers(alg: str, n: int, seconds: float, connections: int, rounds: int) -> dict:
+    """`serve --workers 2` vs 1 worker on the same database and the same 2 cores,
+    in alternating rounds (each server stopped while the other is measured would
+    cost a restart per round: both run, one is loaded at a time)."""
+    res: dict = {"keys": n, "runs": []}
+    with AuthServer() as one, AuthServer(db_url=None) as two:
+        one.create_tenant("default", alg)
+        _seed(one.dir / "bench.db", "default", alg, n)
+        two.env["AUTHSERVER_DATABASE_URL"] = one.env["AUTHSERVER_DATABASE_URL"]  # the same keys
+        one.start()
+        two.start(args=("--workers", "2"))
+        assert one.proc is not None and two.proc is not None
+        u1, u2 = f"{one.url}/.well-known/jwks.json", f"{two.url}/.well-known/jwks.json"
+        for _ in range(rounds):
+            res["runs"].append({"one_worker": _timed_load(u1, one.proc.pid, seconds, connections),
+                                "two_workers": _timed_load(u2, two.proc.pid, seconds, connections)})
+    res["one_worker"] = _median_timed([r["one_worker"] for r in res["runs"]])
+    res["two_workers"] = _median_timed([r["two_workers"] for r in res["runs"]])
+    res["rps_ratio_two_to_one"] = round(res["two_workers"]["rps"] / res["one_worker"]["rps"], 3)
+    return res
 
 
 def _rebuild(alg: str, n: int, reps: int) -> dict:
     """Time to reflect one change at n keys (revoke one key, publish another)
-    and render again: with keys.JWKSDocument alone, and through the server's
-    TenantKeys (which also parses the new key for verification), plus gzip."""
+    and render again: with keys.JWKSDocument alone (identity, then with gzip:
+    the answer's chunks as served), and through the server's TenantKeys (which
+    also parses the new key for verification), plus gzip; and what joining
+    the whole body would add (what a server without chunked writes pays)."""
     from authserver.keycache import PublishedKey, TenantInfo, TenantKeys
 
-    jwks = [synthetic_jwk(alg) for _ in progress(range(n + reps), f"rebuild {alg}: keys")]
+    jwks = [synthetic_jwk(alg) for _ in progress(range(n + 2 * reps), f"rebuild {alg}: keys")]
     doc = keys.JWKSDocument(sentinel=keys.sentinel_jwk(alg))
     for j in jwks[:n]:
         doc.add(j)
-    doc.render()
-    t_doc = []
+    _ = doc.render().gzip_chunks  # warm: the first compression of every segment is not what is measured
+    t_doc, t_doc_gz, t_join = [], [], []
     for i in range(reps):
         t0 = time.perf_counter()
         doc.remove(jwks[i]["kid"])
         doc.add(jwks[n + i])
-        doc.render()
-        t_doc.append((time.perf_counter() - t0) * 1000)
-    del doc
+        rendered = doc.render()
+        _ = rendered.chunks
+        t1 = time.perf_counter()
+        _ = rendered.gzip_chunks
+        t2 = time.perf_counter()
+        _ = rendered.body, rendered.gzipped
+        t_doc.append((t1 - t0) * 1000)
+        t_doc_gz.append((t2 - t0) * 1000)
+        t_join.append((time.perf_counter() - t2) * 1000)
+    segments = doc.segment_count
+    del doc, rendered
 
     def published(jwk: dict) -> PublishedKey:
         return PublishedKey.from_jwk(jwk, "bench")
@@ -310,23 +394,25 @@ def _rebuild(alg: str, n: int, reps: int) -> dict:
     tk = TenantKeys(info, keys.sentinel_jwk(alg), time.time)
     for j in progress(jwks[:n], f"rebuild {alg}: TenantKeys"):
         tk.put(published(j))
-    _ = tk.jwks().gzipped  # warm: the first gzip is not what is measured
+    _ = tk.jwks().chunks(True)
     t_tk, t_gz = [], []
     for i in range(reps):
         t0 = time.perf_counter()
         tk.remove(jwks[i]["kid"])
-        tk.put(published(jwks[n + i]))
+        tk.put(published(jwks[n + reps + i]))
         served = tk.jwks()
+        _ = served.chunks(False)
         t1 = time.perf_counter()
-        _ = served.gzipped  # compress: the second figure includes it
+        _ = served.chunks(True)  # compress: the second figure includes it
         t_tk.append((t1 - t0) * 1000)
         t_gz.append((time.perf_counter() - t0) * 1000)
 
     def stats(ts: list[float]) -> dict:
         return {"median_ms": round(statistics.median(ts), 2), "p99_ms": round(pct(ts, 99), 2)}
 
-    return {"alg": alg, "keys": n, "reps": reps, "jwks_bytes": len(served.body),
-            "jwksdocument": stats(t_doc), "tenantkeys": stats(t_tk), "tenantkeys_with_gzip": stats(t_gz)}
+    return {"alg": alg, "keys": n, "reps": reps, "jwks_bytes": served.size, "gzip_bytes": len(served.gzipped),
+            "segments": segments, "jwksdocument": stats(t_doc), "jwksdocument_with_gzip": stats(t_doc_gz),
+            "tenantkeys": stats(t_tk), "tenantkeys_with_gzip": stats(t_gz), "join_both_bodies": stats(t_join)}
 
 
 # --- 5: mint latency and throughput vs raw generation; the pool ---------------

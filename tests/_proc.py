@@ -26,9 +26,11 @@ class Server:
     """One `authserver serve` process."""
 
     def __init__(self, env: dict[str, str], port: int | None = None, log_dir: Path | None = None,
-                 nofile: int | None = None) -> None:
-        """``nofile``: the process's descriptor limit (RLIMIT_NOFILE), lowered for fault tests."""
+                 nofile: int | None = None, args: tuple[str, ...] = ()) -> None:
+        """``nofile``: the process's descriptor limit (RLIMIT_NOFILE), lowered for fault tests;
+        ``args``: more `serve` options (e.g. --workers 2)."""
         self.port = port or free_port()
+        self.args = args
         self.nofile = nofile
         self.env = {"AUTHSERVER_METRICS_TOKEN": METRICS_TOKEN, **os.environ, **env, "AUTHSERVER_HOST": "127.0.0.1",
                     "AUTHSERVER_PORT": str(self.port)}
@@ -42,7 +44,8 @@ class Server:
     def start(self, timeout: float = 30) -> Server:
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "authserver", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "authserver", "serve", *self.args], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT,
             preexec_fn=self._limit if self.nofile else None,
         )
         wait_until(lambda: httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200, timeout,

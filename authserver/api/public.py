@@ -2,22 +2,31 @@
 
 JWKS answers are precomputed bytes (and their gzip twin) with a strong ETag;
 ``If-None-Match`` gets a 304. max-age never runs past the next scheduled
-removal, so a well-behaved cache cannot hold a key past its expiry.
+removal, so a well-behaved cache cannot hold a key past its expiry. The
+JWKS GETs are answered by a plain ASGI fast path in front of Litestar
+(``with_jwks_fast_path``); the routes below give the same answer (one
+``jwks_answer``) and keep the docs and the error cases.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, Response, get
+from litestar.enums import ScopeType
 from litestar.params import PathParameter
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import NotFound
 from ..metrics_access import token_ok
 from ..schemas import ALGORITHM_NAMES
 from . import docs
 from .deps import core_of
+
+if TYPE_CHECKING:
+    from ..core import Core
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -68,8 +77,19 @@ def _accepts_gzip(header: str | None) -> bool:
     return chosen is not None and chosen > 0
 
 
-def _jwks_response(request: AnyRequest, tenant_id: str, shard: int | None = None) -> Response[Any]:
-    core = core_of(request)
+@dataclass(frozen=True, slots=True)
+class JWKSAnswer:
+    """A JWKS answer, decided once for both ways in (fast path and Litestar)."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: list[bytes]  # the body as written: one chunk per group of segments (empty for 304)
+
+
+def jwks_answer(core: Core, tenant_id: str, shard: int | None, if_none_match: str | None,
+                accept_encoding: str | None) -> JWKSAnswer:
+    """The tenant's (or shard's) JWKS, 304 on a matching ETag, gzip if accepted;
+    raises NotFound. max-age never runs past the next scheduled removal."""
     tk = core.cache.get(tenant_id)
     if tk is None:
         raise NotFound("no such tenant")
@@ -81,20 +101,120 @@ def _jwks_response(request: AnyRequest, tenant_id: str, shard: int | None = None
     if nxt is not None:
         max_age = max(0, min(max_age, math.floor(nxt - core.clock())))
     headers = {
-        "ETag": served.etag,
-        "Cache-Control": f"public, max-age={max_age}",
-        "Vary": "Accept-Encoding",
-        "X-Content-Type-Options": "nosniff",
+        "etag": served.etag,
+        "cache-control": f"public, max-age={max_age}",
+        "vary": "Accept-Encoding",
+        "x-content-type-options": "nosniff",
     }
-    not_modified = _etag_matches(request.headers.get("if-none-match"), served.etag)
+    not_modified = _etag_matches(if_none_match, served.etag)
     core.metrics.jwks_fetch(tenant_id, shard, not_modified)
     if not_modified:
-        return Response(b"", status_code=304, headers=headers)
-    body = served.body
-    if _accepts_gzip(request.headers.get("accept-encoding")):
-        body = served.gzipped
-        headers["Content-Encoding"] = "gzip"
-    return Response(body, media_type=JSON, headers=headers)
+        return JWKSAnswer(304, headers, [])
+    gzipped = _accepts_gzip(accept_encoding)
+    if gzipped:
+        headers["content-encoding"] = "gzip"
+    return JWKSAnswer(200, headers, served.chunks(gzipped))
+
+
+def _jwks_response(request: AnyRequest, tenant_id: str, shard: int | None = None) -> Response[Any]:
+    answer = jwks_answer(core_of(request), tenant_id, shard, request.headers.get("if-none-match"),
+                         request.headers.get("accept-encoding"))
+    if answer.status == 304:
+        return Response(b"", status_code=304, headers=answer.headers)
+    return Response(b"".join(answer.chunks), media_type=JSON, headers=answer.headers)
+
+
+# --- the fast path: the JWKS GETs answered in plain ASGI, before Litestar -----
+
+_DEFAULT_TEMPLATE = "/.well-known/jwks.json"
+_TENANT_TEMPLATE = "/t/{tenant_id}/.well-known/jwks.json"
+_SHARD_TEMPLATE = "/t/{tenant_id}/shards/{shard}/jwks.json"
+
+
+def _match_jwks(path: str, default_tenant: str) -> tuple[str, int | None, str] | None:
+    """(tenant, shard, route template) of a JWKS path, or None for any other path
+    (or one Litestar should judge, e.g. a shard that is not a plain number)."""
+    if path == _DEFAULT_TEMPLATE:
+        return default_tenant, None, _DEFAULT_TEMPLATE
+    if not path.startswith("/t/"):
+        return None
+    parts = path.split("/")  # "", "t", tenant, ...
+    if len(parts) == 5 and parts[3] == ".well-known" and parts[4] == "jwks.json" and parts[2]:
+        return parts[2], None, _TENANT_TEMPLATE
+    if (len(parts) == 6 and parts[3] == "shards" and parts[5] == "jwks.json" and parts[2]
+            and parts[4].isascii() and parts[4].isdigit()):
+        return parts[2], int(parts[4]), _SHARD_TEMPLATE
+    return None
+
+
+def jwks_fast_answer(core: Core, path: str, if_none_match: str | None,
+                     accept_encoding: str | None) -> tuple[str, JWKSAnswer] | None:
+    """(route template, answer) of a GET or HEAD on a JWKS path of a known
+    tenant; None for anything else (Litestar answers it: unknown tenants and
+    shards with a problem, odd paths, other routes)."""
+    matched = _match_jwks(path, core.settings.default_tenant)
+    if matched is None or matched[0] not in core.cache.tenants:
+        return None
+    tenant_id, shard, template = matched
+    try:
+        return template, jwks_answer(core, tenant_id, shard, if_none_match, accept_encoding)
+    except NotFound:
+        return None
+
+
+def with_jwks_fast_path(app: ASGIApp, core: Core) -> ASGIApp:
+    """Answer JWKS GET and HEAD requests without routing, handler or response
+    objects (the same answer as the Litestar routes, which keep the docs and
+    every other case); measured ~1.7x the Litestar handler for a precomputed
+    body. Sets ``path_template`` so the HTTP metrics count it under the
+    route's template. (`authserver serve` answers them one step earlier, in
+    the HTTP protocol: authserver.serving.)"""
+
+    async def handler(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == ScopeType.HTTP and scope["method"] in ("GET", "HEAD"):
+            if_none_match = accept_encoding = None
+            for name, value in scope["headers"]:
+                if name == b"if-none-match":
+                    if_none_match = value.decode("latin-1")
+                elif name == b"accept-encoding":
+                    accept_encoding = value.decode("latin-1")
+            found = jwks_fast_answer(core, scope["path"], if_none_match, accept_encoding)
+            if found is not None:
+                scope["path_template"] = found[0]
+                await _send_answer(found[1], scope["method"] == "HEAD", send)
+                return
+        await app(scope, receive, send)
+
+    return handler
+
+
+def response_head(answer: JWKSAnswer) -> list[tuple[bytes, bytes]]:
+    """The answer's header fields, as written (Content-Length counts the body a GET would get)."""
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in answer.headers.items()]
+    if answer.status == 200:
+        headers.append((b"content-type", b"application/json"))
+        headers.append((b"content-length", str(sum(map(len, answer.chunks))).encode()))
+    return headers
+
+
+async def _send_answer(answer: JWKSAnswer, head: bool, send: Send) -> None:
+    await send({"type": "http.response.start", "status": answer.status, "headers": response_head(answer)})
+    if head or not answer.chunks:
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    # one message per ~256 KiB: a send per segment would cost more than the copy
+    batch: list[bytes] = []
+    size = 0
+    for chunk in answer.chunks:
+        batch.append(chunk)
+        size += len(chunk)
+        if size >= _SEND_BATCH:
+            await send({"type": "http.response.body", "body": b"".join(batch), "more_body": True})
+            batch, size = [], 0
+    await send({"type": "http.response.body", "body": b"".join(batch), "more_body": False})
+
+
+_SEND_BATCH = 256 * 1024
 
 
 def _discovery(request: AnyRequest, tenant_id: str) -> dict[str, Any]:

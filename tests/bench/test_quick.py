@@ -113,8 +113,10 @@ def test_quick_benchmark_writes_json_markdown_and_plots():
     assert s["server_memory"]["rows"] and s["server_memory"]["rss_bytes_per_key"]
     j = s["jwks_serving"]
     assert j["baseline"] in ("nginx", "python-http.server") and j["sizes"] and j["rebuild"]
-    assert {"ours", "baseline", "ours_again", "rps_ratio_ours_to_baseline"} <= set(j["sizes"][0])
-    assert {"jwksdocument", "tenantkeys", "tenantkeys_with_gzip"} <= set(j["rebuild"][0])
+    row = j["sizes"][0]
+    assert {"ours", "baseline", "runs", "rps_ratio_ours_to_baseline", "cpu_ratio_ours_to_baseline"} <= set(row)
+    assert len(row["runs"]) >= 3 and row["ours"]["ok"] and row["ours"]["cpu_us_per_request"] > 0
+    assert {"jwksdocument", "jwksdocument_with_gzip", "tenantkeys", "tenantkeys_with_gzip"} <= set(j["rebuild"][0])
     m = s["mint"]
     assert m["levels"] and {"clients", "p50_ms", "p99_ms", "keys_per_s"} <= set(m["levels"][0])
     assert {"1_thread", "2_threads"} <= set(m["raw_keygen_per_s"]) and "best_vs_raw_2_threads" in m

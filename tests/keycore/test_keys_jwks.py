@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import random
 import re
+import zlib
 
 import pytest
 from jwcrypto import jwk as jwcrypto_jwk
@@ -208,7 +212,7 @@ def test_membership_and_kids(sentinel, published):
     doc = keys.JWKSDocument(sentinel=sentinel)
     for m in published:
         doc.add(m.public_jwk)
-    assert len(doc) == 3 and list(doc.kids()) == [m.kid for m in published]
+    assert len(doc) == 3 and list(doc.kids()) == sorted(m.kid for m in published)  # kid order
     assert published[1].kid in doc and "other" not in doc
     doc.add(published[1].public_jwk)  # re-adding replaces, does not duplicate
     assert len(doc) == 3 and body(doc)["keys"].count(published[1].public_jwk) == 1
@@ -231,3 +235,67 @@ def test_adding_serializes_only_the_new_key(monkeypatch, sentinel, published):
     doc.remove(published[0].kid)
     doc.render()
     assert len(calls) == 3  # removal re-serializes nothing
+
+
+def _random_jwk(rng: random.Random, i: int) -> dict:
+    # cheap stand-ins with RS256-like bytes: the document never parses the key
+    return {"kty": "RSA", "kid": f"{rng.getrandbits(128):032x}", "alg": "RS256", "use": "sig", "e": "AQAB",
+            "n": base64.urlsafe_b64encode(rng.randbytes(64 + i % 7)).decode().rstrip("=")}
+
+
+def test_gzip_is_the_identity_body_after_many_random_changes(sentinel):
+    """Segments are recompressed one at a time; the gzip stream must still be
+    exactly the identity body, for the stdlib, a streaming zlib reader (one
+    member only, as httpx and browsers read it) and a fresh document."""
+    rng = random.Random(14)
+    doc = keys.JWKSDocument(sentinel=sentinel)
+    live: dict[str, dict] = {}
+    for i in range(3000):
+        j = _random_jwk(rng, i)
+        live[j["kid"]] = j
+        doc.add(j)
+    assert doc.segment_count > 20  # the set really is cut in segments
+    for step in range(400):
+        roll = rng.random()
+        if roll < 0.45 and live:
+            kid = rng.choice(sorted(live))
+            assert doc.remove(kid)
+            del live[kid]
+        elif roll < 0.9:
+            j = _random_jwk(rng, step)
+            live[j["kid"]] = j
+            doc.add(j)
+        else:  # the same kid with other bytes
+            kid = rng.choice(sorted(live))
+            live[kid] = {**live[kid], "use": "sig" if "use" not in live[kid] else None}
+            live[kid] = {k: v for k, v in live[kid].items() if v is not None}
+            doc.add(live[kid])
+        if step % 37 == 0 or step == 399:
+            rendered = doc.render()
+            d = zlib.decompressobj(wbits=31)
+            assert d.decompress(rendered.gzipped) == rendered.body and d.eof and d.unused_data == b""
+            assert gzip.decompress(rendered.gzipped) == rendered.body
+            fresh = keys.JWKSDocument(sentinel=sentinel)
+            for j in reversed(list(live.values())):
+                fresh.add(j)
+            assert fresh.render() == rendered and fresh.render().gzipped == rendered.gzipped
+            assert [k["kid"] for k in json.loads(rendered.body)["keys"]] == sorted(live)
+    while live:  # down to the sentinel
+        doc.remove(live.popitem()[0])
+    assert gzip.decompress(doc.render().gzipped) == doc.render().body
+    assert json.loads(doc.render().body) == {"keys": [keys.public_only(sentinel)]}
+
+
+def test_a_change_recompresses_one_segment(monkeypatch, sentinel):
+    rng = random.Random(3)
+    doc = keys.JWKSDocument(sentinel=sentinel)
+    for i in range(2000):
+        doc.add(_random_jwk(rng, i))
+    _ = doc.render().gzipped
+    calls: list[int] = []
+    original = keys.jwks._deflate
+    monkeypatch.setattr(keys.jwks, "_deflate", lambda data: calls.append(len(data)) or original(data))
+    doc.add(_random_jwk(rng, 1))
+    rendered = doc.render()
+    assert gzip.decompress(rendered.gzipped) == rendered.body
+    assert 1 <= len(calls) <= 2 and sum(calls) < len(rendered.body) / 8  # one segment (two if it split)

@@ -102,6 +102,44 @@ async def test_gzip_on_request_only(client, admin_headers):
         assert body == plain
 
 
+async def test_head_answers_get_headers_without_a_body(client, admin_headers):
+    await mint(client, admin_headers, algorithm="EdDSA")
+    for path in (TENANT_JWKS, ROOT_JWKS):
+        for accept in ("identity", "gzip"):
+            status, get_headers, body = await raw_get(client, path, {"Accept-Encoding": accept})
+            head = await client.head(path, headers={"Accept-Encoding": accept})
+            assert status == head.status_code == 200 and head.content == b""
+            assert int(head.headers["content-length"]) == len(body) == int(get_headers["content-length"])
+            for name in ("etag", "cache-control", "vary", "content-type", "x-content-type-options"):
+                assert head.headers[name] == get_headers[name], name
+            assert head.headers.get("content-encoding") == get_headers.get("content-encoding")
+            r304 = await client.head(path, headers={"If-None-Match": get_headers["etag"]})
+            assert r304.status_code == 304 and r304.content == b""
+    # the fast path leaves everything else to the routes: the same problems as before
+    for path in ("/t/nosuch/.well-known/jwks.json", "/t/default/shards/7/jwks.json", "/t/default/shards/x/jwks.json",
+                 "/t//.well-known/jwks.json"):
+        r = await client.get(path)
+        assert r.status_code in (404, 400) and r.headers["content-type"].startswith("application/problem+json"), path
+    assert (await client.post(TENANT_JWKS)).status_code == 405
+
+
+async def test_a_big_set_is_written_in_chunks_that_join_to_the_document(client, admin_headers, tenant):
+    """Past a few hundred keys the answer goes out in several writes (one per group of
+    segments); the bytes on the wire are the document, identity and gzip alike."""
+    import keys
+    from authserver.keycache import PublishedKey
+
+    tk = client.app.state["core"].cache.get("default")
+    for _ in range(6000):  # pre-published public keys (real ones, nobody holds their private halves)
+        jwk = keys.sentinel_jwk("EdDSA")
+        tk.put(PublishedKey(jwk["kid"], "default", "pending", jwk["kid"], (), (), None, None, {}, jwk, "sk_live_"))
+    assert len(tk.jwks().chunks(False)) > 3
+    status, _, plain = await raw_get(client, TENANT_JWKS, {"Accept-Encoding": "identity"})
+    assert status == 200 and len(json.loads(plain)["keys"]) == 6000
+    status, headers, gz = await raw_get(client, TENANT_JWKS, {"Accept-Encoding": "gzip"})
+    assert headers["content-encoding"] == "gzip" and gzip.decompress(gz) == plain
+
+
 async def test_max_age_never_runs_past_the_next_removal(client, admin_headers, clock):
     r = await client.get(TENANT_JWKS)
     assert max_age(r.headers) == 60  # AUTHSERVER_JWKS_MAX_AGE_SECONDS

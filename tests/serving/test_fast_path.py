@@ -1,0 +1,134 @@
+"""The JWKS GETs that `authserver serve` answers in the HTTP protocol itself
+(authserver.serving.FastJWKS), on the wire: the same answer as the app's,
+keep-alive and pipelining intact, and everything else left to the app."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import socket
+
+import httpx
+import pytest
+from _env import METRICS_HEADERS
+from _proc import Server, cli
+from prometheus_client.parser import text_string_to_metric_families
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fast")
+    env = {"AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp / 'authserver.db'}", "AUTHSERVER_LOG_JSON": "false"}
+    admin = cli(env, "tenant", "create", "default", "--json", "--algorithm", "EdDSA")["admin_key"]
+    s = Server(env, log_dir=tmp).start()
+    for _ in range(3):
+        r = httpx.post(f"{s.url}/v1/keys", json={"name": "k"}, headers={"Authorization": f"Bearer {admin}"})
+        assert r.status_code == 201
+    yield s
+    s.kill()
+
+
+def exchange(port: int, raw: bytes, responses: int = 1, timeout: float = 5) -> list[tuple[bytes, dict, bytes]]:
+    """Send raw bytes, read ``responses`` answers (Content-Length framed; HEAD/304 none)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    sock.sendall(raw)
+    buf, out = b"", []
+    heads = [line.split(b" ")[0] for line in raw.split(b"\r\n") if line.endswith((b" HTTP/1.1", b" HTTP/1.0"))]
+    try:
+        for i in range(responses):
+            while b"\r\n\r\n" not in buf:
+                chunk = sock.recv(65536)
+                assert chunk, "closed early"
+                buf += chunk
+            head, _, buf = buf.partition(b"\r\n\r\n")
+            status, *lines = head.split(b"\r\n")
+            headers = {k.decode().lower(): v.decode() for k, _, v in (ln.partition(b": ") for ln in lines)}
+            length = 0 if heads[i] == b"HEAD" or b" 304 " in status else int(headers.get("content-length", 0))
+            while len(buf) < length:
+                chunk = sock.recv(65536)
+                assert chunk, "closed early"
+                buf += chunk
+            out.append((status, headers, buf[:length]))
+            buf = buf[length:]
+        sock.settimeout(0.5)
+        try:
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            closed = False
+        out.append((b"closed" if closed else b"open", {}, b""))
+    finally:
+        sock.close()
+    return out
+
+
+def get(path: str, *headers: str, method: str = "GET", version: str = "1.1") -> bytes:
+    return (f"{method} {path} HTTP/{version}\r\nHost: x\r\n" + "".join(h + "\r\n" for h in headers) + "\r\n").encode()
+
+
+def test_same_answer_as_the_app_identity_gzip_head_304(server):
+    app = httpx.get(f"{server.url}/t/default/.well-known/jwks.json", headers={"Accept-Encoding": "identity"})
+    (status, h, body), (state, _, _) = exchange(server.port, get("/.well-known/jwks.json"))
+    assert status == b"HTTP/1.1 200 OK" and state == b"open"  # keep-alive
+    assert body == app.content and len(json.loads(body)["keys"]) == 3
+    assert h["etag"] == app.headers["etag"] and h["content-type"] == "application/json"
+    assert h["vary"] == "Accept-Encoding" and h["x-content-type-options"] == "nosniff"
+    assert h["cache-control"] == app.headers["cache-control"] and "date" in h
+    (_, hz, gz), _ = exchange(server.port, get("/t/default/.well-known/jwks.json", "Accept-Encoding: gzip"))
+    assert hz["content-encoding"] == "gzip" and gzip.decompress(gz) == body and hz["etag"] == h["etag"]
+    (status, hh, hbody), _ = exchange(server.port, get("/.well-known/jwks.json", method="HEAD"))
+    assert status.endswith(b"200 OK") and hbody == b"" and hh["content-length"] == str(len(body))
+    (status, h304, b304), _ = exchange(server.port, get("/.well-known/jwks.json", f"If-None-Match: {h['etag']}"))
+    assert status == b"HTTP/1.1 304 Not Modified" and b304 == b"" and h304["etag"] == h["etag"]
+
+
+def test_keep_alive_pipelining_close_and_query(server):
+    raw = (get("/.well-known/jwks.json") + get("/healthz") + get("/.well-known/jwks.json?x=1")
+           + get("/t/default/.well-known/jwks.json", method="HEAD"))
+    answers = exchange(server.port, raw, responses=4)
+    assert [a[0].split(b" ")[1] for a in answers[:4]] == [b"200"] * 4 and answers[4][0] == b"open"
+    assert json.loads(answers[1][2])["status"] == "ok"  # the app answered in between, in order
+    assert answers[0][2] == answers[2][2]
+    # HTTP/1.0 and Connection: close are closed after the answer
+    for raw in (get("/.well-known/jwks.json", version="1.0"), get("/.well-known/jwks.json", "Connection: close")):
+        (status, h, body), (state, _, _) = exchange(server.port, raw)
+        assert b" 200 " in status and body and state == b"closed"
+
+
+def test_everything_else_goes_to_the_app(server):
+    for path in ("/t/nosuch/.well-known/jwks.json", "/t/default/shards/3/jwks.json", "/t/%64efault/x"):
+        (status, h, body), _ = exchange(server.port, get(path))
+        assert b" 404 " in status and h["content-type"].startswith("application/problem+json"), path
+    # percent-encoded: decoded by uvicorn, answered by the app's route (same bytes)
+    (status, _, body), _ = exchange(server.port, get("/t/%64efault/.well-known/jwks.json"))
+    assert b" 200 " in status and len(json.loads(body)["keys"]) == 3
+    (status, _, _), _ = exchange(server.port, get("/.well-known/jwks.json", method="POST"))
+    assert b" 405 " in status
+    # a GET with a body: the app reads it
+    raw = b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+    (status, _, body), (state, _, _) = exchange(server.port, raw)
+    assert b" 200 " in status and json.loads(body)["keys"] and state == b"open"
+
+
+def test_many_pipelined_requests_from_a_slow_reader_answer_in_order(server):
+    """The fast path stops while the client is behind on reading (the app's path
+    then queues the rest with flow control): every answer arrives, in order."""
+    raw = b"".join(get("/.well-known/jwks.json") if i % 7 else get("/healthz") for i in range(60))
+    answers = exchange(server.port, raw, responses=60, timeout=30)
+    jwks = {body for i, (status, _, body) in enumerate(answers[:60]) if i % 7}
+    assert all(b" 200 " in a[0] for a in answers[:60]) and len(jwks) == 1
+    assert all(json.loads(answers[i][2])["status"] == "ok" for i in range(0, 60, 7))
+
+
+def test_counted_in_the_metrics_under_the_route_template(server):
+    def count() -> float:
+        text = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if (sample.name == "authserver_http_requests_total" and sample.labels
+                        == {"route": "/.well-known/jwks.json", "method": "GET", "status": "200"}):
+                    return sample.value
+        return 0.0
+
+    before = count()
+    exchange(server.port, get("/.well-known/jwks.json") * 3, responses=3)
+    assert count() == before + 3
