@@ -16,6 +16,7 @@ small whatever the tenant's size: they hold one window of changes.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import sys
