@@ -132,7 +132,7 @@ async def test_a_big_set_is_written_in_chunks_that_join_to_the_document(client, 
     tk = client.app.state["core"].cache.get("default")
     for _ in range(6000):  # pre-published public keys (real ones, nobody holds their private halves)
         jwk = keys.sentinel_jwk("EdDSA")
-        tk.put(PublishedKey(jwk["kid"], "default", "pending", jwk["kid"], (), (), None, None, {}, jwk, "sk_live_"))
+        tk.put(PublishedKey.from_jwk(jwk, "default", kind="pending", prefix="sk_live_"))
     assert len(tk.jwks().chunks(False)) > 3
     status, _, plain = await raw_get(client, TENANT_JWKS, {"Accept-Encoding": "identity"})
     assert status == 200 and len(json.loads(plain)["keys"]) == 6000
