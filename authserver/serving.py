@@ -362,7 +362,7 @@ def _serve_workers(settings: Settings, workers: int) -> int:
         first = index == 0
         mine = settings.replace(run_migrations=False, metrics_port=settings.metrics_port if first else 0,
                                 xds_port=settings.xds_port if first else None)
-        proc = ctx.Process(target=_worker, args=(mine, sockets, index), name=f"authserver-worker-{index}",
+        proc = ctx.Process(target=_worker, args=(mine, sockets, index, os.getpid()), name=f"authserver-worker-{index}",
                            daemon=False)
         proc.start()
         return proc
@@ -395,11 +395,27 @@ def _serve_workers(settings: Settings, workers: int) -> int:
     return 0
 
 
-def _worker(settings: Settings, sockets: list[socket.socket], index: int) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """SIGTERM this worker when the parent dies, even by SIGKILL: workers left
+    behind would keep serving the port with no one to restart or stop them.
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere the parent's SIGTERM stops them."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # it died before the prctl
+        os._exit(0)
+
+
+def _worker(settings: Settings, sockets: list[socket.socket], index: int, parent: int) -> None:
     import signal
 
     for signum in (signal.SIGTERM, signal.SIGINT):  # uvicorn installs its own when it runs
         signal.signal(signum, signal.SIG_DFL)
+    _exit_with_parent(parent)
     for i, other in enumerate(sockets):
         if i != index:
             other.close()  # the parent keeps it for that worker's restart

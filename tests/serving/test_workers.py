@@ -4,6 +4,7 @@ Redis, else by the reconcile loop against the shared database."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -70,9 +71,11 @@ def start(env, tmp_path):
 
     yield run
     for s in started:
+        workers = children(s.proc.pid) if s.proc else []  # before the kill: orphans have another parent
         s.kill()
-        for pid in children(s.proc.pid) if s.proc else ():
-            os.kill(pid, signal.SIGKILL)
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def mint(s: Server) -> str:
@@ -112,6 +115,26 @@ def test_two_workers_without_redis_converge_by_reconcile_restart_and_stop(start)
     s.proc.send_signal(signal.SIGTERM)
     assert s.proc.wait(timeout=30) == 0
     wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in everyone), 10, what="workers stopped")
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")  # a zombie has exited (waiting for whoever reaps orphans)
+
+
+def test_workers_exit_when_the_parent_is_killed(start):
+    """kill -9 of the parent (no chance to stop them): the workers go too, not
+    serving the port on their own with no one to restart or stop them."""
+    s = start()
+    assert s.proc is not None
+    workers = children(s.proc.pid)
+    assert len(workers) == 2, workers
+    s.proc.kill()
+    s.proc.wait(timeout=10)
+    wait_until(lambda: not any(_running(pid) for pid in workers), 15, what="the orphaned workers exit")
 
 
 def test_two_workers_with_redis_see_a_change_at_once(start):
