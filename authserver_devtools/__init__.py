@@ -10,7 +10,7 @@ nothing from ``authserver`` at import time.
 from __future__ import annotations
 
 from .envoy import EnvoyProcess, find_envoy
-from .procs import death_signal_preexec, free_port
+from .procs import death_signal_preexec, free_port, stop_process
 from .upstream import EchoUpstream
 from .wait import wait_for_status, wait_for_value, wait_until, wait_until_async
 
@@ -20,6 +20,7 @@ __all__ = [
     "death_signal_preexec",
     "find_envoy",
     "free_port",
+    "stop_process",
     "wait_for_status",
     "wait_for_value",
     "wait_until",

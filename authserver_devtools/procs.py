@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import signal
 import socket
+import subprocess
 import sys
 from collections.abc import Callable
 
-__all__ = ["death_signal_preexec", "free_port"]
+__all__ = ["death_signal_preexec", "free_port", "stop_process"]
 
 
 def free_port() -> int:
@@ -34,3 +35,15 @@ def death_signal_preexec() -> Callable[[], None] | None:
         prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
 
     return preexec
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it is still running after ``timeout`` seconds."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)

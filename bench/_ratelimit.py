@@ -39,7 +39,7 @@ from pathlib import Path
 
 import httpx
 
-from authserver_devtools import death_signal_preexec, free_port, wait_until
+from authserver_devtools import death_signal_preexec, free_port, stop_process, wait_until
 
 from ._common import cpu_run_seconds, load, machine_info, parse_wrk, pct, progress, tool
 from ._stack import AuthServer, Gateway
@@ -415,11 +415,5 @@ http {{ client_body_temp_path {root}; proxy_temp_path {root}; fastcgi_temp_path 
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import httpx
 
 from authserver.gateways import envoy_config, routes_of
-from authserver_devtools import EnvoyProcess, death_signal_preexec, free_port, wait_until
+from authserver_devtools import EnvoyProcess, death_signal_preexec, free_port, stop_process, wait_until
 
 ISSUER = "http://bench.invalid/t/bench"
 AUDIENCE = "api://bench"
@@ -172,13 +172,7 @@ class AuthServer:
         return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
     def metric(self, name: str) -> float:
         """Sum of the samples of one metric in /metrics (every label set)."""

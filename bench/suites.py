@@ -19,7 +19,7 @@ import httpx
 
 import keys
 import keys.hazmat
-from authserver_devtools import death_signal_preexec, free_port, wait_until
+from authserver_devtools import death_signal_preexec, free_port, stop_process, wait_until
 
 from ._common import StaticServer, load, pct, progress, rss_bytes, slope, tool
 from ._keys import ENVOY_CAP, bytes_per_key, fits, jwks_body, serialized, synthetic_jwk
@@ -239,13 +239,7 @@ http {{ access_log off; client_body_temp_path {root}; proxy_temp_path {root}; fa
         return self
 
     def __exit__(self, *exc) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
         shutil.rmtree(self.root, ignore_errors=True)
 
 
