@@ -130,7 +130,7 @@ def test_most_calls_in_any_window_span():
 def test_the_ratelimit_upstream_times_each_call_and_paced_wrk_holds_its_rate(monkeypatch, nginx):
     """The accuracy measure counts what reached the upstream: every call, by
     path, timestamped; wrk paced by its Lua delay() stays near 1k req/s."""
-    from bench._ratelimit import _Upstream, paced
+    from bench._ratelimit import PACE_CONNECTIONS, _Upstream, paced
 
     if nginx == "nginx" and tool("nginx") is None:
         pytest.skip("nginx is not installed")
@@ -143,5 +143,8 @@ def test_the_ratelimit_upstream_times_each_call_and_paced_wrk_holds_its_rate(mon
         assert all(t0 - 1 <= t <= time.time() + 1 for t in up.times("/a"))
         if tool("wrk") is not None:
             r = paced(f"http://{up.address}/c", {}, 1)
-            assert r["paced"] and r["errors"] == 0 and r["requests"] == len(up.times("/c"))
+            # wrk counts the answers it read before its deadline; the calls still in flight
+            # then (at most one per connection) reached the upstream all the same
+            assert r["paced"] and r["errors"] == 0
+            assert r["requests"] <= len(up.times("/c")) <= r["requests"] + PACE_CONNECTIONS
             assert r["rps"] < 1100  # paced: about 10 connections x 100/s, never wrk's flat-out rate
