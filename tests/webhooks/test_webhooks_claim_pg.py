@@ -43,6 +43,8 @@ async def test_concurrent_claimers_do_not_double_send(fresh_postgres_url, webhoo
             for s in senders:
                 await s.close()
         rows = await a.webhooks.deliveries("default", limit=500)
+    unsent = [(d.id, d.status, d.attempts, d.last_error) for d, _ in rows if d.status != "delivered"]
+    assert not unsent, f"deliveries left unsent (a failed attempt waits for its backoff): {unsent}"
     ids = collections.Counter(r.headers["webhook-id"] for r in rx.requests)
     assert len(ids) == EVENTS and set(ids.values()) == {1}, "a delivery was sent twice"
     assert sum(counts) == EVENTS
