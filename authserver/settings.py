@@ -147,6 +147,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_key_file: str | None = None
     # http:// endpoints are refused except on loopback with this (tests, local receivers)
     webhook_allow_http_loopback: bool = False
+    # deliveries to private, link-local or other non-public addresses (checked on
+    # the address connected to, after DNS) are refused unless this is set
+    webhook_allow_private_networks: bool = False
     webhook_max_attempts: PositiveInt = 8
     # the n-th retry waits about base * 2**(n-1) (half of it random), at most max
     webhook_retry_base_seconds: Annotated[float, Meta(gt=0)] = 10.0

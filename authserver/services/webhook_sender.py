@@ -39,6 +39,7 @@ from ..db.models import ApiKey, KeyNotice, Tenant, WebhookDelivery, WebhookEndpo
 from ..errors import InvalidInput
 from ..settings import Settings
 from .common import Actor, audit_event
+from .webhook_egress import EgressRefused, guarded_transport
 from .webhooks import DEFAULT_EXPIRING_DAYS, check_url
 
 if TYPE_CHECKING:
@@ -100,7 +101,8 @@ class WebhookSender:
         if self._http is None:  # made at the first send: the CLI builds a sender it never runs
             # no redirects: a 3xx answer is a failed attempt, never a request elsewhere
             self._http = httpx.AsyncClient(timeout=self.settings.webhook_timeout_seconds, follow_redirects=False,
-                                           trust_env=False, transport=self.transport)
+                                           trust_env=False,
+                                           transport=self.transport or guarded_transport(self.settings))
         return self._http
 
     async def close(self) -> None:
@@ -201,6 +203,10 @@ class WebhookSender:
                     status = response.status_code
         except (TimeoutError, httpx.TimeoutException):
             return _Outcome(False, None, "timeout")
+        except httpx.ConnectError as exc:
+            # a refused address says why (the admin needs to know); other connect errors by class only
+            refused = isinstance(exc.__cause__, EgressRefused)
+            return _Outcome(False, None, str(exc)[:200] if refused else f"connection failed ({type(exc).__name__})")
         except httpx.HTTPError as exc:
             return _Outcome(False, None, f"connection failed ({type(exc).__name__})")
         if 200 <= status < 300:

@@ -22,6 +22,7 @@ from ..errors import Conflict, InvalidInput, NotFound, WebhooksUnavailable
 from ..settings import Settings
 from .common import Actor, audit_event
 from .outbox import AUDIT_TO_EVENT, EVENT_TYPES, new_delivery, new_id
+from .webhook_egress import address_allowed
 
 __all__ = ["AUDIT_TO_EVENT", "DEFAULT_EXPIRING_DAYS", "EVENT_TYPES", "WebhookService", "check_url", "load_box"]
 
@@ -70,6 +71,13 @@ def check_url(url: str, settings: Settings) -> str:
         parts.port  # noqa: B018  # raises ValueError for a bad port
     except ValueError:
         raise InvalidInput("url has an invalid port") from None
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return url  # a name: checked on the address it resolves to, at each connect
+    if not address_allowed(literal, settings):
+        raise InvalidInput("url points at a private or reserved address; webhooks reach public addresses "
+                           "(AUTHSERVER_WEBHOOK_ALLOW_PRIVATE_NETWORKS allows private ones)")
     return url
 
 
