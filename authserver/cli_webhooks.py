@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from .cli import _add_json, _deliver, _fmt_time, _group, _print_json
@@ -110,6 +111,23 @@ async def _cmd_expiring_days(settings: Settings, args: argparse.Namespace) -> in
     return 0
 
 
+async def _cmd_reseal(settings: Settings, args: argparse.Namespace) -> int:
+    from .offline import open_core
+
+    async with open_core(settings) as core:
+        resealed, current, lost = await core.webhooks.reseal_all()
+    if args.json:
+        _print_json({"resealed": resealed, "already_current": current, "unopenable": lost})
+    else:
+        print(f"resealed {resealed} signing secret(s) under the current key; {current} already were")
+        if lost:
+            print(f"no key opens {len(lost)} endpoint(s): {', '.join(lost)}; register them again "
+                  "(or add the key that sealed them to AUTHSERVER_WEBHOOK_PREVIOUS_KEYS)", file=sys.stderr)
+        elif settings.webhook_previous_keys:
+            print("every secret is sealed under the current key: AUTHSERVER_WEBHOOK_PREVIOUS_KEYS can go")
+    return 1 if lost else 0
+
+
 def add_webhooks(sub: _Subparsers) -> None:
     from .services.outbox import EVENT_TYPES
 
@@ -118,6 +136,10 @@ def add_webhooks(sub: _Subparsers) -> None:
     nk = wsub.add_parser("new-key", help="print a new AUTHSERVER_WEBHOOK_KEY (seals the signing secrets; keep it "
                                          "out of the database)")
     nk.set_defaults(func=_cmd_new_key, no_database=True)
+    rs = wsub.add_parser("reseal", help="after rotating AUTHSERVER_WEBHOOK_KEY (the old key in "
+                                        "AUTHSERVER_WEBHOOK_PREVIOUS_KEYS): seal every secret under the new one")
+    rs.set_defaults(func=_cmd_reseal)
+    _add_json(rs)
     commands: dict[str, tuple[Any, str]] = {
         "add": (_cmd_add, "register an endpoint; prints its signing secret once"),
         "list": (_cmd_list, "the tenant's endpoints"),

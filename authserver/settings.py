@@ -145,6 +145,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # file holding it; never in the database. Without one, webhooks are refused.
     webhook_key: str | None = None
     webhook_key_file: str | None = None
+    # keys that sealed secrets before a rotation, comma-separated: they only open,
+    # until `authserver webhooks reseal` has sealed everything under the current key
+    webhook_previous_keys: str | None = None
     # http:// endpoints are refused except on loopback with this (tests, local receivers)
     webhook_allow_http_loopback: bool = False
     # deliveries to private, link-local or other non-public addresses (checked on

@@ -10,6 +10,10 @@ stored in the clear. :class:`SecretBox` seals it with AES-256-GCM under a key
 that lives outside the database (a setting or a file); the endpoint's id is the
 associated data, so a sealed secret copied onto another endpoint's row does
 not open. A database dump alone holds only ciphertext.
+
+The sealing key rotates: a box holds the current key, which seals, and older
+keys, which only open, until every secret is sealed again under the current
+one (:meth:`SecretBox.reseal`).
 """
 
 from __future__ import annotations
@@ -69,18 +73,26 @@ def new_box_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 
 
-class SecretBox:
-    """Seal and open webhook secrets with AES-256-GCM (random 96-bit nonce each time)."""
+def _aead(key_text: str) -> AESGCM:
+    text = key_text.strip()
+    try:
+        key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise BadSecret("the webhook key must be 32 bytes, base64url (e.g. `authserver webhooks new-key`)")
+    return AESGCM(key)
 
-    def __init__(self, key_text: str) -> None:
-        text = key_text.strip()
-        try:
-            key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            key = b""
-        if len(key) != 32:
-            raise BadSecret("the webhook key must be 32 bytes, base64url (e.g. `authserver webhooks new-key`)")
-        self._aead = AESGCM(key)
+
+class SecretBox:
+    """Seal and open webhook secrets with AES-256-GCM (random 96-bit nonce each time).
+
+    ``previous`` keys open what they sealed but never seal: the state between
+    putting a new key in place and resealing every secret under it."""
+
+    def __init__(self, key_text: str, previous: tuple[str, ...] = ()) -> None:
+        self._aead = _aead(key_text)
+        self._previous = tuple(_aead(k) for k in previous)
 
     def seal(self, secret: str, context: str) -> str:
         """``secret`` encrypted and bound to ``context`` (the endpoint id)."""
@@ -90,11 +102,27 @@ class SecretBox:
         return _SEALED_VERSION + base64.urlsafe_b64encode(nonce + sealed).decode()
 
     def open(self, sealed: str, context: str) -> str:
-        """The secret, if ``sealed`` was made by this key for this ``context``; else BadSecret."""
+        """The secret, if ``sealed`` was made by one of this box's keys for this ``context``; else BadSecret."""
+        return self._open(sealed, context)[0]
+
+    def reseal(self, sealed: str, context: str) -> str | None:
+        """``sealed`` sealed again under the current key if a previous key made
+        it; None if the current key did (nothing to do). BadSecret if none opens it."""
+        secret, current = self._open(sealed, context)
+        return None if current else self.seal(secret, context)
+
+    def _open(self, sealed: str, context: str) -> tuple[str, bool]:
         if not sealed.startswith(_SEALED_VERSION):
             raise BadSecret("unknown sealed format")
         try:
             raw = base64.urlsafe_b64decode(sealed[len(_SEALED_VERSION):])
-            return self._aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context.encode()).decode()
-        except (binascii.Error, ValueError, InvalidTag):
-            raise BadSecret("the sealed secret does not open with this key (another key, or altered)") from None
+        except (binascii.Error, ValueError):
+            raise BadSecret("the sealed secret is not base64url") from None
+        # the GCM tag decides which key sealed it: a wrong key fails at once
+        for aead in (self._aead, *self._previous):
+            try:
+                secret = aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], context.encode()).decode()
+            except (ValueError, InvalidTag):
+                continue
+            return secret, aead is self._aead
+        raise BadSecret("the sealed secret does not open with this key (another key, or altered)")

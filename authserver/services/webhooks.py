@@ -46,10 +46,15 @@ def load_box(settings: Settings) -> wh.SecretBox | None:
             raise ValueError(f"AUTHSERVER_WEBHOOK_KEY_FILE: cannot read it ({exc.strerror})") from None
     if not text:
         return None
+    previous = tuple(k.strip() for k in (settings.webhook_previous_keys or "").split(",") if k.strip())
     try:
-        return wh.SecretBox(text)
+        wh.SecretBox(text)
     except wh.BadSecret as exc:
         raise ValueError(f"AUTHSERVER_WEBHOOK_KEY: {exc}") from None
+    try:
+        return wh.SecretBox(text, previous)
+    except wh.BadSecret as exc:
+        raise ValueError(f"AUTHSERVER_WEBHOOK_PREVIOUS_KEYS: {exc}") from None
 
 
 def check_url(url: str, settings: Settings) -> str:
@@ -207,6 +212,33 @@ class WebhookService:
             tenant.key_expiring_days = days
             s.add(audit_event(tenant_id, actor, "webhook.settings", None, {"expiring_days": days}, self.clock()))
         return days
+
+    async def reseal_all(self) -> tuple[int, int, list[str]]:
+        """Every live endpoint's secret sealed under the current key (after a key
+        rotation, all tenants): how many were resealed, how many already were,
+        and the ids of those no key of this box opens (they need a new endpoint)."""
+        if self.box is None:
+            raise WebhooksUnavailable(_NO_KEY)
+        resealed, current, lost = 0, 0, []
+        async with self.sessions() as s:
+            rows = (await s.execute(select(WebhookEndpoint.id, WebhookEndpoint.secret_sealed)
+                                    .where(WebhookEndpoint.deleted_at.is_(None)))).all()
+        for endpoint_id, sealed in rows:
+            try:
+                fresh = self.box.reseal(sealed, endpoint_id)
+            except wh.BadSecret:
+                lost.append(endpoint_id)
+                continue
+            if fresh is None:
+                current += 1
+                continue
+            async with self.sessions() as s, s.begin():
+                # only if unchanged since read: a concurrent reseal already did it
+                await s.execute(update(WebhookEndpoint)
+                                .where(WebhookEndpoint.id == endpoint_id, WebhookEndpoint.secret_sealed == sealed)
+                                .values(secret_sealed=fresh).execution_options(synchronize_session=False))
+            resealed += 1
+        return resealed, current, lost
 
     @staticmethod
     async def _endpoint(s: AsyncSession, tenant_id: str, endpoint_id: str, *,

@@ -53,3 +53,23 @@ def test_sealed_secrets_open_only_with_their_key_and_endpoint():
 def test_bad_box_keys_are_refused(key):
     with pytest.raises(wh.BadSecret, match="32 bytes"):
         wh.SecretBox(key)
+
+
+def test_a_rotated_box_opens_old_secrets_and_reseals_them_under_the_new_key():
+    old, new = wh.new_box_key(), wh.new_box_key()
+    secret = wh.new_secret()
+    sealed_old = wh.SecretBox(old).seal(secret, "ep_1")
+    rotated = wh.SecretBox(new, (old,))
+    assert rotated.open(sealed_old, "ep_1") == secret
+    fresh = rotated.reseal(sealed_old, "ep_1")
+    assert fresh is not None and fresh != sealed_old
+    assert wh.SecretBox(new).open(fresh, "ep_1") == secret  # the new key alone opens it now
+    with pytest.raises(wh.BadSecret):
+        wh.SecretBox(old).open(fresh, "ep_1")
+    assert rotated.reseal(fresh, "ep_1") is None  # already under the current key
+    with pytest.raises(wh.BadSecret):
+        rotated.reseal(sealed_old, "ep_2")  # the endpoint binding holds through a rotation
+    with pytest.raises(wh.BadSecret):
+        wh.SecretBox(new, (wh.new_box_key(),)).open(sealed_old, "ep_1")  # not among its keys
+    with pytest.raises(wh.BadSecret, match="32 bytes"):
+        wh.SecretBox(new, ("short",))

@@ -75,3 +75,23 @@ def test_quickstart_makes_a_webhook_key_beside_the_database(run, tmp_path):
     assert key.encode() not in (tmp_path / "cli.db").read_bytes()
     p = run("webhooks", "add", "https://hooks.example.com/h", AUTHSERVER_WEBHOOK_KEY_FILE=str(keyfile))
     assert "whsec_" in p.stdout
+
+
+def test_rotating_the_webhook_key(run, tmp_path):
+    old, new = (run("webhooks", "new-key").stdout.strip() for _ in range(2))
+    run("tenant", "create", "default")
+    ids = [json.loads(run("webhooks", "add", f"https://hooks.example.com/{i}", "--json",
+                          AUTHSERVER_WEBHOOK_KEY=old).stdout)["id"] for i in range(2)]
+    # the new key alone does not open the old secrets; with the old one as previous it does
+    p = run("webhooks", "reseal", ok=False, AUTHSERVER_WEBHOOK_KEY=new)
+    assert all(i in p.stderr for i in ids) and "AUTHSERVER_WEBHOOK_PREVIOUS_KEYS" in p.stderr
+    rotated = {"AUTHSERVER_WEBHOOK_KEY": new, "AUTHSERVER_WEBHOOK_PREVIOUS_KEYS": old}
+    assert json.loads(run("webhooks", "reseal", "--json", **rotated).stdout) == {
+        "resealed": 2, "already_current": 0, "unopenable": []}
+    assert "can go" in run("webhooks", "reseal", **rotated).stdout
+    # now the new key alone opens every secret, and the old one none
+    assert json.loads(run("webhooks", "reseal", "--json", AUTHSERVER_WEBHOOK_KEY=new).stdout)["already_current"] == 2
+    p = run("webhooks", "reseal", "--json", ok=False, AUTHSERVER_WEBHOOK_KEY=old)
+    assert json.loads(p.stdout)["unopenable"] == ids
+    p = run("webhooks", "reseal", ok=False, AUTHSERVER_WEBHOOK_KEY=new, AUTHSERVER_WEBHOOK_PREVIOUS_KEYS="short")
+    assert "AUTHSERVER_WEBHOOK_PREVIOUS_KEYS" in p.stderr and "32 bytes" in p.stderr

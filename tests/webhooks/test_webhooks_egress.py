@@ -8,7 +8,6 @@ import ipaddress
 import random
 
 import httpx
-import msgspec
 import pytest
 from test_webhooks_outbox import core_with_clock, drain
 
@@ -83,7 +82,7 @@ async def test_a_name_resolving_to_loopback_is_logged_as_refused(hook_settings, 
     async with core_with_clock(settings, clock) as (core, _):
         await core.webhooks.create("default", "https://localhost:9/hook", None, None, ACTOR)
         await core.lifecycle.mint("default", key_spec({}), ACTOR)
-        strict = msgspec.structs.replace(settings, webhook_allow_http_loopback=False)
+        strict = settings.replace(webhook_allow_http_loopback=False)
         sender = WebhookSender(strict, core.sessions, core.webhooks.box, owner="t", clock=clock, rng=random.Random(0))
         try:
             assert await drain(sender) == 1

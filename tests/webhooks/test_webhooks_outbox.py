@@ -307,3 +307,26 @@ async def test_at_most_twenty_endpoints(hook_settings, clock):
             await core.webhooks.create("default", "https://h.example.com/", None, None, ACTOR)
         await core.webhooks.delete("default", made[0][0].id, ACTOR)
         await core.webhooks.create("default", "https://h.example.com/", None, None, ACTOR)
+
+
+async def test_a_rotated_key_keeps_delivering_with_the_same_secret(hook_settings, clock, receiver):
+    """The key rotates (the old one kept as previous): deliveries still carry
+    signatures the endpoint's unchanged secret verifies, before and after reseal."""
+    import keys.webhooks as wh
+
+    rx = receiver()
+    old = wh.new_box_key()
+    settings = hook_settings(webhook_key=old)
+    async with core_with_clock(settings, clock) as (core, _):
+        endpoint, secret = await core.webhooks.create("default", rx.url, None, None, ACTOR)
+        core.webhooks.box = wh.SecretBox(wh.new_box_key(), (old,))
+        sender = WebhookSender(settings, core.sessions, core.webhooks.box, owner="t4", clock=clock)
+        try:
+            await core.lifecycle.mint("default", key_spec({}), ACTOR)
+            assert await drain(sender) == 1
+            assert await core.webhooks.reseal_all() == (1, 0, [])
+            await core.lifecycle.mint("default", key_spec({}), ACTOR)
+            assert await drain(sender) == 1
+        finally:
+            await sender.close()
+    assert [verified(secret, r)["type"] for r in rx.requests] == ["key.created", "key.created"]
