@@ -18,6 +18,8 @@ from .core import Core
 from .httpmetrics import with_http_metrics
 from .logs import configure_logging
 from .metrics_access import MetricsListener
+from .portal.session import STORE_NAME
+from .portal.store import DatabaseStore
 from .problems import EXCEPTION_HANDLERS
 from .settings import Settings
 
@@ -58,6 +60,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             render_plugins=[DocsPage()], use_handler_docstrings=True,
         ),
         state=State({"core": core}),
+        # sessions expire on the wall clock, like session.py's own limits
+        stores={STORE_NAME: DatabaseStore(core.sessions)},
         logging_config=None,
         debug=False,
     )

@@ -27,6 +27,7 @@ import asyncio
 import logging
 import os
 import resource
+import secrets
 import socket
 import time
 from collections.abc import Iterator
@@ -355,6 +356,8 @@ def _serve_workers(settings: Settings, workers: int) -> int:
                         for _ in range(workers - 1))]
     ctx = multiprocessing.get_context("fork")
     stopping = False
+    # the workers are replicas of one server: a portal sign-in form from one posts to another
+    settings = settings if settings.portal_secret else settings.replace(portal_secret=secrets.token_urlsafe(32))
 
     def start(index: int) -> multiprocessing.process.BaseProcess:
         # worker 0 alone runs the metrics listener and the gRPC services (xDS, rate limits,

@@ -140,6 +140,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     body_timeout_seconds: Annotated[float, Meta(gt=0)] = 30.0
     # open client connections at most; 0: the descriptor limit minus headroom
     max_connections: NonNegInt = 0
+    # signs the portal's sign-in form tokens; the same value on every replica lets a
+    # form served by one be posted to another (a mounted secret, never the database).
+    # Unset: one per process (`serve --workers N` shares one among its workers)
+    portal_secret: str | None = None
     # --- webhooks (issue 15) ---
     # the key that seals webhook signing secrets (base64url, 32 bytes), or a
     # file holding it; never in the database. Without one, webhooks are refused.
@@ -206,6 +210,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         tls = (self.xds_tls_cert, self.xds_tls_key, self.xds_tls_client_ca)
         if any(tls) and not all(tls):
             raise ValueError("AUTHSERVER_XDS_TLS_CERT, _KEY and _CLIENT_CA go together (TLS with client certificates)")
+        if self.portal_secret is not None and len(self.portal_secret) < 16:
+            raise ValueError("AUTHSERVER_PORTAL_SECRET must be at least 16 characters")
         if self.metrics_token is not None and len(self.metrics_token) < 16:
             raise ValueError("AUTHSERVER_METRICS_TOKEN must be at least 16 characters")
         if self.webhook_key and self.webhook_key_file:

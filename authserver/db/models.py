@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -158,6 +158,17 @@ class PortalSignIn(Base):
     used_at: Mapped[int | None] = mapped_column(BigInteger)  # set once: a second visit is refused
 
     __table_args__ = (Index("ix_portal_sign_ins_expires", "expires_at"),)
+
+
+class PortalSessionRow(Base):
+    """A portal session (portal/store.py), shared by every replica and worker.
+    Keyed by the SHA-256 of the cookie's session id, so a dump opens none."""
+
+    __tablename__ = "portal_sessions"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, index=True)  # unix ms; None: never
 
 
 class AuditEvent(Base):

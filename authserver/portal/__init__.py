@@ -3,9 +3,8 @@
 Everything the portal needs is on its own routers (templates, sessions, CSRF,
 security headers, error pages), so ``create_app`` only adds ``ROUTES``.
 Sessions are server-side in the app's store registry under
-``session.STORE_NAME`` (in memory by default): with several replicas, route
-portal users with sticky sessions, or register a shared store (e.g.
-``RedisStore``) under that name.
+``session.STORE_NAME``: a store on the database (store.py), so every replica
+and worker shares them.
 """
 
 from litestar import Router

@@ -1,8 +1,8 @@
 """Portal sessions and CSRF tokens.
 
 A session lives server-side in a Litestar store (the app's store registry,
-name ``STORE_NAME``; by default an in-memory store, so with several replicas
-the portal needs sticky sessions). It holds only the admin key's id (kid), the
+name ``STORE_NAME``: portal/store.py, on the database, so every replica and
+worker knows every session). It holds only the admin key's id (kid), the
 tenant, a CSRF token and small bookkeeping: never the admin key itself, never
 an API key. The browser gets a random session id in a cookie that is HttpOnly,
 SameSite=Strict, and Secure when the public URL is https.
@@ -42,8 +42,9 @@ MAX_SECONDS = 12 * 3600  # and at the latest 12 hours after signing in
 LOGIN_CSRF_SECONDS = 2 * 3600
 MAX_FORM_NONCES = 16
 
-# Signs the pre-sign-in CSRF token (double-submit cookie). Per process, like the
-# in-memory session store: a restart invalidates open sign-in forms, nothing else.
+# Signs the pre-sign-in CSRF token (double-submit cookie) unless the settings
+# give a portal_secret shared by the replicas (`serve --workers` makes one for its
+# workers). Never in the database: a dump must not let anyone forge a token.
 _PROCESS_SECRET = secrets.token_bytes(32)
 
 # the portal neither authenticates through Litestar nor keeps request state
@@ -195,25 +196,29 @@ def session_cookie(request: AnyRequest, session: PortalSession | None) -> Cookie
 
 # --- sign-in form CSRF (no session yet): a signed double-submit cookie -------
 
-def _sign(nonce: str) -> str:
-    return hmac.new(_PROCESS_SECRET, nonce.encode(), hashlib.sha256).hexdigest()[:32]
+def _sign(request: AnyRequest, nonce: str) -> str:
+    from ..api.deps import core_of
+
+    shared = core_of(request).settings.portal_secret
+    key = hashlib.sha256(shared.encode()).digest() if shared else _PROCESS_SECRET
+    return hmac.new(key, nonce.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def new_login_token() -> str:
+def new_login_token(request: AnyRequest) -> str:
     nonce = secrets.token_urlsafe(24)
-    return f"{nonce}.{_sign(nonce)}"
+    return f"{nonce}.{_sign(request, nonce)}"
 
 
-def valid_login_token(token: Any) -> bool:
+def valid_login_token(request: AnyRequest, token: Any) -> bool:
     if not isinstance(token, str) or len(token) > 128 or "." not in token:
         return False
     nonce, _, sig = token.partition(".")
-    return hmac.compare_digest(sig.encode(), _sign(nonce).encode())
+    return hmac.compare_digest(sig.encode(), _sign(request, nonce).encode())
 
 
 def login_token_of(request: AnyRequest) -> str | None:
     token = request.cookies.get(login_cookie_name(is_https(request)))
-    return token if valid_login_token(token) else None
+    return token if valid_login_token(request, token) else None
 
 
 def check_login_csrf(request: AnyRequest, form_token: Any) -> bool:

@@ -244,7 +244,7 @@ CAN_WRITE = [signed_in_with(WRITE)]
 
 def _login_page(request: AnyRequest, status: int = 200, *, error: str | None = None, notice: str | None = None,
                 headers: dict[str, str] | None = None) -> Response[Any]:
-    token = sessions.login_token_of(request) or sessions.new_login_token()
+    token = sessions.login_token_of(request) or sessions.new_login_token(request)
     resp = page("login.html", status, headers, title="Sign in", login_csrf=token, error=error, notice=notice)
     resp.set_cookie(sessions.login_cookie(request, token))
     return resp

@@ -68,3 +68,13 @@ class Portal:
                 "form_nonce": nonce_of(form.text), **extra}
         r = await self.post("/portal/keys", data, expect=expect)
         return r
+
+
+
+async def stored_sessions(client) -> bytes:
+    """Everything the portal's session store holds (the portal_sessions table),
+    read on the test's own connection (the app runs on another loop)."""
+    from _db import query_sql
+
+    rows = await query_sql(client.app.state["core"].settings.database_url, "SELECT value FROM portal_sessions")
+    return b"".join(bytes(r[0]) for r in rows)

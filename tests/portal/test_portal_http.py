@@ -7,7 +7,7 @@ import time
 
 import jwt as pyjwt
 from litestar.testing import AsyncTestClient
-from portal_helpers import Portal, csrf_of, nonce_of, secret_of
+from portal_helpers import Portal, csrf_of, nonce_of, secret_of, stored_sessions
 
 ISSUER = "http://testserver.local/t/default"
 
@@ -65,10 +65,7 @@ async def test_login_ok_sets_a_strict_session_cookie_without_the_key(client, ten
     sid = session.split(";")[0].split("=", 1)[1]
     assert admin_key not in " ".join(cookies) and admin_key.split(".")[2] not in " ".join(cookies)
     # the server-side store holds the kid and tenant, never the key
-    from authserver.portal.session import STORE_NAME
-
-    store = client.app.stores.get(STORE_NAME)
-    stored = b"".join(v.data for v in store._store.values())
+    stored = await stored_sessions(client)
     assert admin_key.encode() not in stored and admin_key.split(".")[2].encode() not in stored
     assert sid.encode() not in stored and b'"tenant": "default"' in stored
     page = await client.get("/portal/keys")
@@ -233,9 +230,7 @@ async def test_create_shows_the_key_once(portal, client):
     assert key not in listing.text and key.split(".")[2] not in listing.text
     assert f"sk_live_…{key[-4:]}" in listing.text and "billing" in listing.text
     assert key_ids(listing.text) == [claims["jti"]]
-    from authserver.portal.session import STORE_NAME
-
-    stored = b"".join(v.data for v in client.app.stores.get(STORE_NAME)._store.values())
+    stored = await stored_sessions(client)
     assert key.split(".")[2].encode() not in stored
     assert all(key not in c for c in r.headers.get_list("set-cookie"))
     # the same form again (reload, double click) never mints a second key

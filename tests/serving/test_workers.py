@@ -160,3 +160,20 @@ def test_workers_must_be_a_positive_number(env, bad):
     out = subprocess.run([sys.executable, "-m", "authserver", "serve", "--workers", bad], env={**os.environ, **env},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "--workers" in out.stderr and "at least 1" in out.stderr
+
+
+def test_the_portal_works_across_workers(start):
+    """Each request on a new connection (the kernel spreads them over the two
+    workers): the sign-in form from one worker posts to the other, and the
+    session holds on every page, since sessions live in the database."""
+    s = start()
+    pages = []
+    for _ in range(4):  # four people: form and post often land on different workers
+        with httpx.Client(base_url=s.url, timeout=30, follow_redirects=False,
+                          limits=httpx.Limits(max_keepalive_connections=0)) as browser:
+            form = browser.get("/portal/login")
+            token = form.text.split('name="csrf_token" value="')[1].split('"')[0]
+            r = browser.post("/portal/login", data={"csrf_token": token, "admin_key": s.env["ADMIN_KEY"]})
+            assert r.status_code == 303 and r.headers["location"] == "/portal/keys", r.text[:300]
+            pages += [browser.get("/portal/keys").status_code for _ in range(6)]
+    assert pages == [200] * 24
