@@ -214,6 +214,7 @@ class RedisLimiter:
         # calls waiting for the next batch: (windows, cost, now, their answer)
         self._pending: list[tuple[list[Window], int, float, asyncio.Future[list[Decision]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._sending = False  # a script call is under way (or about to be)
 
     def _keys(self, key: str, window: int, now: float) -> tuple[str, str]:
         idx = int(now // window)
@@ -234,24 +235,43 @@ class RedisLimiter:
         return await self.hit_many([(key, lim, w) for lim, w in limits], cost)
 
     async def hit_many(self, windows: list[Window], cost: int = 1) -> list[Decision]:
-        """``MemoryLimiter.hit_many``, atomic across replicas. The calls made in
-        one event-loop turn share one script call (one round trip, one command
-        for redis-py to pack and parse): at a few thousand decisions a second
-        that is most of their CPU time."""
+        """``MemoryLimiter.hit_many``, atomic across replicas. One script call
+        at a time: the calls made while it runs wait for it and go together in
+        the next one (one round trip, one command for redis-py to pack and
+        parse: at a few thousand decisions a second that is most of their CPU
+        time; gRPC handlers reach here in different loop turns, so batching by
+        turn alone made batches of one)."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[Decision]] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._send)
         self._pending.append((windows, cost, self.clock(), answer))
+        if not self._sending:
+            self._sending = True
+            loop.call_soon(self._send)
         return await answer
 
     def _send(self) -> None:
         batch, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._run(batch))
+        task = asyncio.get_running_loop().create_task(self._run(batch))
         self._tasks.add(task)  # held until done: the loop keeps only weak references
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._pending:  # the calls made meanwhile
+            self._send()
+        else:
+            self._sending = False
 
     async def _run(self, batch: list[tuple[list[Window], int, float, asyncio.Future[list[Decision]]]]) -> None:
+        try:
+            await self._count(batch)
+        except BaseException as exc:  # cancelled (shutdown) or a bug: no caller waits for ever
+            for *_, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            raise
+
+    async def _count(self, batch: list[tuple[list[Window], int, float, asyncio.Future[list[Decision]]]]) -> None:
         keys: list[str] = []
         args: list[float | int] = []
         for windows, cost, now, _ in batch:
