@@ -11,6 +11,7 @@ algorithm takes over: limits then hold per replica rather than globally.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable
@@ -151,28 +152,35 @@ return {prev, cur}
 
 # Every window at once, whichever bucket it counts (a key's own windows and
 # its subject's): check all, count in all only if all have room, so a refused
-# call is counted nowhere. One script call: atomic across replicas.
-# KEYS: cur_1, prev_1, cur_2, prev_2, ...; ARGV: now, cost, limit_1, window_1, ...
-_HIT_ALL = """
-local now, cost = tonumber(ARGV[1]), tonumber(ARGV[2])
-local n = #KEYS / 2
-local out, ok = {}, 1
-for i = 1, n do
-  local cur = tonumber(redis.call('GET', KEYS[2*i-1]) or '0')
-  local prev = tonumber(redis.call('GET', KEYS[2*i]) or '0')
-  local limit, window = tonumber(ARGV[1+2*i]), tonumber(ARGV[2+2*i])
-  if prev * (window - now % window) / window + cur + cost > limit then ok = 0 end
-  out[2*i-1], out[2*i] = prev, cur
-end
-if ok == 1 then
+# call is counted nowhere. Several calls' checks go in one script call (those
+# made in the same event-loop turn): each is checked and counted in turn, as if
+# alone, and the whole script is atomic across replicas.
+# KEYS: cur_1, prev_1, cur_2, prev_2, ... for every call in order;
+# ARGV: per call: now, cost, n (its windows), limit_1, window_1, ..., limit_n, window_n
+# Returns per call: ok, prev_1, cur_1, ..., prev_n, cur_n (cur as found: before counting)
+_HIT_BATCH = """
+local out, a, k = {}, 1, 0
+while a <= #ARGV do
+  local now, cost, n = tonumber(ARGV[a]), tonumber(ARGV[a+1]), tonumber(ARGV[a+2])
+  local base, ok = #out + 1, 1
+  out[base] = 0
   for i = 1, n do
-    local window = tonumber(ARGV[2+2*i])
-    local c = redis.call('INCRBY', KEYS[2*i-1], cost)
-    if c == cost then redis.call('EXPIRE', KEYS[2*i-1], 2 * window + 1) end
-    out[2*i] = c
+    local cur = tonumber(redis.call('GET', KEYS[k+2*i-1]) or '0')
+    local prev = tonumber(redis.call('GET', KEYS[k+2*i]) or '0')
+    local limit, window = tonumber(ARGV[a+1+2*i]), tonumber(ARGV[a+2+2*i])
+    if prev * (window - now % window) / window + cur + cost > limit then ok = 0 end
+    out[base+2*i-1], out[base+2*i] = prev, cur
   end
+  if ok == 1 then
+    for i = 1, n do
+      local c = redis.call('INCRBY', KEYS[k+2*i-1], cost)
+      if c == cost then redis.call('EXPIRE', KEYS[k+2*i-1], 2 * tonumber(ARGV[a+2+2*i]) + 1) end
+      out[base+2*i] = c - cost
+    end
+  end
+  out[base] = ok
+  k, a = k + 2*n, a + 3 + 2*n
 end
-table.insert(out, 1, ok)
 return out
 """
 
@@ -200,9 +208,13 @@ class RedisLimiter:
         self.fallback = fallback
         self.on_degraded = on_degraded
         self._script = redis.register_script(_HIT)
-        self._script_all = redis.register_script(_HIT_ALL)
+        self._script_batch = redis.register_script(_HIT_BATCH)
         self._script_undo = redis.register_script(_UNDO)
         self._degraded = False
+        # calls waiting for the next batch: (windows, cost, now, their answer)
+        self._pending: list[tuple[list[Window], int, float, asyncio.Future[list[Decision]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sending = False  # a script call is under way (or about to be)
 
     def _keys(self, key: str, window: int, now: float) -> tuple[str, str]:
         idx = int(now // window)
@@ -223,20 +235,65 @@ class RedisLimiter:
         return await self.hit_many([(key, lim, w) for lim, w in limits], cost)
 
     async def hit_many(self, windows: list[Window], cost: int = 1) -> list[Decision]:
-        """``MemoryLimiter.hit_many``, atomic across replicas: one round trip."""
-        now = self.clock()
-        keys = [k for b, _, w in windows for k in self._keys(b, w, now)]
-        args: list[float | int] = [now, cost]
-        for _, limit, window in windows:
-            args += [limit, window]
+        """``MemoryLimiter.hit_many``, atomic across replicas. One script call
+        at a time: the calls made while it runs wait for it and go together in
+        the next one (one round trip, one command for redis-py to pack and
+        parse: at a few thousand decisions a second that is most of their CPU
+        time; gRPC handlers reach here in different loop turns, so batching by
+        turn alone made batches of one)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[list[Decision]] = loop.create_future()
+        self._pending.append((windows, cost, self.clock(), answer))
+        if not self._sending:
+            self._sending = True
+            loop.call_soon(self._send)
+        return await answer
+
+    def _send(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._pending:  # the calls made meanwhile
+            self._send()
+        else:
+            self._sending = False
+
+    async def _run(self, batch: list[tuple[list[Window], int, float, asyncio.Future[list[Decision]]]]) -> None:
         try:
-            ok, *counts = await self._script_all(keys=keys, args=args)
-        except Exception as exc:
+            await self._count(batch)
+        except BaseException as exc:  # cancelled (shutdown) or a bug: no caller waits for ever
+            for *_, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            raise
+
+    async def _count(self, batch: list[tuple[list[Window], int, float, asyncio.Future[list[Decision]]]]) -> None:
+        keys: list[str] = []
+        args: list[float | int] = []
+        for windows, cost, now, _ in batch:
+            args += [now, cost, len(windows)]
+            for b, limit, w in windows:
+                keys += self._keys(b, w, now)
+                args += [limit, w]
+        try:
+            out = await self._script_batch(keys=keys, args=args)
+        except Exception as exc:  # redis down: limit locally, say so once
             self._note_degraded(exc)
-            return await self.fallback.hit_many(windows, cost)
+            for windows, cost, _, answer in batch:
+                if not answer.done():  # a caller gone (cancelled) wants no answer
+                    answer.set_result(await self.fallback.hit_many(windows, cost))
+            return
         self._degraded = False
-        return [_decide(int(counts[2 * i]), int(counts[2 * i + 1]) + (0 if ok else cost), lim, w, now, counted=True)
-                for i, (_, lim, w) in enumerate(windows)]
+        i = 0
+        for windows, cost, now, answer in batch:
+            if not answer.done():
+                answer.set_result([_decide(int(out[i + 1 + 2 * j]), int(out[i + 2 + 2 * j]) + cost, lim, w, now,
+                                           counted=True) for j, (_, lim, w) in enumerate(windows)])
+            i += 1 + 2 * len(windows)
 
     async def undo(self, windows: list[Window], cost: int = 1) -> None:
         """``MemoryLimiter.undo``, in Redis (best effort: Redis down, the call stays counted)."""

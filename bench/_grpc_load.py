@@ -25,7 +25,8 @@ from typing import Any
 import grpc
 
 
-async def _rls(target: str, tenant: str, kids: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
+async def _rls(target: str, tenant: str, kids: list[str], seconds: float, concurrency: int,
+               rate: float | None = None) -> dict[str, Any]:
     from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
     from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 
@@ -52,7 +53,40 @@ async def _rls(target: str, tenant: str, kids: list[str], seconds: float, concur
                 counts["calls"] += 1
                 counts["ok" if r.overall_code == rls_pb2.RateLimitResponse.OK else "over_limit"] += 1
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        async def paced() -> None:
+            """Open loop: one call every 1/rate s whatever the answers (as a
+            gateway's traffic arrives), each timed."""
+            latencies: list[float] = []
+
+            async def one(request: Any) -> None:
+                t0 = time.perf_counter()
+                try:
+                    r = await stub.ShouldRateLimit(request, timeout=10)
+                except grpc.aio.AioRpcError:
+                    counts["errors"] += 1
+                    return
+                latencies.append(time.perf_counter() - t0)
+                counts["calls"] += 1
+                counts["ok" if r.overall_code == rls_pb2.RateLimitResponse.OK else "over_limit"] += 1
+
+            assert rate
+            calls = []
+            for i in range(int(rate * seconds)):
+                wait = start + i / rate - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                calls.append(asyncio.ensure_future(one(next(cycle))))
+            await asyncio.gather(*calls)
+            latencies.sort()
+            n = len(latencies)
+            counts.update({"p50_ms": round(1e3 * latencies[n // 2], 3) if n else None,
+                           "p99_ms": round(1e3 * latencies[int(n * 0.99)], 3) if n else None,
+                           "over_50ms": sum(t > 0.05 for t in latencies)})
+
+        if rate:
+            await paced()
+        else:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
         return {**counts, "seconds": time.perf_counter() - start, "start": wall, "end": time.time()}
 
 
@@ -122,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--batch", type=int, default=100, help="als: entries per message")
+    p.add_argument("--rate", type=float, help="rls: calls per second, open loop (instead of --concurrency)")
     a = p.parse_args(argv)
     kids = a.kids.split(",")
     if a.mode == "rls":
-        out = asyncio.run(_rls(a.target, a.tenant, kids, a.seconds, a.concurrency))
+        out = asyncio.run(_rls(a.target, a.tenant, kids, a.seconds, a.concurrency, a.rate))
     else:
         out = asyncio.run(_als(a.target, a.node_id, kids, a.seconds, a.concurrency, a.batch))
     print(json.dumps(out))

@@ -39,9 +39,10 @@ from pathlib import Path
 
 import httpx
 
+from authserver.ratelimit import key_bucket
 from authserver_devtools import death_signal_preexec, free_port, stop_process, wait_until
 
-from ._common import cpu_run_seconds, load, machine_info, parse_wrk, pct, progress, tool
+from ._common import cpu_run_seconds, load, machine_info, pct, progress, tool
 from ._stack import AuthServer, Gateway
 
 TENANT = "default"
@@ -51,7 +52,9 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 GENEROUS = [{"limit": 10**9, "window_seconds": 60}]  # never reached: every call is a Redis round trip that passes
 RATE = 1000  # req/s offered, in total
-PACE_CONNECTIONS = 10  # each waits DELAY_MS between requests: ~RATE req/s when answers are fast
+# each connection waits DELAY_MS between requests (wrk's delay(), after the answer):
+# enough of them that a few ms of latency barely lowers the rate offered
+PACE_CONNECTIONS = 50
 DELAY_MS = 1000 * PACE_CONNECTIONS // RATE
 
 QUICK = {"latency_seconds": 1, "latency_rounds": 1, "rls_seconds": 1, "rls_keys": 4, "window_s": 1,
@@ -99,7 +102,10 @@ def ratelimit(quick: bool) -> dict:
         out["upstream"] = upstream.kind
         out["latency"] = _latency(gw_off, gw_on, fast["key"], opts)
         out["rls"] = _rls(r1, grpc1, [k["id"] for k in limited], opts)
-        out["accuracy"] = _accuracy((gw_on, gw_2), upstream, acc["key"], window, opts["windows"])
+        out["rls_paced"] = _rls(r1, grpc1, [k["id"] for k in limited], opts, rate=RATE)
+        out["accuracy"] = _accuracy((gw_on, gw_2), upstream, acc["key"], window, opts["windows"],
+                                    counted=f"{common['AUTHSERVER_REDIS_NAMESPACE']}:rl:{window}:"
+                                            f"{key_bucket(TENANT, acc['id'])}")
         out["usage"] = {"ingestion": _ingestion(r2, grpc2, [k["id"] for k in limited], opts),
                         "last_used": _last_used(gw_2, api, fresh)}
         out["envoy_ratelimit"] = {name: {s: gw.counter(f"ratelimit.{s}") for s in
@@ -108,6 +114,8 @@ def ratelimit(quick: bool) -> dict:
     out["goals"] = {
         "p99_added_ms": {"goal": "<= 1", "value": out["latency"]["p99_added_ms"]},
         "rls_decisions_per_cpu_s": {"goal": ">= 5000", "value": out["rls"]["decisions_per_server_cpu_s"]},
+        "rls_decisions_per_cpu_s_at_1k": {"goal": ">= 5000",
+                                          "value": out["rls_paced"]["decisions_per_server_cpu_s"]},
         "accuracy_worst_pct": {"goal": "within +-2", "value": out["accuracy"]["worst_error_pct"]},
         "als_entries_per_cpu_s": {"goal": ">= 20000", "value": out["usage"]["ingestion"]["entries_per_server_cpu_s"]},
         "last_used_delay_max_s": {"goal": "<= 5", "value": out["usage"]["last_used"]["max_s"]},
@@ -118,9 +126,13 @@ def ratelimit(quick: bool) -> dict:
         f"wrk, {PACE_CONNECTIONS} connections each waiting {DELAY_MS} ms between requests (about {RATE} req/s; "
         "the achieved rate is reported), the same config with and without `--ratelimit`, alternating runs, "
         "medians. RLS: a gRPC client process, 32 calls in flight, keys with a limit (each decision is a Redis "
-        "round trip); per CPU second = decisions / the server process's CPU time (all threads). Accuracy: "
+        "round trip); per CPU second = decisions / the server process's CPU time (all threads); and the same "
+        f"paced at {RATE} calls/s, open loop (as a gateway's traffic comes: few calls share a loop turn). "
+        "Accuracy: "
         f"{LIMIT} per {window} s on one key, two Envoys (one per replica) each offered half of {RATE} req/s; "
-        "allowed = calls that reached the upstream, per epoch-aligned window fully inside the run. Usage: an "
+        "allowed = calls that reached the upstream, per epoch-aligned window fully inside the run, beside the "
+        "limiter's own count per window (read from Redis during the run) and the calls Envoy let through "
+        "without an answer (past the filter's 50 ms timeout, failure_mode_deny false). Usage: an "
         "access-log client process (2 streams, 100 entries per message, real key ids) into replica 2; "
         "last_used_at: a call through the Envoy logging to replica 2, polled on replica 1 every 50 ms "
         f"(usage is written every {_flush_s()} s, Envoy sends logs every 0.5 s)."
@@ -180,11 +192,14 @@ class _CpuSampler:
         return self.at(t1) - self.at(t0)
 
 
-def _rls(srv: AuthServer, port: int, kids: list[str], opts: dict) -> dict:
+def _rls(srv: AuthServer, port: int, kids: list[str], opts: dict, rate: float | None = None) -> dict:
+    """Saturated (32 calls in flight: calls share loop turns and Redis script
+    calls), or ``rate`` calls a second, open loop, as Envoy's traffic comes."""
     assert srv.proc is not None
     d0 = srv.metric("authserver_ratelimit_decisions_total")
     with _CpuSampler(srv.proc.pid) as cpus:
-        got = _grpc_load("rls", port, kids, opts["rls_seconds"], concurrency=32)
+        got = _grpc_load("rls", port, kids, opts["rls_seconds"], concurrency=32,
+                         extra=("--rate", str(rate)) if rate else ())
         time.sleep(0.05)
     cpu = cpus.between(got["start"], got["end"])
     decisions = srv.metric("authserver_ratelimit_decisions_total") - d0
@@ -195,8 +210,14 @@ def _rls(srv: AuthServer, port: int, kids: list[str], opts: dict) -> dict:
             "server_cpu_us_per_decision": round(1e6 * cpu / decisions, 1) if decisions else None}
 
 
-def _accuracy(gws: tuple[Gateway, Gateway], upstream: _Upstream, key: str, window: int, windows: int) -> dict:
+def _accuracy(gws: tuple[Gateway, Gateway], upstream: _Upstream, key: str, window: int, windows: int,
+              counted: str) -> dict:
+    """``counted``: the Redis key prefix of the limiter's per-window counts
+    (``PREFIX:INDEX``), read during the run: what the service let through,
+    beside what reached the upstream. The difference is what Envoy let through
+    without an answer (past its timeout, ``failure_mode_deny`` false)."""
     hdr = {"Authorization": f"Bearer {key}"}
+    envoy0 = [_rl_counters(gw) for gw in gws]
     start = time.time()
     first = math.ceil(start / window + 0.05) * window  # the first whole window the load covers
     seconds = first + windows * window + 0.3 - start
@@ -207,20 +228,67 @@ def _accuracy(gws: tuple[Gateway, Gateway], upstream: _Upstream, key: str, windo
                            expect_ok=False)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with _WindowCounts(counted, window) as limiter_counts:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    envoy = [{k: v - envoy0[i][k] for k, v in _rl_counters(gw).items()} for i, gw in enumerate(gws)]
     times = sorted(upstream.times("/bench/accuracy"))
     counts = [sum(first + i * window <= t < first + (i + 1) * window for t in times) for i in range(windows)]
     errors = [round(100 * (c - LIMIT) / LIMIT, 1) for c in counts]
     offered = sum(r["requests"] for r in results)
+    first_idx = int(first // window)
     return {"window_s": window, "windows": windows, "allowed_per_window": counts, "error_pct": errors,
             "worst_error_pct": max(errors, key=abs),
+            # the service's own count per window (Redis), and Envoy's fail-open calls over the run
+            "counted_by_limiter_per_window": [limiter_counts.get(first_idx + i) for i in range(windows)],
+            "envoy_during": envoy,
+            "failure_mode_allowed": sum(e["failure_mode_allowed"] for e in envoy),
             "max_in_any_window_span": _max_span(times, window),
             "offered_rps": round(sum(r["rps"] for r in results)), "offered": offered,
             "allowed_total": len(times), "refused_total": sum(r["non2xx"] for r in results),
             "socket_errors": sum(r["socket_errors"] for r in results), "envoys": results}
+
+
+def _rl_counters(gw: Gateway) -> dict[str, int]:
+    return {s: gw.counter(f"ratelimit.{s}") for s in ("ok", "over_limit", "error", "failure_mode_allowed")}
+
+
+class _WindowCounts(dict[int, int]):
+    """The limiter's count of each window of one bucket, read from Redis every
+    0.2 s while the load runs (a window's key expires two windows after it)."""
+
+    def __init__(self, prefix: str, window: int) -> None:
+        super().__init__()
+        self.prefix, self.window = prefix, window
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import redis
+
+        r = redis.Redis.from_url(REDIS_URL)
+        try:
+            while True:
+                idx = int(time.time() // self.window)
+                for i, v in zip((idx - 1, idx), r.mget([f"{self.prefix}:{idx - 1}", f"{self.prefix}:{idx}"]),
+                                strict=True):
+                    if v is not None:
+                        self[i] = max(self.get(i, 0), int(v))
+                if self._stop.wait(0.2):
+                    break
+        finally:
+            r.close()
+
+    def __enter__(self) -> _WindowCounts:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.3)  # the last window's last calls
+        self._stop.set()
+        self._thread.join()
 
 
 def _max_span(times: list[float], window: float) -> int:
@@ -281,36 +349,23 @@ def _flush_s() -> float:
 
 def paced(url: str, headers: dict[str, str], seconds: float, connections: int = PACE_CONNECTIONS,
           expect_ok: bool = True) -> dict:
-    """wrk with each connection waiting DELAY_MS between requests (a wrk Lua
-    ``delay()``; wrk's clock starts when a request is written, so the wait is
-    not in the latency); without wrk, the unpaced fallback of ``load``."""
-    wrk = tool("wrk")
-    if wrk is None:
-        r = load(url, headers, seconds=seconds, connections=1).as_dict()
-        return {**r, "non2xx": r["wrong_status"], "paced": False}
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(f"function delay()\n  return {DELAY_MS}\nend\n")
-    try:
-        cmd = [wrk, "-t1", f"-c{connections}", f"-d{max(1, math.ceil(seconds))}s", "--latency", "--timeout", "10s",
-               "-s", f.name]
-        for k, v in headers.items():
-            cmd += ["-H", f"{k}: {v}"]
-        text = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60,
-                              preexec_fn=death_signal_preexec()).stdout
-    finally:
-        os.unlink(f.name)
-    r = parse_wrk(text).as_dict()
+    """``load`` paced to ``connections`` x 1000/DELAY_MS req/s (each connection
+    waits DELAY_MS between requests: wrk's ``delay()``, not in the latency),
+    for at least ``seconds``; without wrk, the asyncio generator, paced alike."""
+    r = load(url, headers, seconds=math.ceil(seconds), connections=connections,
+             rate=connections * 1000 / DELAY_MS).as_dict()
     out = {**r, "non2xx": r["wrong_status"], "paced": True, "connections": connections, "delay_ms": DELAY_MS}
     if not expect_ok:  # refusals are the point: only socket errors are errors
         out["errors"] = r["socket_errors"]
     return out
 
 
-def _grpc_load(mode: str, port: int, kids: list[str], seconds: float, concurrency: int) -> dict:
+def _grpc_load(mode: str, port: int, kids: list[str], seconds: float, concurrency: int,
+               extra: tuple[str, ...] = ()) -> dict:
     import json
 
     cmd = [sys.executable, "-m", "bench._grpc_load", mode, "--target", f"127.0.0.1:{port}", "--kids",
-           ",".join(kids), "--seconds", str(seconds), "--concurrency", str(concurrency)]
+           ",".join(kids), "--seconds", str(seconds), "--concurrency", str(concurrency), *extra]
     p = subprocess.run(cmd, cwd=CHECKOUT, capture_output=True, text=True, timeout=seconds + 120,
                        preexec_fn=death_signal_preexec())
     if p.returncode != 0:

@@ -278,10 +278,17 @@ def markdown(results: dict) -> str:
              f"| rate-limit decisions per server CPU second | >= 5,000 | **{_n(rl['decisions_per_server_cpu_s'])}** "
              f"({_n(rl['decisions_per_s'])}/s achieved with {rl['server_cpu_share']:.0%} of a core; "
              f"{rl['server_cpu_us_per_decision']} us CPU each; gRPC errors {rl['errors']}) |",
+             *([f"| the same, paced at {x['rate_offered']:,} calls/s (open loop) | >= 5,000 | "
+                f"**{_n(rp['decisions_per_server_cpu_s'])}** ({rp['server_cpu_us_per_decision']} us CPU each; "
+                f"call p50 / p99 {rp['p50_ms']} / {rp['p99_ms']} ms from the client, {rp['over_50ms']} over 50 ms; "
+                f"gRPC errors {rp['errors']}) |"] if (rp := x.get("rls_paced")) else []),
              f"| allowed per {ac['window_s']} s window, limit {x['limit']}, 2 replicas, 2 Envoys, "
              f"{_n(ac['offered_rps'])} req/s offered | within +-2% | **{ac['allowed_per_window']}** "
              f"(worst {ac['worst_error_pct']:+g}%; most in any {ac['window_s']} s span "
-             f"{ac['max_in_any_window_span']}) |",
+             f"{ac['max_in_any_window_span']}"
+             + (f"; counted by the limiter {ac['counted_by_limiter_per_window']}, let through by Envoy past its "
+                f"timeout {ac['failure_mode_allowed']}" if "counted_by_limiter_per_window" in ac else "")
+             + ") |",
              f"| access-log entries per server CPU second | >= 20,000 | **{_n(ing['entries_per_server_cpu_s'])}** "
              f"({_n(ing['entries_per_s'])}/s achieved with {ing['server_cpu_share']:.0%} of a core) |",
              f"| call through Envoy -> last_used_at in GET /v1/keys/{{id}} (other replica) | <= 5 s | "

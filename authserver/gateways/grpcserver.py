@@ -11,7 +11,6 @@ from pathlib import Path
 import grpc
 from envoy.service.accesslog.v3 import als_pb2_grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
-from envoy.service.ratelimit.v3 import rls_pb2_grpc
 
 from ..settings import Settings
 from .accesslog import AccessLogServer
@@ -49,7 +48,7 @@ class GatewayServer:
         server = grpc.aio.server(options=_OPTIONS)
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self.xds, server)
         if self.ratelimit is not None:
-            rls_pb2_grpc.add_RateLimitServiceServicer_to_server(self.ratelimit, server)
+            server.add_generic_rpc_handlers((self.ratelimit.rpc_handler(),))
         if self.accesslog is not None:
             als_pb2_grpc.add_AccessLogServiceServicer_to_server(self.accesslog, server)
         address = f"[{s.xds_host}]:{s.xds_port}" if ":" in s.xds_host else f"{s.xds_host}:{s.xds_port}"

@@ -27,8 +27,7 @@ import logging
 from typing import Any
 
 import grpc
-from envoy.config.core.v3 import base_pb2
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..keycache import KeyCache
@@ -43,12 +42,14 @@ log = logging.getLogger("authserver.ratelimit")
 DOMAIN = "authserver"
 _OK = rls_pb2.RateLimitResponse.OK
 _OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
+SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
 _PROBLEMS = {
     "rate_limited": {"type": "https://authserver.dev/problems/rate_limited", "title": "Too many requests",
                      "status": 429, "code": "rate_limited"},
     "usage_exceeded": {"type": "https://authserver.dev/problems/usage_exceeded", "title": "No credits left",
                        "status": 429, "code": "usage_exceeded"},
 }
+_BODIES = {code: json.dumps(p, separators=(",", ":")).encode() for code, p in _PROBLEMS.items()}
 _UNITS = ((86400, rls_pb2.RateLimitResponse.RateLimit.DAY), (3600, rls_pb2.RateLimitResponse.RateLimit.HOUR),
           (60, rls_pb2.RateLimitResponse.RateLimit.MINUTE), (1, rls_pb2.RateLimitResponse.RateLimit.SECOND))
 
@@ -61,16 +62,15 @@ class RateLimitMetrics:
                             "1 when per-key limits are counted in Redis for every replica, 0 per replica",
                             registry=registry)
         self.shared.set(1 if shared else 0)
+        # the labelled children, looked up once (labels() takes a lock and a dict per call)
+        self.result = {r: self.decisions.labels(r) for r in _RESULTS}
 
 
-def _header(name: str, value: str) -> Any:
-    return base_pb2.HeaderValue(key=name, value=value)
+_RESULTS = ("allowed", "over_limit", "unknown_key", "unlimited", "credit_spent", "usage_exceeded", "refused_peer")
 
 
-def _status(limit: int, window: int, decision: Decision) -> Any:
-    status = rls_pb2.RateLimitResponse.DescriptorStatus(
-        code=_OK if decision.allowed else _OVER, limit_remaining=decision.remaining,
-    )
+def _status(response: Any, limit: int, window: int, decision: Decision) -> None:
+    status = response.statuses.add(code=_OK if decision.allowed else _OVER, limit_remaining=decision.remaining)
     status.duration_until_reset.seconds = decision.reset_after
     # Envoy's units are whole periods; a window of another length is reported
     # by the headers we add, so the unit here is only the nearest description
@@ -78,10 +78,15 @@ def _status(limit: int, window: int, decision: Decision) -> Any:
     status.current_limit.requests_per_unit = max(1, limit * per // window)
     status.current_limit.unit = unit
     status.current_limit.name = f"{limit}/{window}s"
-    return status
 
 
-class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[misc]  # generated, untyped
+# the answer to the most common call that needs no counting (one descriptor: a
+# key without limits, or unknown here), serialized once
+_UNCOUNTED: bytes = rls_pb2.RateLimitResponse(
+    overall_code=_OK, statuses=[rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK)]).SerializeToString()
+
+
+class RateLimitServer:
     def __init__(self, cache: KeyCache, limiter: MemoryLimiter | RedisLimiter, metrics: RateLimitMetrics,
                  credits: Credits | None = None, access: NodeAccess | None = None) -> None:
         """``access`` (with TLS client certificates): a caller may only ask
@@ -91,32 +96,66 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
         self.metrics = metrics
         self.credits = credits
         self.access = access if access is not None and access.require_peer_identity else None
+        self._count = metrics.result
+
+    def rpc_handler(self) -> grpc.GenericRpcHandler:
+        """The service for a gRPC server, answering with bytes it serialized
+        itself (the precomputed answer when nothing was counted)."""
+        return grpc.method_handlers_generic_handler(SERVICE, {"ShouldRateLimit": grpc.unary_unary_rpc_method_handler(
+            self.answer, request_deserializer=rls_pb2.RateLimitRequest.FromString)})
 
     async def ShouldRateLimit(  # noqa: N802  (the gRPC method name)
         self, request: Any, context: grpc.aio.ServicerContext,
     ) -> Any:
+        """``answer`` as a message (for callers in process)."""
+        return rls_pb2.RateLimitResponse.FromString(await self.answer(request, context))
+
+    async def answer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         if self.access is not None:
             await self._admit(request, context)
-        response = rls_pb2.RateLimitResponse(overall_code=_OK)
+        response: Any = None  # made only when something was counted
         refusal = None
-        for descriptor in request.descriptors:
+        descriptors = request.descriptors
+        for descriptor in descriptors:
             # a route's cost (the descriptor's hits_addend), else the request's; 0 means 1
             cost = max(1, descriptor.hits_addend.value if descriptor.HasField("hits_addend")
                        else request.hits_addend)
-            entries = {e.key: e.value for e in descriptor.entries}
-            tenant_id, kid = entries.get("tenant", ""), entries.get("key_id", "")
-            decision, windows = await self._decide(tenant_id, kid, cost, response)
+            tenant_id = kid = ""
+            for e in descriptor.entries:
+                if e.key == "tenant":
+                    tenant_id = e.value
+                elif e.key == "key_id":
+                    kid = e.value
+            tk = self.cache.get(tenant_id)
+            key = tk.published.get(kid) if tk is not None else None
+            windows: list[Window] = []
+            if key is None or key.kind != "api":
+                self._count["unknown_key"].inc()
+            else:
+                windows = self._windows(tk, tenant_id, kid, key)
+                if not windows:
+                    self._count["unlimited"].inc()  # no limits: no round trip
+            spends = key is not None and key.has_credits and self.credits is not None
+            if not windows and not spends and len(descriptors) == 1:
+                return _UNCOUNTED
+            if response is None:
+                response = rls_pb2.RateLimitResponse(overall_code=_OK)
+            decision = await self._decide(windows, cost, response) if windows else None
+            if decision is None:
+                response.statuses.add(code=_OK)
             if decision is not None and not decision.allowed:
                 refusal = "rate_limited"
-            elif await self._spend(tenant_id, kid, cost, response) is False:
+            elif spends and await self._spend(tenant_id, kid, cost, response) is False:
                 refusal = "usage_exceeded"
                 if windows:  # a refused call counts against no window
                     await self.limiter.undo(windows, cost)
+        if response is None:  # no descriptor
+            return rls_pb2.RateLimitResponse(overall_code=_OK).SerializeToString()  # type: ignore[no-any-return]
         if refusal is not None:
             response.overall_code = _OVER
-            response.raw_body = json.dumps(_PROBLEMS[refusal], separators=(",", ":")).encode()
-            response.response_headers_to_add.append(_header("content-type", "application/problem+json"))
-        return response
+            response.raw_body = _BODIES[refusal]
+            response.response_headers_to_add.add(key="content-type", value="application/problem+json")
+        return response.SerializeToString()  # type: ignore[no-any-return]
 
     async def _admit(self, request: Any, context: grpc.aio.ServicerContext) -> None:
         """TLS: every descriptor's tenant is one the caller's certificate names a node of."""
@@ -125,45 +164,43 @@ class RateLimitServer(rls_pb2_grpc.RateLimitServiceServicer):  # type: ignore[mi
         for descriptor in request.descriptors:
             tenant_id = next((e.value for e in descriptor.entries if e.key == "tenant"), "")
             if tenant_id not in allowed:
-                self.metrics.decisions.labels("refused_peer").inc()
+                self._count["refused_peer"].inc()
                 log.warning("refused a rate-limit call from %s for tenant %r: its certificate names no node "
                             "of that tenant (AUTHSERVER_XDS_NODES)", context.peer(), tenant_id[:64])
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this gateway may not ask for that tenant")
 
-    async def _spend(self, tenant_id: str, kid: str, cost: int, response: Any) -> bool | None:
+    async def _spend(self, tenant_id: str, kid: str, cost: int, response: Any) -> bool:
         """Spend the key's credits (after its rate limits let the call through):
-        False when none are left, None when the key has none to count."""
-        tk = self.cache.get(tenant_id)
-        key = tk.published.get(kid) if tk is not None else None
-        if key is None or not key.has_credits or self.credits is None:
-            return None
+        False when none are left."""
+        assert self.credits is not None
         state = await self.credits.spend(tenant_id, kid, cost)
-        self.metrics.decisions.labels("credit_spent" if state.allowed else "usage_exceeded").inc()
+        self._count["credit_spent" if state.allowed else "usage_exceeded"].inc()
         if state.remaining is not None:
-            response.response_headers_to_add.append(_header("x-credits-remaining", str(state.remaining)))
+            response.response_headers_to_add.add(key="x-credits-remaining", value=str(state.remaining))
         return state.allowed
 
-    async def _decide(self, tenant_id: str, kid: str, cost: int, response: Any) -> tuple[Decision | None, list[Window]]:
-        tk = self.cache.get(tenant_id)
-        key = tk.published.get(kid) if tk is not None else None
-        if key is None or key.kind != "api":
-            self.metrics.decisions.labels("unknown_key").inc()
-            response.statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK))
-            return None, []
-        own = key_bucket(tenant_id, kid)
-        windows: list[Window] = [(own, int(r["limit"]), int(r["window_seconds"])) for r in key.rate_limits]
-        shared = tk.subject_limits.get(key.subject) if tk is not None else None
+    @staticmethod
+    def _windows(tk: Any, tenant_id: str, kid: str, key: Any) -> list[Window]:
+        """The key's own windows and its subject's."""
+        windows: list[Window] = []
+        if key.rate_limits:
+            own = key_bucket(tenant_id, kid)
+            windows = [(own, int(r["limit"]), int(r["window_seconds"])) for r in key.rate_limits]
+        shared = tk.subject_limits.get(key.subject) if tk.subject_limits else None
         if shared:
             windows += [(subject_bucket(tenant_id, key.subject), lim, w) for lim, w in shared]
-        if not windows:  # no limits: no round trip
-            self.metrics.decisions.labels("unlimited").inc()
-            response.statuses.append(rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK))
-            return None, []
+        return windows
+
+    async def _decide(self, windows: list[Window], cost: int, response: Any) -> Decision:
         decisions = await self.limiter.hit_many(windows, cost)
-        chosen = strictest(decisions)
+        chosen = strictest(decisions) if len(decisions) > 1 else decisions[0]
         i = decisions.index(chosen)
-        response.statuses.append(_status(windows[i][1], windows[i][2], chosen))
-        for name, value in chosen.headers().items():
-            response.response_headers_to_add.append(_header(name.lower(), value))
-        self.metrics.decisions.labels("allowed" if chosen.allowed else "over_limit").inc()
-        return chosen, windows
+        _status(response, windows[i][1], windows[i][2], chosen)
+        add = response.response_headers_to_add.add
+        add(key="ratelimit-limit", value=str(chosen.limit))
+        add(key="ratelimit-remaining", value=str(chosen.remaining))
+        add(key="ratelimit-reset", value=str(chosen.reset_after))
+        if not chosen.allowed:
+            add(key="retry-after", value=str(chosen.retry_after))
+        self._count["allowed" if chosen.allowed else "over_limit"].inc()
+        return chosen

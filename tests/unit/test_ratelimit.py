@@ -81,6 +81,11 @@ async def test_redis_down_falls_back_to_local_limits():
     lim = RedisLimiter(r, clock, "t", MemoryLimiter(clock), on_degraded=lambda: degraded.append(1))
     assert [(await lim.hit("k", 2, 60)).allowed for _ in range(3)] == [True, True, False]
     assert degraded
+    import asyncio
+
+    # calls sharing a script call all fall back, each counted once
+    got = await asyncio.gather(*(lim.hit_many([("m", 3, 60)]) for _ in range(5)))
+    assert [ds[0].allowed for ds in got] == [True] * 3 + [False] * 2
     await r.aclose()
 
 
@@ -140,3 +145,32 @@ async def test_undo_takes_a_call_back_but_never_below_zero(limiter):
     assert (await lim.peek("key:never-counted", 3, 60)).remaining == 3
     if isinstance(lim, RedisLimiter):
         assert await lim.redis.keys(f"{lim.ns}:*never-counted*") == []
+
+
+async def test_concurrent_calls_share_script_calls_and_stay_exact(limiter):
+    """Calls made together (as gRPC handlers are) go to Redis in shared script
+    calls; each is still checked and counted in turn: exactly the limit passes,
+    the subject's shared budget included, and a refused call counts nowhere."""
+    import asyncio
+
+    lim, clock = limiter
+    script_calls = []
+    if isinstance(lim, RedisLimiter):
+        inner = lim._script_batch
+
+        async def counting(**kw):
+            script_calls.append(kw["keys"])
+            return await inner(**kw)
+
+        lim._script_batch = counting
+    own = [[(f"key:c{i}", 30, 60), ("sub:c", 100, 60)] for i in range(5)]
+    results = await asyncio.gather(*(lim.hit_many(own[i % 5], cost=1 + i % 2) for i in range(300)))
+    passed = [i for i, ds in enumerate(results) if all(d.allowed for d in ds)]
+    assert sum(1 + i % 2 for i in passed) <= 100
+    assert 100 - sum(1 + i % 2 for i in passed) <= 1  # only a cost of 2 may not fit the last unit
+    for k in range(5):  # no key's own window over its limit
+        assert sum(1 + i % 2 for i in passed if i % 5 == k) <= 30
+    left = (await lim.peek("sub:c", 100, 60)).remaining
+    assert left == 100 - sum(1 + i % 2 for i in passed)  # what passed is what was counted, nothing more
+    if isinstance(lim, RedisLimiter):
+        assert 1 <= len(script_calls) < 300  # shared round trips
