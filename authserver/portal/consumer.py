@@ -26,6 +26,7 @@ from litestar.connection import ASGIConnection
 from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency, Provide
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.types import ExceptionHandlersMap
 
@@ -146,7 +147,7 @@ async def _posted(request: AnyRequest) -> CPosted:
 
 DEPENDENCIES = {"ctx": Provide(_ctx), "posted": Provide(_posted)}
 SIGNED_IN = [_guard]
-KeyId = str  # checked by the services: an id that cannot be a key is not found
+KeyId = FromPath[str]  # checked by the services: an id that cannot be a key is not found
 
 
 # --- errors: the admin portal's pages, with the way back to this portal -----------
@@ -176,7 +177,8 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 # --- sign in / out ---------------------------------------------------------------
 
 @get("/sign-in/{token:str}")
-async def sign_in(request: AnyRequest, consumers: NamedDependency[ConsumerPortal], token: str) -> Response[Any]:
+async def sign_in(request: AnyRequest, consumers: NamedDependency[ConsumerPortal],
+                  token: FromPath[str]) -> Response[Any]:
     grant = await consumers.redeem(token, client_addr(request))
     if grant is None:
         try:

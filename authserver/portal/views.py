@@ -33,6 +33,7 @@ from litestar.datastructures import FormMultiDict
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.types import ExceptionHandlersMap, Guard
 
@@ -68,7 +69,7 @@ STATE_CHOICES = [
 _DECIMAL = re.compile(r"(?=.{1,32}$)([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?")
 GRACE_UNITS = [("seconds", 1), ("minutes", 60), ("hours", 3600), ("days", 86400)]
 MAX_EXPIRY_DAYS = MAX_EXPIRES_IN // 86400
-KeyId = str  # checked by the services: an id that cannot be a key is not found
+KeyId = FromPath[str]  # checked by the services: an id that cannot be a key is not found
 SIGN_IN_FAILED = "Sign-in failed. Check the admin key and try again."
 
 
