@@ -62,6 +62,6 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         debug=False,
     )
     # outside routing, so unmatched paths are counted too (Litestar's own middleware runs per route)
-    app.asgi_handler = with_http_metrics(public.with_jwks_fast_path(app.asgi_handler, core), core.metrics,
-                                         server_timing=settings.server_timing)
+    handler = public.with_jwks_fast_path(subjects.with_addressable_subjects(app.asgi_handler), core)
+    app.asgi_handler = with_http_metrics(handler, core.metrics, server_timing=settings.server_timing)
     return app
