@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from . import __version__, portal
-from .api import admin_keys, docs, management, portal_sessions, public, secret_scanning, subjects, webhooks
+from .api import admin_keys, docs, management, portal_sessions, public, secret_scanning, subjects, tenant, webhooks
 from .api.deps import SERVICES, add_ratelimit_headers
 from .api.docspage import DocsPage
 from .core import Core
@@ -43,7 +43,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             await core.stop()
 
     handlers = [*public.ROUTES, *management.ROUTES, *portal_sessions.ROUTES, admin_keys.AdminKeysController,
-                subjects.SubjectsController, webhooks.WebhooksController, *secret_scanning.ROUTES]
+                subjects.SubjectsController, tenant.TenantController, webhooks.WebhooksController,
+                *secret_scanning.ROUTES]
     app = Litestar(
         route_handlers=[*handlers, *portal.ROUTES],  # type: ignore[list-item]  # portal.ROUTES is an untyped list (not ours)
         lifespan=[lifespan],

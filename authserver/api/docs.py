@@ -226,6 +226,13 @@ class DeliveryPage(msgspec.Struct):
     next_cursor: str | None
 
 
+class LeakPolicyView(msgspec.Struct):
+    """What a leaked key's report does: ``revoke`` it at once (the default) or only ``notify``."""
+
+    tenant: str
+    leak_policy: Literal["revoke", "notify"]
+
+
 class WebhookSettingsView(msgspec.Struct):
     expiring_days: int
 
@@ -409,6 +416,9 @@ _OPERATIONS: dict[str, _Operation] = {
     "webhook_settings": _admin("Get the tenant's webhook settings", 200, WebhookSettingsView, "The settings"),
     "set_webhook_settings": _admin("Set the tenant's webhook settings", 200, WebhookSettingsView, "The settings",
                                    *_WITH_BODY),
+    "leak_policy": _admin("Get the tenant's leak policy", 200, LeakPolicyView, "The policy"),
+    "set_leak_policy": _admin("Set the tenant's leak policy", 200, LeakPolicyView,
+                              "The policy, in effect for the next report", *_WITH_BODY),
     # a gateway's credential, not an admin key: its own problems
     "introspect": ("Introspect a key (RFC 7662)", {200: _ok(Introspection, "Whether the key is active, and why not"),
                                                    **dict.fromkeys((400, 401, 429, 503, *_WITH_BODY))}, True),
