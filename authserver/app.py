@@ -11,7 +11,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 
 from . import __version__, portal
-from .api import admin_keys, docs, management, portal_sessions, public, secret_scanning, subjects, webhooks
+from .api import admin_keys, docs, management, portal_sessions, public, secret_scanning, subjects, tenant, webhooks
 from .api.deps import SERVICES, add_ratelimit_headers
 from .api.docspage import DocsPage
 from .core import Core
@@ -45,7 +45,8 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
             await core.stop()
 
     handlers = [*public.ROUTES, *management.ROUTES, *portal_sessions.ROUTES, admin_keys.AdminKeysController,
-                subjects.SubjectsController, webhooks.WebhooksController, *secret_scanning.ROUTES]
+                subjects.SubjectsController, tenant.TenantController, webhooks.WebhooksController,
+                *secret_scanning.ROUTES]
     app = Litestar(
         route_handlers=[*handlers, *portal.ROUTES],  # type: ignore[list-item]  # portal.ROUTES is an untyped list (not ours)
         lifespan=[lifespan],
@@ -66,6 +67,6 @@ def create_app(settings: Settings | None = None, *, clock: Callable[[], float] =
         debug=False,
     )
     # outside routing, so unmatched paths are counted too (Litestar's own middleware runs per route)
-    app.asgi_handler = with_http_metrics(public.with_jwks_fast_path(app.asgi_handler, core), core.metrics,
-                                         server_timing=settings.server_timing)
+    handler = public.with_jwks_fast_path(subjects.with_addressable_subjects(app.asgi_handler), core)
+    app.asgi_handler = with_http_metrics(handler, core.metrics, server_timing=settings.server_timing)
     return app

@@ -598,7 +598,8 @@ def _add_subjects(sub: _Subparsers) -> None:
     ssub = _group(sub, "subjects", "subjects: the owners of API keys (the keys' sub)", "subjects_cmd")
     help_ = "show or set the rate limits all API keys of a subject share (each key's own limits apply too)"
     sl = ssub.add_parser("limits", help=help_, description=help_)
-    sl.add_argument("subject", help="the subject (the sub claim its keys were minted with)")
+    sl.add_argument("subject", help="the subject (the sub claim its keys were minted with), as it is: org/team "
+                                    "(the HTTP API: org%%2Fteam)")
     sl.add_argument("--tenant", default=None, help="tenant id (default: the default tenant)")
     group = sl.add_mutually_exclusive_group()
     group.add_argument("--rate-limit", action="append", metavar="LIMIT/WINDOW",

@@ -275,6 +275,13 @@ class WebhookSpec(msgspec.Struct, forbid_unknown_fields=True):
     description: Annotated[str, msgspec.Meta(max_length=200, pattern=TEXT_PATTERN)] | None = None
 
 
+class LeakPolicyBody(msgspec.Struct, forbid_unknown_fields=True):
+    """The body of ``PUT /v1/tenant/leak-policy``: ``revoke`` or ``notify`` (checked
+    by the tenant service, services.leaks.LEAK_POLICIES)."""
+
+    leak_policy: Annotated[str, msgspec.Meta(max_length=16)]
+
+
 class WebhookSettings(msgspec.Struct, forbid_unknown_fields=True):
     """The body of ``PUT /v1/webhooks/settings``: key.expiring fires this many days before a key's exp."""
 

@@ -226,6 +226,13 @@ class DeliveryPage(msgspec.Struct):
     next_cursor: str | None
 
 
+class LeakPolicyView(msgspec.Struct):
+    """What a leaked key's report does: ``revoke`` it at once (the default) or only ``notify``."""
+
+    tenant: str
+    leak_policy: Literal["revoke", "notify"]
+
+
 class WebhookSettingsView(msgspec.Struct):
     expiring_days: int
 
@@ -353,84 +360,78 @@ def _ok(model: Any, description: str, media_type: str = "application/json") -> R
 _ADMIN = (400, 401, 403, 429, 503)
 _WITH_BODY = (413, 415, 422)
 _PUBLIC = (400, 404)
+_JWKS = "The public keys gateways verify with (ETag; 304 if unchanged)"
+_DISCOVERY = "RFC 8414 / OpenID discovery"
 
-_OPERATIONS: dict[str, tuple[str, dict[int, ResponseSpec | None], bool]] = {
+_Operation = tuple[str, dict[int, ResponseSpec | None], bool]
+
+
+def _admin(summary: str, status: int, model: Any, description: str, *problems: int) -> _Operation:
+    """An operation that needs an admin key: its one success, the problems every
+    admin call may answer (``_ADMIN``) and its own ``problems``."""
+    return summary, {status: _ok(model, description), **dict.fromkeys((*_ADMIN, *problems))}, True
+
+
+def _public(summary: str, model: Any, description: str, *problems: int,
+            media_type: str = "application/json") -> _Operation:
+    """An operation without an admin key: a 200 and ``problems``."""
+    return summary, {200: _ok(model, description, media_type), **dict.fromkeys(problems)}, False
+
+
+_OPERATIONS: dict[str, _Operation] = {
     # name: (summary, {status: success body or None for a problem}, needs an admin key)
-    "mint": ("Mint an API key", {201: _ok(MintedKey, "The new key, with `key` shown this once"),
-                                 **dict.fromkeys(_ADMIN + _WITH_BODY)}, True),
-    "list_keys": ("List API keys", {200: _ok(KeyPage, "A page of keys, newest first; `next_cursor` for the next"),
-                                    **dict.fromkeys((*_ADMIN, 422))}, True),
-    "get_key": ("Get an API key", {200: _ok(KeyWithUsage, "The key (never the key string), with its usage"),
-                                   **dict.fromkeys((*_ADMIN, 404))}, True),
-    "usage": ("A key's usage over time", {200: _ok(UsageSeries, "Calls gateways reported per hour or day"),
-                                          **dict.fromkeys((*_ADMIN, 404, 422))}, True),
-    "update": ("Change a live API key", {200: _ok(KeyView, "The key as it is now (limits in effect at once)"),
-                                         **dict.fromkeys((*_ADMIN, 404, 409, *_WITH_BODY))}, True),
-    "put_subject_limits": ("Set a subject's shared rate limits",
-                           {200: _ok(SubjectLimitsView, "The limits, in effect at gateways within a second"),
-                            **dict.fromkeys((*_ADMIN, 404, *_WITH_BODY))}, True),
-    "get_subject_limits": ("Get a subject's shared rate limits",
-                           {200: _ok(SubjectLimitsView, "The limits all keys of the subject share"),
-                            **dict.fromkeys((*_ADMIN, 404))}, True),
-    "delete_subject_limits": ("Remove a subject's shared rate limits",
-                              {200: _ok(SubjectLimitsView, "Removed: `rate_limits` is empty"),
-                               **dict.fromkeys((*_ADMIN, 404))}, True),
-    "list_admin_keys": ("List admin keys", {200: _ok(AdminKeyPage, "A page of admin keys, newest first"),
-                                            **dict.fromkeys((*_ADMIN, 422))}, True),
-    "mint_admin_key": ("Mint an admin key", {201: _ok(MintedAdminKey, "The new admin key, `key` shown this once"),
-                                             **dict.fromkeys(_ADMIN + _WITH_BODY)}, True),
-    "get_admin_key": ("Get an admin key", {200: _ok(AdminKeyView, "The admin key (never the key string)"),
-                                           **dict.fromkeys((*_ADMIN, 404))}, True),
-    "roll_admin_key": ("Roll an admin key", {201: _ok(MintedAdminKey, "The new admin key (shown once), the old one"),
-                                             **dict.fromkeys((*_ADMIN, 404, 409, *_WITH_BODY))}, True),
-    "revoke_admin_key": ("Revoke an admin key", {200: _ok(AdminKeyView, "The revoked admin key"),
-                                                 **dict.fromkeys((*_ADMIN, 404, 409))}, True),
-    "roll": ("Roll an API key", {201: _ok(RolledKey, "The new key (shown once) and the old one"),
-                                 **dict.fromkeys((*_ADMIN, 404, 409, *_WITH_BODY))}, True),
-    "revoke": ("Revoke an API key", {200: _ok(KeyView, "The revoked key (revoking twice is not an error)"),
-                                     **dict.fromkeys((*_ADMIN, 404))}, True),
-    "audit_log": ("Read the audit log", {200: _ok(AuditPage, "Events, newest first; `next_cursor` for more"),
-                                         **dict.fromkeys((*_ADMIN, 422))}, True),
-    "create_webhook": ("Register a webhook endpoint",
-                       {201: _ok(CreatedWebhook, "The endpoint, with its signing `secret` shown this once"),
-                        **dict.fromkeys((*_ADMIN, 409, *_WITH_BODY))}, True),
-    "list_webhooks": ("List webhook endpoints", {200: _ok(WebhookPage, "The tenant's endpoints"),
-                                                 **dict.fromkeys(_ADMIN)}, True),
-    "get_webhook": ("Get a webhook endpoint", {200: _ok(WebhookView, "The endpoint (never its secret)"),
-                                               **dict.fromkeys((*_ADMIN, 404))}, True),
-    "delete_webhook": ("Remove a webhook endpoint", {200: _ok(WebhookView, "The removed endpoint"),
-                                                     **dict.fromkeys((*_ADMIN, 404))}, True),
-    "list_endpoint_deliveries": ("An endpoint's deliveries", {200: _ok(DeliveryPage, "Newest first"),
-                                                              **dict.fromkeys((*_ADMIN, 404))}, True),
-    "list_deliveries": ("All webhook deliveries", {200: _ok(DeliveryPage, "Newest first, to every endpoint"),
-                                                   **dict.fromkeys(_ADMIN)}, True),
-    "replay_delivery": ("Replay a webhook delivery",
-                        {201: _ok(DeliveryView, "The new delivery, with the same `webhook_id`"),
-                         **dict.fromkeys((*_ADMIN, 404, 409, 413))}, True),
-    "webhook_settings": ("Get the tenant's webhook settings", {200: _ok(WebhookSettingsView, "The settings"),
-                                                               **dict.fromkeys(_ADMIN)}, True),
-    "set_webhook_settings": ("Set the tenant's webhook settings", {200: _ok(WebhookSettingsView, "The settings"),
-                                                                   **dict.fromkeys(_ADMIN + _WITH_BODY)}, True),
+    "mint": _admin("Mint an API key", 201, MintedKey, "The new key, with `key` shown this once", *_WITH_BODY),
+    "list_keys": _admin("List API keys", 200, KeyPage, "A page of keys, newest first; `next_cursor` for the next",
+                        422),
+    "get_key": _admin("Get an API key", 200, KeyWithUsage, "The key (never the key string), with its usage", 404),
+    "usage": _admin("A key's usage over time", 200, UsageSeries, "Calls gateways reported per hour or day", 404, 422),
+    "update": _admin("Change a live API key", 200, KeyView, "The key as it is now (limits in effect at once)",
+                     404, 409, *_WITH_BODY),
+    "put_subject_limits": _admin("Set a subject's shared rate limits", 200, SubjectLimitsView,
+                                 "The limits, in effect at gateways within a second", 404, *_WITH_BODY),
+    "get_subject_limits": _admin("Get a subject's shared rate limits", 200, SubjectLimitsView,
+                                 "The limits all keys of the subject share", 404),
+    "delete_subject_limits": _admin("Remove a subject's shared rate limits", 200, SubjectLimitsView,
+                                    "Removed: `rate_limits` is empty", 404),
+    "list_admin_keys": _admin("List admin keys", 200, AdminKeyPage, "A page of admin keys, newest first", 422),
+    "mint_admin_key": _admin("Mint an admin key", 201, MintedAdminKey, "The new admin key, `key` shown this once",
+                             *_WITH_BODY),
+    "get_admin_key": _admin("Get an admin key", 200, AdminKeyView, "The admin key (never the key string)", 404),
+    "roll_admin_key": _admin("Roll an admin key", 201, MintedAdminKey, "The new admin key (shown once), the old one",
+                             404, 409, *_WITH_BODY),
+    "revoke_admin_key": _admin("Revoke an admin key", 200, AdminKeyView, "The revoked admin key", 404, 409),
+    "roll": _admin("Roll an API key", 201, RolledKey, "The new key (shown once) and the old one",
+                   404, 409, *_WITH_BODY),
+    "revoke": _admin("Revoke an API key", 200, KeyView, "The revoked key (revoking twice is not an error)", 404),
+    "audit_log": _admin("Read the audit log", 200, AuditPage, "Events, newest first; `next_cursor` for more", 422),
+    "create_webhook": _admin("Register a webhook endpoint", 201, CreatedWebhook,
+                             "The endpoint, with its signing `secret` shown this once", 409, *_WITH_BODY),
+    "list_webhooks": _admin("List webhook endpoints", 200, WebhookPage, "The tenant's endpoints"),
+    "get_webhook": _admin("Get a webhook endpoint", 200, WebhookView, "The endpoint (never its secret)", 404),
+    "delete_webhook": _admin("Remove a webhook endpoint", 200, WebhookView, "The removed endpoint", 404),
+    "list_endpoint_deliveries": _admin("An endpoint's deliveries", 200, DeliveryPage, "Newest first", 404),
+    "list_deliveries": _admin("All webhook deliveries", 200, DeliveryPage, "Newest first, to every endpoint"),
+    "replay_delivery": _admin("Replay a webhook delivery", 201, DeliveryView,
+                              "The new delivery, with the same `webhook_id`", 404, 409, 413),
+    "webhook_settings": _admin("Get the tenant's webhook settings", 200, WebhookSettingsView, "The settings"),
+    "set_webhook_settings": _admin("Set the tenant's webhook settings", 200, WebhookSettingsView, "The settings",
+                                   *_WITH_BODY),
+    "leak_policy": _admin("Get the tenant's leak policy", 200, LeakPolicyView, "The policy"),
+    "set_leak_policy": _admin("Set the tenant's leak policy", 200, LeakPolicyView,
+                              "The policy, in effect for the next report", *_WITH_BODY),
+    # a gateway's credential, not an admin key: its own problems
     "introspect": ("Introspect a key (RFC 7662)", {200: _ok(Introspection, "Whether the key is active, and why not"),
                                                    **dict.fromkeys((400, 401, 429, 503, *_WITH_BODY))}, True),
-    "create_portal_session": ("Create a consumer portal sign-in link",
-                              {201: _ok(PortalSessionLink, "The one-time URL to send the customer's browser to"),
-                               **dict.fromkeys(_ADMIN + _WITH_BODY)}, True),
-    "jwks": ("Get a JWKS", {200: _ok(JWKS, "The public keys gateways verify with (ETag; 304 if unchanged)"),
-                            **dict.fromkeys(_PUBLIC)}, False),
-    "default_jwks": ("Get the default tenant's JWKS",
-                     {200: _ok(JWKS, "The public keys gateways verify with (ETag; 304 if unchanged)"),
-                      **dict.fromkeys((404,))}, False),
-    "discovery": ("Get a discovery document", {200: _ok(Discovery, "RFC 8414 / OpenID discovery"),
-                                               **dict.fromkeys(_PUBLIC)}, False),
-    "default_discovery": ("Get the default tenant's discovery document",
-                          {200: _ok(Discovery, "RFC 8414 / OpenID discovery"), **dict.fromkeys((404,))}, False),
-    "secret_scanning": ("Report leaked keys (GitHub secret scanning)",
-                        {200: _ok(list[LeakLabel], "Per match, in order: ours (`true_positive`) or not"),
-                         **dict.fromkeys((400, 401, 413, 503))}, False),
-    "healthz": ("Liveness", {200: _ok(Health, "The process is up; `database` says whether it reaches it")}, False),
-    "metrics": ("Prometheus metrics", {200: _ok(str, "Prometheus text format", "text/plain; version=0.0.4")},
-                False),
+    "create_portal_session": _admin("Create a consumer portal sign-in link", 201, PortalSessionLink,
+                                    "The one-time URL to send the customer's browser to", *_WITH_BODY),
+    "jwks": _public("Get a JWKS", JWKS, _JWKS, *_PUBLIC),
+    "default_jwks": _public("Get the default tenant's JWKS", JWKS, _JWKS, 404),
+    "discovery": _public("Get a discovery document", Discovery, _DISCOVERY, *_PUBLIC),
+    "default_discovery": _public("Get the default tenant's discovery document", Discovery, _DISCOVERY, 404),
+    "secret_scanning": _public("Report leaked keys (GitHub secret scanning)", list[LeakLabel],
+                               "Per match, in order: ours (`true_positive`) or not", 400, 401, 413, 503),
+    "healthz": _public("Liveness", Health, "The process is up; `database` says whether it reaches it"),
+    "metrics": _public("Prometheus metrics", str, "Prometheus text format", media_type="text/plain; version=0.0.4"),
 }
 
 

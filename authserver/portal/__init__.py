@@ -14,6 +14,7 @@ from litestar.static_files import create_static_files_router
 from .admin_keys import HANDLERS as ADMIN_KEY_HANDLERS
 from .consumer import CONSUMER_PORTAL
 from .render import STATIC_DIR, STATIC_PATH, TEMPLATE_CONFIG, only_static_files, security_headers
+from .sign_in_links import HANDLERS as SIGN_IN_LINK_HANDLERS
 from .views import EXCEPTION_HANDLERS, HANDLERS
 from .webhooks import HANDLERS as WEBHOOK_HANDLERS
 
@@ -21,7 +22,7 @@ __all__ = ["ROUTES", "TEMPLATE_CONFIG"]
 
 PORTAL = Router(
     path="/portal",
-    route_handlers=[*HANDLERS, *ADMIN_KEY_HANDLERS, *WEBHOOK_HANDLERS],
+    route_handlers=[*HANDLERS, *ADMIN_KEY_HANDLERS, *WEBHOOK_HANDLERS, *SIGN_IN_LINK_HANDLERS],
     middleware=[security_headers],
     exception_handlers=EXCEPTION_HANDLERS,
     include_in_schema=False,

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import PathParameter
-from litestar.response import Redirect
 
 from ..api.views import admin_key_view
 from ..auth import ADMIN_WRITE, READ
@@ -24,22 +23,16 @@ from ..errors import InvalidInput
 from ..schemas import ADMIN_SCOPES, KEY_ID_PATTERN, KeySpec
 from ..services import KeyLifecycle, KeyQueries
 from ..services.adminkeys import admin_key_spec
-from .views import (
-    DEPENDENCIES,
-    PAGE_SIZE,
-    Ctx,
-    Posted,
-    _display,
-    _secret_page_headers,
-    parse_expiry,
-    signed_in_with,
-)
+from .keypages import SECRET_PAGE_HEADERS, display, parse_expiry
+from .views import DEPENDENCIES, PAGE_SIZE, Ctx, Posted, signed_in_with
 
 __all__ = ["HANDLERS"]
 
 CAN_READ = [signed_in_with(READ)]
 CAN_MANAGE = [signed_in_with(ADMIN_WRITE)]
 _PATH = "/portal/admin-keys"
+ADMIN_KEY_SHOWN_ONCE = ("This form was already sent and its admin key was shown once. If you did not copy it, "
+                        "revoke it on the admin keys page and mint a new one.")
 KeyId = Annotated[str, PathParameter(min_length=1, max_length=64, pattern=KEY_ID_PATTERN)]
 
 
@@ -63,7 +56,7 @@ async def _list_page(ctx: Ctx, queries: KeyQueries, status: int = 200, *, cursor
                      headers: dict[str, str] | None = None, **context: Any) -> Response[Any]:
     page = await queries.list_keys(ctx.tenant_id, limit=PAGE_SIZE, cursor=cursor or None, kind="admin")
     now = ctx.core.clock()
-    items = [_display(admin_key_view(r, now), now) for r in page.items]
+    items = [display(admin_key_view(r, now), now) for r in page.items]
     granted = [s for s in ADMIN_SCOPES if s in ctx.admin.scopes]
     context.setdefault("values", {"name": "", "scopes": granted, "expiry": "days", "expiry_days": "90"})
     return await ctx.page(
@@ -84,13 +77,8 @@ async def admin_keys_list(request: Request[Any, Any, Any], ctx: NamedDependency[
 async def admin_key_create(posted: NamedDependency[Posted], queries: NamedDependency[KeyQueries],
                            lifecycle: NamedDependency[KeyLifecycle]) -> Response[Any]:
     ctx, form = posted.ctx, posted.form
-    if not ctx.session.use_form_nonce(form.get("form_nonce")):
-        await ctx.save()  # a reload or a second click: never mint twice from one form
-        return await ctx.page(
-            "error.html", 409, nav="admin-keys", title="Already submitted", code=409,
-            detail="This form was already sent and its admin key was shown once. If you did not copy it, "
-                   "revoke it on the admin keys page and mint a new one.",
-        )
+    if again := await ctx.sent_twice(form, ADMIN_KEY_SHOWN_ONCE, nav="admin-keys"):
+        return again
     values = _form_values(form)
     try:
         spec = _spec(values, ctx.admin.scopes)
@@ -98,8 +86,8 @@ async def admin_key_create(posted: NamedDependency[Posted], queries: NamedDepend
         return await _list_page(ctx, queries, 422, error=exc.detail, values=values)
     row, minted = await lifecycle.mint(ctx.tenant_id, spec, ctx.admin.actor, kind="admin")
     now = ctx.core.clock()
-    return await _list_page(ctx, queries, 201, headers=_secret_page_headers(), key=minted.key,
-                            minted=_display(admin_key_view(row, now), now))
+    return await _list_page(ctx, queries, 201, headers=SECRET_PAGE_HEADERS, key=minted.key,
+                            minted=display(admin_key_view(row, now), now))
 
 
 @get("/admin-keys/{key_id:str}/revoke", guards=CAN_MANAGE, dependencies=DEPENDENCIES)
@@ -108,7 +96,7 @@ async def admin_key_revoke_form(ctx: NamedDependency[Ctx], queries: NamedDepende
     row = await queries.get(ctx.tenant_id, key_id, kind="admin")
     now = ctx.core.clock()
     return await ctx.page("admin_keys.html", nav="admin-keys", title="Revoke an admin key",
-                          confirm=_display(admin_key_view(row, now), now), self_kid=ctx.admin.kid)
+                          confirm=display(admin_key_view(row, now), now), self_kid=ctx.admin.kid)
 
 
 @post("/admin-keys/{key_id:str}/revoke", status_code=303, guards=CAN_MANAGE, dependencies=DEPENDENCIES)
@@ -116,11 +104,8 @@ async def admin_key_revoke(posted: NamedDependency[Posted], lifecycle: NamedDepe
                            key_id: KeyId) -> Response[Any]:
     ctx = posted.ctx
     row = await lifecycle.revoke(ctx.tenant_id, key_id, ctx.admin.actor, kind="admin", keep_last_admin=True)
-    label = f"“{row.name}” " if row.name else ""
-    ctx.session.add_flash("ok", f"Admin key {label}({row.prefix}…{row.last4}) is revoked.")
-    await ctx.save()
     # revoking the key this session signed in with ends the session: the next page says so
-    return Redirect(_PATH, status_code=303)
+    return await ctx.revoked(row, _PATH, what="Admin key")
 
 
 HANDLERS = [admin_keys_list, admin_key_create, admin_key_revoke_form, admin_key_revoke]

@@ -23,32 +23,22 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, Router, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import FormMultiDict
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.types import ExceptionHandlersMap
 
-from ..api.views import key_view
 from ..auth import charge_consumer, client_addr, core_of, count_auth_failure, live_admin_key
 from ..core import Core
 from ..errors import Conflict, Forbidden, InvalidInput, RateLimited, ServiceError
 from ..schemas import ConsumerPolicy
 from ..services.consumers import Consumer, ConsumerPortal
+from . import keypages
 from . import session as sessions
+from .keypages import CsrfFailed, SignedIn, parse_expiry
 from .render import error_page, fmt_duration, page, security_headers
-from .views import (
-    EXCEPTION_HANDLERS as ADMIN_EXCEPTION_HANDLERS,
-)
-from .views import (
-    GRACE_UNITS,
-    CsrfFailed,
-    _display,
-    _grace_default,
-    _parse_grace,
-    _secret_page_headers,
-    parse_expiry,
-)
+from .views import EXCEPTION_HANDLERS as ADMIN_EXCEPTION_HANDLERS
 
 __all__ = ["CONSUMER_PORTAL"]
 
@@ -66,27 +56,18 @@ class ConsumerSignedOut(Exception):
         self.ended = ended
 
 
-class CCtx:
-    """A signed-in consumer request (a plain class: Litestar passes it as is)."""
+class CCtx(SignedIn):
+    """A signed-in consumer's request."""
 
-    __slots__ = ("request", "core", "consumer", "session")
+    __slots__ = ("consumer",)
 
     def __init__(self, request: AnyRequest, core: Core, consumer: Consumer, session: sessions.PortalSession) -> None:
-        self.request = request
-        self.core = core
+        super().__init__(request, core, session)
         self.consumer = consumer
-        self.session = session
 
-    async def page(self, template: str, status: int = 200, *, headers: dict[str, str] | None = None,
-                   **context: Any) -> Response[Any]:
-        ctx = {"consumer": self.consumer, "subject": self.consumer.subject, "return_url": self.session.return_url,
-               "csrf": self.session.csrf, "flash": self.session.pop_flash(), "keys_href": HOME, **context}
-        await self.save()
-        return page(template, status, headers, **ctx)
-
-    async def save(self) -> None:
-        if self.session.dirty:
-            await sessions.save(self.request, self.session)
+    def context(self) -> dict[str, Any]:
+        return {"consumer": self.consumer, "subject": self.consumer.subject, "return_url": self.session.return_url,
+                "csrf": self.session.csrf, "flash": self.session.pop_flash(), "keys_href": HOME}
 
 
 _CTX_KEY = "consumer_ctx"
@@ -124,29 +105,14 @@ async def _guard(connection: AnyConnection, _: BaseRouteHandler) -> None:
     await _signed_in(connection)
 
 
-class CPosted:
-    __slots__ = ("ctx", "form")
-
-    def __init__(self, ctx: CCtx, form: FormMultiDict) -> None:
-        self.ctx = ctx
-        self.form = form
+class CPosted(keypages.Posted):
+    __slots__ = ()
+    ctx: CCtx
 
 
-async def _ctx(request: AnyRequest) -> CCtx:
-    return await _signed_in(request)
-
-
-async def _posted(request: AnyRequest) -> CPosted:
-    ctx = await _signed_in(request)
-    form = await request.form()
-    if not ctx.session.check_csrf(form.get("csrf_token")):
-        raise CsrfFailed()
-    return CPosted(ctx, form)
-
-
-DEPENDENCIES = {"ctx": Provide(_ctx), "posted": Provide(_posted)}
+DEPENDENCIES = keypages.dependencies(_signed_in, CPosted)
 SIGNED_IN = [_guard]
-KeyId = str  # checked by the services: an id that cannot be a key is not found
+KeyId = FromPath[str]  # checked by the services: an id that cannot be a key is not found
 
 
 # --- errors: the admin portal's pages, with the way back to this portal -----------
@@ -176,7 +142,8 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 # --- sign in / out ---------------------------------------------------------------
 
 @get("/sign-in/{token:str}")
-async def sign_in(request: AnyRequest, consumers: NamedDependency[ConsumerPortal], token: str) -> Response[Any]:
+async def sign_in(request: AnyRequest, consumers: NamedDependency[ConsumerPortal],
+                  token: FromPath[str]) -> Response[Any]:
     grant = await consumers.redeem(token, client_addr(request))
     if grant is None:
         try:
@@ -229,7 +196,7 @@ async def my_keys(request: AnyRequest, ctx: NamedDependency[CCtx],
     now = ctx.core.clock()
     items = []
     for row in found.items:
-        view = _display(key_view(row, now, ctx.core.settings), now)
+        view = ctx.key(row, now)
         view["calls"] = await consumers.usage.totals(ctx.consumer.tenant_id, row.id)
         items.append(view)
     return await ctx.page("my_keys.html", title="Your API keys", items=items, cursor=cursor,
@@ -263,11 +230,8 @@ def _form_values(form: Any) -> dict[str, Any]:
 @post("/my/keys", status_code=201, guards=SIGNED_IN, dependencies=DEPENDENCIES)
 async def my_key_create(posted: NamedDependency[CPosted], consumers: NamedDependency[ConsumerPortal]) -> Response[Any]:
     ctx, form = posted.ctx, posted.form
-    if not ctx.session.use_form_nonce(form.get("form_nonce")):
-        await ctx.save()  # a reload or a second click: never mint twice from one form
-        return await ctx.page("error.html", 409, title="Already submitted", code=409, back_href=HOME,
-                              detail="This form was already sent and its key was shown once. Keys are never "
-                                     "shown again: if you did not copy it, revoke it and create a new one.")
+    if again := await ctx.sent_twice(form, back_href=HOME):
+        return again
     values = _form_values(form)  # any "subject" field is ignored: the key is always the consumer's
     try:
         name = values["name"].strip()
@@ -277,23 +241,13 @@ async def my_key_create(posted: NamedDependency[CPosted], consumers: NamedDepend
     except (InvalidInput, Conflict) as exc:
         status = exc.status
         return await ctx.page("my_key_new.html", status, error=exc.detail, **_new_form(ctx, values))
-    now = ctx.core.clock()
-    return await ctx.page("key_secret.html", 201, headers=_secret_page_headers(), title="Key created", key=minted.key,
-                          view=_display(key_view(row, now, ctx.core.settings), now), previous=None,
-                          gateway_cache_seconds=ctx.core.settings.gateway_cache_seconds)
+    return await ctx.shown_once("Key created", minted.key, row)
 
 
 @get("/my/keys/{key_id:str}/roll", guards=SIGNED_IN, dependencies=DEPENDENCIES)
 async def my_key_roll_form(ctx: NamedDependency[CCtx], consumers: NamedDependency[ConsumerPortal],
                            key_id: KeyId) -> Response[Any]:
-    row = await consumers.get(ctx.consumer, key_id)
-    now = ctx.core.clock()
-    grace_value, grace_unit = _grace_default(ctx.core.settings.default_grace_seconds)
-    return await ctx.page("my_key_confirm.html", title="Roll a key", action="roll",
-                          view=_display(key_view(row, now, ctx.core.settings), now), grace_value=grace_value,
-                          grace_unit=grace_unit, grace_units=GRACE_UNITS,
-                          max_grace_seconds=ctx.core.settings.max_grace_seconds,
-                          gateway_cache_seconds=ctx.core.settings.gateway_cache_seconds)
+    return await ctx.roll_form("my_key_confirm.html", await consumers.get(ctx.consumer, key_id), action="roll")
 
 
 @post("/my/keys/{key_id:str}/roll", status_code=201, guards=SIGNED_IN, dependencies=DEPENDENCIES)
@@ -301,34 +255,22 @@ async def my_key_roll(posted: NamedDependency[CPosted], consumers: NamedDependen
                       key_id: KeyId) -> Response[Any]:
     ctx = posted.ctx
     await consumers.get(ctx.consumer, key_id)  # another subject's key: 404 before the form is even read
-    grace = _parse_grace(posted.form, ctx.core.settings.max_grace_seconds)
+    grace = ctx.grace(posted.form)
     new, minted, old = await consumers.roll(ctx.consumer, key_id, grace)
-    now = ctx.core.clock()
-    return await ctx.page("key_secret.html", 201, headers=_secret_page_headers(), title="Key rolled", key=minted.key,
-                          view=_display(key_view(new, now, ctx.core.settings), now),
-                          previous=_display(key_view(old, now, ctx.core.settings), now), grace_seconds=grace,
-                          gateway_cache_seconds=ctx.core.settings.gateway_cache_seconds)
+    return await ctx.shown_once("Key rolled", minted.key, new, old, grace_seconds=grace)
 
 
 @get("/my/keys/{key_id:str}/revoke", guards=SIGNED_IN, dependencies=DEPENDENCIES)
 async def my_key_revoke_form(ctx: NamedDependency[CCtx], consumers: NamedDependency[ConsumerPortal],
                              key_id: KeyId) -> Response[Any]:
-    row = await consumers.get(ctx.consumer, key_id)
-    now = ctx.core.clock()
-    return await ctx.page("my_key_confirm.html", title="Revoke a key", action="revoke",
-                          view=_display(key_view(row, now, ctx.core.settings), now),
-                          gateway_cache_seconds=ctx.core.settings.gateway_cache_seconds)
+    return await ctx.revoke_form("my_key_confirm.html", await consumers.get(ctx.consumer, key_id), action="revoke")
 
 
 @post("/my/keys/{key_id:str}/revoke", status_code=303, guards=SIGNED_IN, dependencies=DEPENDENCIES)
 async def my_key_revoke(posted: NamedDependency[CPosted], consumers: NamedDependency[ConsumerPortal],
                         key_id: KeyId) -> Response[Any]:
     ctx = posted.ctx
-    row = await consumers.revoke(ctx.consumer, key_id)
-    label = f"“{row.name}” " if row.name else ""
-    ctx.session.add_flash("ok", f"Key {label}({row.prefix}…{row.last4}) is revoked.")
-    await ctx.save()
-    return Redirect(HOME, status_code=303)
+    return await ctx.revoked(await consumers.revoke(ctx.consumer, key_id), HOME)
 
 
 @get("/my", guards=SIGNED_IN, dependencies=DEPENDENCIES)

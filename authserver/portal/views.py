@@ -24,19 +24,18 @@ redirect or a log.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import FormMultiDict
-from litestar.di import NamedDependency, Provide
+from litestar.di import NamedDependency
 from litestar.exceptions import HTTPException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
 from litestar.response import Redirect
 from litestar.types import ExceptionHandlersMap, Guard
 
-from ..api.views import audit_view, key_view
+from ..api.views import audit_view
 from ..auth import (
     READ,
     WRITE,
@@ -50,10 +49,12 @@ from ..auth import (
 from ..core import Core
 from ..errors import Forbidden, InvalidInput, RateLimited, ServiceError
 from ..problems import is_connection_error
-from ..schemas import MAX_EXPIRES_IN, KeySpec, key_spec
+from ..schemas import KeySpec, key_spec
 from ..services import Actor, KeyLifecycle, KeyQueries
+from . import keypages
 from . import session as sessions
-from .render import error_page, fmt_duration, log, page
+from .keypages import GRACE_UNITS, CsrfFailed, SignedIn, grace_default, parse_expiry
+from .render import error_page, log, page
 from .usage_chart import DAYS, daily_usage
 
 AnyRequest = Request[Any, Any, Any]
@@ -64,11 +65,7 @@ STATE_CHOICES = [
     ("all", "All"), ("active", "Active"), ("rolling", "Rolling (in grace)"), ("live", "Live (active + rolling)"),
     ("expired", "Expired"), ("revoked", "Revoked"),
 ]
-# what an <input type=number> sends: digits, a point, an exponent; no sign, inf, nan or "_"
-_DECIMAL = re.compile(r"(?=.{1,32}$)([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?")
-GRACE_UNITS = [("seconds", 1), ("minutes", 60), ("hours", 3600), ("days", 86400)]
-MAX_EXPIRY_DAYS = MAX_EXPIRES_IN // 86400
-KeyId = str  # checked by the services: an id that cannot be a key is not found
+KeyId = FromPath[str]  # checked by the services: an id that cannot be a key is not found
 SIGN_IN_FAILED = "Sign-in failed. Check the admin key and try again."
 
 
@@ -79,10 +76,6 @@ class SignedOut(Exception):
 
     def __init__(self, ended: bool = False) -> None:
         self.ended = ended
-
-
-class CsrfFailed(Exception):
-    pass
 
 
 def on_signed_out(request: AnyRequest, exc: SignedOut) -> Response[Any]:
@@ -146,37 +139,22 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
 
 # --- the signed-in admin ---------------------------------------------------
 
-class Ctx:
-    """The signed-in request. A plain class: Litestar passes it to handlers as is
-    (a dataclass would be converted field by field)."""
+class Ctx(SignedIn):
+    """A signed-in administrator's request (``nav`` names the page's menu entry)."""
 
-    __slots__ = ("request", "core", "admin", "session")
+    __slots__ = ("admin",)
 
-    def __init__(self, request: Request[Any, Any, Any], core: Core, admin: Admin,
-                 session: sessions.PortalSession) -> None:
-        self.request = request
-        self.core = core
+    def __init__(self, request: AnyRequest, core: Core, admin: Admin, session: sessions.PortalSession) -> None:
+        super().__init__(request, core, session)
         self.admin = admin
-        self.session = session
 
     @property
     def tenant_id(self) -> str:
         return self.admin.tenant.info.id
 
-    def base(self, nav: str = "") -> dict[str, Any]:
-        return {"admin": self.admin, "tenant_id": self.tenant_id, "csrf": self.session.csrf,
-                "nav": nav, "flash": self.session.pop_flash()}
-
-    async def page(self, template: str, status: int = 200, *, nav: str = "", headers: dict[str, str] | None = None,
-                   **context: Any) -> Response[Any]:
-        ctx = self.base(nav)
-        ctx.update(context)
-        await self.save()
-        return page(template, status, headers, **ctx)
-
-    async def save(self) -> None:
-        if self.session.dirty:
-            await sessions.save(self.request, self.session)
+    def context(self) -> dict[str, Any]:
+        return {"admin": self.admin, "tenant_id": self.tenant_id, "csrf": self.session.csrf, "nav": "",
+                "flash": self.session.pop_flash()}
 
 
 _CTX_KEY = "portal_ctx"
@@ -212,30 +190,12 @@ def signed_in_with(scope: str) -> Guard:
     return guard
 
 
-class Posted:
-    """A signed-in POST whose form carries the session's CSRF token."""
-
-    __slots__ = ("ctx", "form")
-
-    def __init__(self, ctx: Ctx, form: FormMultiDict) -> None:
-        self.ctx = ctx
-        self.form = form
+class Posted(keypages.Posted):
+    __slots__ = ()
+    ctx: Ctx
 
 
-async def _posted(request: Request[Any, Any, Any]) -> Posted:
-    """Signed in, and the form carries this session's CSRF token."""
-    ctx = await _signed_in(request)
-    form = await request.form()
-    if not ctx.session.check_csrf(form.get("csrf_token")):
-        raise CsrfFailed()
-    return Posted(ctx, form)
-
-
-async def _ctx(request: Request[Any, Any, Any]) -> Ctx:
-    return await _signed_in(request)
-
-
-DEPENDENCIES = {"ctx": Provide(_ctx), "posted": Provide(_posted)}
+DEPENDENCIES = keypages.dependencies(_signed_in, Posted)
 CAN_READ = [signed_in_with(READ)]
 CAN_WRITE = [signed_in_with(WRITE)]
 
@@ -319,13 +279,6 @@ async def logout(request: AnyRequest) -> Response[Any]:
 
 # --- keys ---------------------------------------------------------------------
 
-def _display(view: dict[str, Any], now: float) -> dict[str, Any]:
-    state = view["state"]
-    label = {"active": "Active", "rolling": "Rolling", "rolled": "Expired (rolled)", "expired": "Expired",
-             "revoked": "Revoked"}.get(state, state)
-    return {**view, "state_label": label, "can_roll": state == "active", "can_revoke": state in ("active", "rolling")}
-
-
 @get("/keys", guards=CAN_READ, dependencies=DEPENDENCIES)
 async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx],
                     queries: NamedDependency[KeyQueries]) -> Response[Any]:
@@ -337,8 +290,8 @@ async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx],
     page = await queries.list_keys(ctx.tenant_id, state=state, limit=PAGE_SIZE, cursor=cursor, search=q or None)
     rows, next_cursor = page.items, page.next_cursor
     now = ctx.core.clock()
-    items = [_display(key_view(r, now, ctx.core.settings), now) for r in rows]
-    grace_value, grace_unit = _grace_default(ctx.core.settings.default_grace_seconds)
+    items = [ctx.key(r, now) for r in rows]
+    grace_value, grace_unit = grace_default(ctx.core.settings.default_grace_seconds)
     return await ctx.page(
         "keys.html", nav="keys", title="API keys", items=items, state=state, q=q, cursor=cursor,
         next_cursor=next_cursor, states=STATE_CHOICES, grace_value=grace_value, grace_unit=grace_unit,
@@ -355,7 +308,7 @@ async def key_detail(ctx: NamedDependency[Ctx], queries: NamedDependency[KeyQuer
     now = core.clock()
     assert core.usage_queries is not None  # always built
     chart = await daily_usage(core.usage_queries, ctx.tenant_id, key_id, now)
-    view = _display(key_view(row, now, core.settings), now)
+    view = ctx.key(row, now)
     return await ctx.page("key.html", nav="keys", title=view["name"] or "API key", view=view, chart=chart,
                           days=DAYS, now=now, can_write="keys:write" in ctx.admin.scopes)
 
@@ -383,22 +336,6 @@ def _mint_values(form: Any) -> dict[str, str]:
     return {k: v if isinstance(v, str) else "" for k, v in values.items()}
 
 
-def parse_expiry(values: Mapping[str, Any]) -> int | None:
-    """A mint form's expiry (never, or a whole number of days) as seconds."""
-    expires_in = None
-    if values["expiry"] == "days":
-        try:
-            days = int(values["expiry_days"])
-        except ValueError:
-            raise InvalidInput("The expiry must be a whole number of days.") from None
-        if not 1 <= days <= MAX_EXPIRY_DAYS:
-            raise InvalidInput(f"The expiry must be between 1 and {MAX_EXPIRY_DAYS} days.")
-        expires_in = days * 86400
-    elif values["expiry"] not in ("never", ""):
-        raise InvalidInput("Choose an expiry.")
-    return expires_in
-
-
 def _parse_mint_form(values: dict[str, str]) -> KeySpec:
     """The form as a KeySpec: the limits are the schema's (authserver.schemas);
     only what the form itself adds (a name is required, expiry in days) is here."""
@@ -410,21 +347,11 @@ def _parse_mint_form(values: dict[str, str]) -> KeySpec:
                      "scopes": parse_scopes(values["scopes"]), "expires_in": expires_in})
 
 
-def _secret_page_headers() -> dict[str, str]:
-    return {"Cache-Control": "no-store, max-age=0", "Pragma": "no-cache", "Expires": "0"}
-
-
 @post("/keys", status_code=201, guards=CAN_WRITE, dependencies=DEPENDENCIES)
 async def key_create(posted: NamedDependency[Posted], lifecycle: NamedDependency[KeyLifecycle]) -> Response[Any]:
     ctx, form = posted.ctx, posted.form
-    if not ctx.session.use_form_nonce(form.get("form_nonce")):
-        # a reload or a second click: never mint twice from one form
-        await ctx.save()
-        return await ctx.page(
-            "error.html", 409, nav="keys", title="Already submitted", code=409,
-            detail="This form was already sent and its key was shown once. Keys are never shown again: "
-                   "if you did not copy it, revoke it and create a new one.",
-        )
+    if again := await ctx.sent_twice(form, nav="keys"):
+        return again
     core = ctx.core
     values = _mint_values(form)
     try:
@@ -433,73 +360,28 @@ async def key_create(posted: NamedDependency[Posted], lifecycle: NamedDependency
             row, minted = await lifecycle.mint(ctx.tenant_id, spec, ctx.admin.actor)
     except InvalidInput as exc:
         return await ctx.page("key_new.html", 422, nav="keys", error=exc.detail, **_new_form_context(ctx, values))
-    now = core.clock()
-    return await ctx.page(
-        "key_secret.html", 201, nav="keys", headers=_secret_page_headers(), title="Key created",
-        key=minted.key, view=_display(key_view(row, now, core.settings), now), previous=None,
-        gateway_cache_seconds=core.settings.gateway_cache_seconds,
-    )
-
-
-def _grace_default(seconds: int) -> tuple[int, str]:
-    for unit, n in reversed(GRACE_UNITS[:3]):  # hours, minutes, seconds
-        if seconds % n == 0 and seconds >= n:
-            return seconds // n, unit
-    return seconds, "seconds"
-
-
-def _parse_grace(form: Any, max_seconds: int) -> int:
-    """The form's amount and unit as whole seconds, within the roll service's bound
-    (``max_grace_seconds``). Only plain decimal numbers: float() alone would also
-    take inf, nan and 1_000, and 1e308 days overflows int()."""
-    raw_value, unit = form.get("grace_value"), form.get("grace_unit")
-    factor = dict(GRACE_UNITS).get(unit if isinstance(unit, str) else "")
-    raw = raw_value.strip() if isinstance(raw_value, str) else ""
-    if factor is None or not _DECIMAL.fullmatch(raw):
-        raise InvalidInput("The grace period must be a number of seconds, minutes, hours or days, 0 or more.")
-    seconds = float(raw) * factor
-    if not seconds <= max_seconds:
-        raise InvalidInput(f"The grace period can be at most {fmt_duration(max_seconds)}.")
-    return int(round(seconds))
+    return await ctx.shown_once("Key created", minted.key, row, nav="keys")
 
 
 @get("/keys/{key_id:str}/roll", guards=CAN_WRITE, dependencies=DEPENDENCIES)
 async def key_roll_form(ctx: NamedDependency[Ctx], queries: NamedDependency[KeyQueries],
                         key_id: KeyId) -> Response[Any]:
-    row = await queries.get(ctx.tenant_id, key_id)
-    now = ctx.core.clock()
-    grace_value, grace_unit = _grace_default(ctx.core.settings.default_grace_seconds)
-    return await ctx.page(
-        "key_roll.html", nav="keys", title="Roll a key", view=_display(key_view(row, now, ctx.core.settings), now),
-        grace_value=grace_value, grace_unit=grace_unit, grace_units=GRACE_UNITS,
-        max_grace_seconds=ctx.core.settings.max_grace_seconds,
-    )
+    return await ctx.roll_form("key_roll.html", await queries.get(ctx.tenant_id, key_id), nav="keys")
 
 
 @post("/keys/{key_id:str}/roll", status_code=201, guards=CAN_WRITE, dependencies=DEPENDENCIES)
 async def key_roll(posted: NamedDependency[Posted], lifecycle: NamedDependency[KeyLifecycle],
                    key_id: KeyId) -> Response[Any]:
-    ctx, form = posted.ctx, posted.form
-    core = ctx.core
-    grace = _parse_grace(form, core.settings.max_grace_seconds)
+    ctx = posted.ctx
+    grace = ctx.grace(posted.form)
     new, minted, old = await lifecycle.roll(ctx.tenant_id, key_id, ctx.admin.actor, grace_seconds=grace)
-    now = core.clock()
-    return await ctx.page(
-        "key_secret.html", 201, nav="keys", headers=_secret_page_headers(), title="Key rolled",
-        key=minted.key, view=_display(key_view(new, now, core.settings), now),
-        previous=_display(key_view(old, now, core.settings), now), grace_seconds=grace,
-        gateway_cache_seconds=core.settings.gateway_cache_seconds,
-    )
+    return await ctx.shown_once("Key rolled", minted.key, new, old, grace_seconds=grace, nav="keys")
 
 
 @get("/keys/{key_id:str}/revoke", guards=CAN_WRITE, dependencies=DEPENDENCIES)
 async def key_revoke_form(ctx: NamedDependency[Ctx], queries: NamedDependency[KeyQueries],
                           key_id: KeyId) -> Response[Any]:
-    row = await queries.get(ctx.tenant_id, key_id)
-    now = ctx.core.clock()
-    return await ctx.page("key_revoke.html", nav="keys", title="Revoke a key",
-                          view=_display(key_view(row, now, ctx.core.settings), now),
-                          gateway_cache_seconds=ctx.core.settings.gateway_cache_seconds)
+    return await ctx.revoke_form("key_revoke.html", await queries.get(ctx.tenant_id, key_id), nav="keys")
 
 
 @post("/keys/{key_id:str}/revoke", status_code=303, guards=CAN_WRITE, dependencies=DEPENDENCIES)
@@ -507,10 +389,7 @@ async def key_revoke(posted: NamedDependency[Posted], lifecycle: NamedDependency
                      key_id: KeyId) -> Response[Any]:
     ctx = posted.ctx
     row = await lifecycle.revoke(ctx.tenant_id, key_id, ctx.admin.actor)
-    label = f"“{row.name}” " if row.name else ""
-    ctx.session.add_flash("ok", f"Key {label}({row.prefix}…{row.last4}) is revoked: it left the JWKS.")
-    await ctx.save()
-    return Redirect("/portal/keys", status_code=303)
+    return await ctx.revoked(row, "/portal/keys", after=": it left the JWKS")
 
 
 # --- audit --------------------------------------------------------------------

@@ -22,7 +22,8 @@ from ..auth import READ, WRITE
 from ..errors import ServiceError
 from ..schemas import WEBHOOK_ID_PATTERN
 from ..services.outbox import EVENT_TYPES
-from .views import DEPENDENCIES, Ctx, Posted, _secret_page_headers, signed_in_with
+from .keypages import SECRET_PAGE_HEADERS
+from .views import DEPENDENCIES, Ctx, Posted, signed_in_with
 
 __all__ = ["HANDLERS"]
 
@@ -69,7 +70,7 @@ async def webhook_add(posted: NamedDependency[Posted]) -> Response[Any]:
                                                      ctx.admin.actor)
     except ServiceError as exc:  # a bad URL (422) or no webhook key (503): said on the page
         return await _page(ctx, exc.status, error=exc.detail, values=values)
-    return await _page(ctx, 201, headers=_secret_page_headers(), secret=secret, added=webhook_view(row))
+    return await _page(ctx, 201, headers=SECRET_PAGE_HEADERS, secret=secret, added=webhook_view(row))
 
 
 @post("/webhooks/{endpoint_id:str}/remove", status_code=303, guards=CAN_WRITE, dependencies=DEPENDENCIES)

@@ -10,7 +10,16 @@ import time
 
 import httpx
 from _proc import cli
-from test_portal_browser import browser, copy_key, jwks, live_server, page, shots, verify  # noqa: F401  # fixtures
+from test_portal_browser import (  # noqa: F401  # fixtures
+    browser,
+    copy_key,
+    jwks,
+    live_server,
+    page,
+    shots,
+    sign_in,
+    verify,
+)
 
 POLICY = {"max_keys": 2, "allowed_scopes": ["read", "write"], "max_lifetime": 30 * 86400}
 
@@ -149,3 +158,38 @@ def test_replayed_and_expired_links_are_refused(browser, live_server, shots):  #
     assert answer.value.status == 401
     first_ctx.close()
     other_ctx.close()
+
+
+def test_an_admin_makes_a_sign_in_link_for_a_subject_in_the_portal(page, browser, live_server, shots):  # noqa: F811
+    """The key page's button: the same link as POST /v1/portal/sessions (default
+    policy), shown once, masked; the customer it is sent to is that subject."""
+    server, admin_key = live_server
+    api = api_of(server, admin_key)
+    mine = api.post("/v1/keys", json={"name": "helped by support", "subject": "cus_linked"}).json()
+    other = api.post("/v1/keys", json={"name": "someone else", "subject": "cus_other"}).json()
+    sign_in(page, admin_key)
+    page.goto(f"/portal/keys/{mine['id']}")
+    shots(page, "admin-key-with-link-button")
+    with page.expect_response(lambda r: r.url.endswith("/portal/sign-in-links") and r.request.method == "POST") as a:
+        page.get_by_role("button", name="Sign-in link for this subject").click()
+    assert a.value.status == 201 and a.value.headers["cache-control"].startswith("no-store")
+    page.get_by_role("heading", name="Sign-in link for cus_linked").wait_for()
+    shots(page, "admin-sign-in-link")
+    url = copy_key(page)
+    assert url.startswith(f"{server.url}/portal/sign-in/")
+    assert url not in page.inner_text("body")  # masked on screen
+    events = api.get("/v1/audit", params={"action": "portal.link"}).json()["data"]
+    assert events[0]["details"]["subject"] == "cus_linked"
+
+    customer = browser.new_context(base_url=server.url)
+    try:
+        them = customer.new_page()
+        arrive(them, url)
+        them.wait_for_url("**/portal/my/keys")
+        assert them.locator("#consumer-subject").inner_text() == "cus_linked"
+        assert them.locator(f'tr[data-key-id="{mine["id"]}"]').is_visible()
+        assert other["id"] not in them.content()
+        arrive(them, url)  # once only
+        them.get_by_role("heading", name="This link cannot be used").wait_for()
+    finally:
+        customer.close()

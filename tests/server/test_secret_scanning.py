@@ -143,6 +143,37 @@ async def test_notify_only_tenant_keeps_the_key(app, github, admin_headers, make
     assert await audit(app, admin_headers, "key.revoke") == []
 
 
+async def test_the_leak_policy_over_http(app, github, admin_headers, tenant):
+    """GET/PUT /v1/tenant/leak-policy: the CLI's `tenant leak-policy` for an admin key's
+    own tenant; bad values are problems and change nothing; keys:write to set it."""
+    url = "/v1/tenant/leak-policy"
+    assert (await app.get(url, headers=admin_headers)).json() == {"tenant": tenant[0], "leak_policy": "revoke"}
+    for body in ({"leak_policy": "ignore"}, {"leak_policy": "REVOKE"}, {"leak_policy": 1}, {"leak_policy": None},
+                 {}, {"leak_policy": "notify", "x": 1}, {"leak_policy": "n" * 100}):
+        r = await app.put(url, json=body, headers=admin_headers)
+        assert r.status_code in (400, 422) and is_problem(r)["status"] == r.status_code, (body, r.text)
+    assert is_problem(await app.put(url, content=b"leak_policy=notify", headers=admin_headers
+                                    | {"content-type": "application/x-www-form-urlencoded"}), 415)
+    assert is_problem(await app.put(url, json={"leak_policy": "notify"}), 401)
+    r = await app.post("/v1/admin-keys", json={"name": "ro", "scopes": ["keys:read"]}, headers=admin_headers)
+    ro = {"Authorization": f"Bearer {r.json()['key']}"}
+    assert is_problem(await app.put(url, json={"leak_policy": "notify"}, headers=ro), 403)
+    assert (await app.get(url, headers=ro)).json()["leak_policy"] == "revoke"  # nothing changed so far
+
+    r = await app.put(url, json={"leak_policy": "notify"}, headers=admin_headers)
+    assert r.status_code == 200 and r.json() == {"tenant": tenant[0], "leak_policy": "notify"}, r.text
+    [event] = await audit(app, admin_headers, "tenant.leak_policy")
+    assert event["details"] == {"leak_policy": "notify"} and event["actor"] != "cli"
+    key = await mint(app, admin_headers)
+    gh, _ = github
+    assert [m["label"] for m in (await post(app, gh, report(key["key"]))).json()] == ["true_positive"]
+    assert key["id"] in await jwks_kids(app)  # notify: the key keeps working
+
+    assert (await app.put(url, json={"leak_policy": "revoke"}, headers=admin_headers)).json()["leak_policy"] == "revoke"
+    await post(app, gh, report(key["key"]))
+    assert key["id"] not in await jwks_kids(app)
+
+
 async def test_foreign_and_garbage_tokens_are_false_positives(app, github, admin_headers):
     gh, _ = github
     ours = await mint(app, admin_headers)

@@ -7,6 +7,7 @@ tests/envoy/test_ratelimit_costs.py.)"""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote, unquote
 
 import pytest
 from _server_helpers import is_problem
@@ -55,6 +56,36 @@ async def test_bad_requests_are_problems_and_nothing_changes(client, admin_heade
     assert is_problem(await client.put("/v1/subjects/" + "x" * 257 + "/limits", json={"rate_limits": LIMITS},
                                        headers=admin_headers))["status"] in (400, 404, 422)
     assert is_problem(await client.get(url, headers=admin_headers), 404)
+
+
+@pytest.mark.parametrize("subject", ["org/team", "/leading", "trailing/", "a//b", "x/limits", "100%", "ü/ß",
+                                     "a%2Fb"])
+async def test_any_subject_is_addressable_percent_encoded(client, admin_headers, tenant, subject):
+    """A subject is one percent-encoded path segment: "/" as %2F reaches its own
+    limits, even where routing splits the decoded path on "/"."""
+    url = "/v1/subjects/" + quote(subject, safe="") + "/limits"
+    assert is_problem(await client.get(url, headers=admin_headers), 404)
+    r = await client.put(url, json={"rate_limits": LIMITS}, headers=admin_headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["subject"] == subject
+    assert (await client.get(url, headers=admin_headers)).json() == r.json()
+    assert client.app.state.core.cache.get(tenant[0]).subject_limits[subject] == ((100, 60), (1000, 3600))
+    # no other subject got them: not the part before a "/", nor the decoded-again form
+    for other in {subject.split("/")[0] or "x", unquote(subject)} - {subject}:
+        assert is_problem(await client.get("/v1/subjects/" + quote(other, safe="") + "/limits",
+                                           headers=admin_headers), 404)
+    assert (await client.delete(url, headers=admin_headers)).json()["rate_limits"] == []
+    assert is_problem(await client.get(url, headers=admin_headers), 404)
+
+
+async def test_a_subject_path_that_names_no_subject_is_a_problem(client, admin_headers):
+    await client.put("/v1/subjects/a%2Fb/limits", json={"rate_limits": LIMITS}, headers=admin_headers)
+    # an unencoded "/" still ends at "/limits": the same subject
+    assert (await client.get("/v1/subjects/a/b/limits", headers=admin_headers)).json()["subject"] == "a/b"
+    for path, status in (("/v1/subjects/a%2Fb%2Flimits", 404), ("/v1/subjects/%2Flimits", 404),
+                         ("/v1/subjects/a%2Fb", 404), ("/v1/subjects/%FF/limits", 400),
+                         ("/v1/subjects/%0A/limits", 400), ("/v1/subjects/" + "%2F" * 257 + "/limits", 400)):
+        assert is_problem(await client.get(path, headers=admin_headers), status), path
 
 
 async def test_limits_are_tenant_scoped(tenant, client_factory, admin_headers, make_settings):
@@ -232,4 +263,30 @@ def test_the_cli_sets_shows_and_clears(tmp_path, monkeypatch, capsys):
         0, "subject cust-9: shared rate limits none\n")
     assert cli("subjects", "limits", "cust-9", "--tenant", "acme")[1].endswith("none\n")
     assert cli("subjects", "limits", "cust-9", "--tenant", "acme", "--rate-limit", "lots")[0] != 0
+    # any subject, "/" included: the same one the HTTP API names as org%2Fteam
+    assert cli("subjects", "limits", "org/team", "--tenant", "acme", "--rate-limit", "5/s") == (
+        0, "subject org/team: shared rate limits 5/1s\n")
+    assert cli("subjects", "limits", "org/team", "--tenant", "acme", "--json")[1].count('"org/team"') == 1
+    assert cli("subjects", "limits", "org", "--tenant", "acme")[1].endswith("none\n")
     assert cli("subjects", "limits", "cust-9", "--tenant", "nope", "--rate-limit", "1/s")[0] != 0
+
+
+def test_a_subject_with_a_slash_end_to_end_through_serve_and_the_cli(tmp_path):
+    """On the wire (`authserver serve`: uvicorn decodes %2F in the path, keeps the
+    raw path) and in the CLI, "org/team" is one subject."""
+    import httpx
+    from _proc import Server, cli
+
+    env = {"AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'authserver.db'}", "AUTHSERVER_LOG_JSON": "false"}
+    headers = {"Authorization": "Bearer " + cli(env, "tenant", "create", "default", "--json")["admin_key"]}
+    server = Server(env, log_dir=tmp_path).start()
+    try:
+        url = f"{server.url}/v1/subjects/org%2Fteam/limits"
+        r = httpx.put(url, json={"rate_limits": LIMITS}, headers=headers)
+        assert r.status_code == 200 and r.json()["subject"] == "org/team", r.text
+        assert cli(env, "subjects", "limits", "org/team", "--json")["rate_limits"] == LIMITS
+        assert httpx.get(f"{server.url}/v1/subjects/org/limits", headers=headers).status_code == 404
+        assert httpx.delete(url, headers=headers).json()["rate_limits"] == []
+        assert cli(env, "subjects", "limits", "org/team", "--json")["rate_limits"] == []
+    finally:
+        server.kill()
