@@ -428,6 +428,11 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
             if sock is not None and sock.fileno() >= 0:
                 with contextlib.suppress(RuntimeError):
                     self.loop.remove_writer(sock.fileno())
+            # and Python 3.11's transport then fails the waiter sendfile already used
+            # (InvalidStateError logged from _call_connection_lost): forget a used one
+            waiter = getattr(self.transport, "_empty_waiter", None)
+            if waiter is not None and waiter.done():
+                self.transport._empty_waiter = None  # type: ignore[attr-defined]
         super().connection_lost(exc)
 
     def _answering(self) -> bool:
