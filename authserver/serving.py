@@ -306,6 +306,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self._phase: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._got_bytes = False
+        self._head_due = 0.0  # when the next request head is due (the header deadline runs to it)
         self._reading: str | None = None  # what the parser is in: "head", "body", None between requests
         self._answered = False  # the request being parsed was answered by FastJWKS
         self._sending: asyncio.Task[None] | None = None  # a body being sent from a memfd
@@ -406,7 +407,8 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if self._answered:
             self._answered = False
             if self._sending is None:
-                self.on_response_complete()  # keep-alive timer, pipelined requests, the next head's deadline
+                self.on_response_complete()  # keep-alive timer, pipelined requests
+                self._next_head()
             else:
                 self._track()  # the body's deadline; _send_file completes the response
             return
@@ -458,13 +460,29 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if phase == "header":
             self._got_bytes = False
             self.guard.waiting[self] = None
-            self._deadline = self.loop.call_later(self.guard.header_timeout, self.expire, "header_timeout")
+            self._head_due = self.loop.time() + self.guard.header_timeout
+            self._deadline = self.loop.call_at(self._head_due, self._header_deadline)
         else:
             self.guard.waiting.pop(self, None)
             if phase == "body":
                 self._deadline = self.loop.call_later(self.guard.body_timeout, self.expire, "body_timeout")
             elif phase == "write":
                 self._deadline = self.loop.call_later(self.guard.header_timeout, self.expire, "write_timeout")
+
+    def _next_head(self) -> None:
+        """After an answer the fast path made, the next head's deadline starts
+        (the header phase goes on, so _track keeps its timer: it is moved lazily)."""
+        if self._phase == "header":
+            self._head_due = self.loop.time() + self.guard.header_timeout
+            self._got_bytes = False
+            self.guard.waiting.pop(self, None)
+            self.guard.waiting[self] = None  # the youngest waiting again, last to be evicted
+
+    def _header_deadline(self) -> None:
+        if self.loop.time() < self._head_due:  # an answer since it was set: wait for the new one
+            self._deadline = self.loop.call_at(self._head_due, self._header_deadline)
+        else:
+            self.expire("header_timeout")
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
