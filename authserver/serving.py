@@ -52,8 +52,8 @@ _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnec
 _LISTEN_QUEUE = 2048  # uvicorn's default backlog (the kernel caps it at net.core.somaxconn)
 _LOG_EVERY = 10.0  # seconds between two summaries of closed slow connections
 _READ_BUFFER = 64 * 1024  # what one recv may read (asyncio's own: 256 KiB, allocated per recv)
-_JOIN_MAX = 256 * 1024  # bodies up to this size are cached joined to their head: one write
-_SENDFILE_MIN = 1 << 20  # bodies from this size are sent from a memfd
+_JOIN_MAX = 128 * 1024  # bodies up to this size are cached joined to their head: one write
+_SENDFILE_MIN = _JOIN_MAX  # bigger bodies are sent from a memfd (RS256: from ~300 keys)
 _SENDFILE_BUDGET = 128 << 20  # bytes of bodies kept in memfds (the least recently used go first)
 _SENDFILE = hasattr(os, "memfd_create") and hasattr(os, "sendfile")
 
@@ -357,8 +357,13 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self._answered = True
         if reply.file is not None:
             self.transport.write(reply.data)
+            sent = self._sendfile_now(reply.file) if not self.transport.get_write_buffer_size() else 0
+            if sent < 0 or sent == reply.file.size:  # failed (and aborted), or all taken by the socket at once
+                if not keep_alive:
+                    self.transport.close()
+                return True
             reply.file.users += 1
-            self._sending = self.loop.create_task(self._send_file(reply))
+            self._sending = self.loop.create_task(self._send_file(reply, sent))
             return True
         if reply.body:
             self.transport.writelines([reply.data, *reply.body])
@@ -368,17 +373,38 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
             self.transport.close()
         return True
 
-    async def _send_file(self, reply: Reply) -> None:
-        """The body from its memfd (os.sendfile, reading paused meanwhile; each
-        connection sends what its socket takes, in turn); then the next request."""
+    def _sendfile_now(self, file: _BodyFile) -> int:
+        """What the socket takes of the body now (its write buffer is empty: nothing
+        else is queued), -1 if the client is gone; a body of a few hundred KB
+        usually goes whole, with no task or loop registration."""
+        fd = self.transport.get_extra_info("socket").fileno()
+        sent = 0
+        try:
+            while sent < file.size:
+                n = os.sendfile(fd, file.fd, sent, file.size - sent)
+                if not n:
+                    break
+                sent += n
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.transport.abort()
+            return -1
+        return sent
+
+    async def _send_file(self, reply: Reply, offset: int) -> None:
+        """The rest of the body from its memfd (loop.sendfile, reading paused
+        meanwhile; each connection sends what its socket takes, in turn); then
+        the next request."""
         file = reply.file
         assert file is not None
         try:
             try:
-                await self.loop.sendfile(self.transport, cast(IO[bytes], file), 0, file.size, fallback=False)
-            except RuntimeError:  # closing, or a transport that cannot (then nothing was sent)
+                await self.loop.sendfile(self.transport, cast(IO[bytes], file), offset, file.size - offset,
+                                         fallback=False)
+            except RuntimeError:  # closing, or a transport that cannot (then it sent nothing)
                 if not self.transport.is_closing():
-                    self.transport.writelines(reply.body)
+                    self.transport.write(b"".join(reply.body)[offset:])
         except OSError:  # the client went away
             self.transport.abort()
         finally:
