@@ -11,6 +11,8 @@ which a slow client never sends. So each connection here carries a deadline:
   ``header_timeout_seconds`` of the connection opening or of the previous
   response (a total, not an idle timeout: trickling bytes does not extend it);
 - its body within ``body_timeout_seconds`` of the head;
+- a JWKS body sent from its memfd (``FastJWKS``) must be taken within
+  ``header_timeout_seconds`` (``write_timeout``), as its next request head would;
 - at most ``max_connections`` are open (default: the descriptor limit minus
   headroom for the database, Redis and files); a new connection past the cap
   closes the oldest one still waiting for its request head, so a flood of slow
