@@ -11,6 +11,8 @@ which a slow client never sends. So each connection here carries a deadline:
   ``header_timeout_seconds`` of the connection opening or of the previous
   response (a total, not an idle timeout: trickling bytes does not extend it);
 - its body within ``body_timeout_seconds`` of the head;
+- a JWKS body sent from its memfd (``FastJWKS``) must be taken within
+  ``header_timeout_seconds`` (``write_timeout``), as its next request head would;
 - at most ``max_connections`` are open (default: the descriptor limit minus
   headroom for the database, Redis and files); a new connection past the cap
   closes the oldest one still waiting for its request head, so a flood of slow
@@ -24,6 +26,7 @@ and no busy loop (tests/serving).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -31,7 +34,7 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -51,6 +54,11 @@ log = logging.getLogger("authserver.serving")
 _REQUEST_TIMEOUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _LISTEN_QUEUE = 2048  # uvicorn's default backlog (the kernel caps it at net.core.somaxconn)
 _LOG_EVERY = 10.0  # seconds between two summaries of closed slow connections
+_READ_BUFFER = 64 * 1024  # what one recv may read (asyncio's own: 256 KiB, allocated per recv)
+_JOIN_MAX = 128 * 1024  # bodies up to this size are cached joined to their head: one write
+_SENDFILE_MIN = _JOIN_MAX  # bigger bodies are sent from a memfd (RS256: from ~300 keys)
+_SENDFILE_BUDGET = 128 << 20  # bytes of bodies kept in memfds (the least recently used go first)
+_SENDFILE = hasattr(os, "memfd_create") and hasattr(os, "sendfile")
 
 
 def accept_burst(nofile: int) -> int:
@@ -81,7 +89,9 @@ class ConnectionGuard:
         self.open: set[GuardedProtocol] = set()
         # connections waiting for a request head, oldest first (a dict keeps insertion order)
         self.waiting: dict[GuardedProtocol, None] = {}
-        self.closed = {"header_timeout": 0, "body_timeout": 0, "evicted": 0}
+        self.closed = {"header_timeout": 0, "body_timeout": 0, "write_timeout": 0, "evicted": 0}
+        # every connection reads into this one buffer and copies out what arrived
+        self.read_buffer = memoryview(bytearray(_READ_BUFFER))
         self._reported = dict(self.closed)
         self._last_log = 0.0
 
@@ -105,19 +115,120 @@ class ConnectionGuard:
             self._reported, self._last_log = dict(self.closed), now
 
 
+class _BodyFile:
+    """A rendered body in a memfd, for os.sendfile: the kernel sends it from its
+    own pages, with no copy into Python's write buffer (nginx's sendfile)."""
+
+    __slots__ = ("fd", "size", "users", "dropped")
+    mode = "rb"  # what loop.sendfile checks of a file
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd, self.size, self.users, self.dropped = fd, size, 0, False
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def release(self) -> None:
+        self.users -= 1
+        self._close_if_unused()
+
+    def drop(self) -> None:
+        self.dropped = True
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        if self.dropped and self.users <= 0 and self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+class BodyFiles:
+    """memfd copies of the big bodies (by ETag and encoding: the ETag is a digest
+    of the content), made in a thread on first use, the least recently used
+    dropped past ``budget`` bytes; a body not (yet) in a file is written from
+    its chunks."""
+
+    def __init__(self, budget: int = _SENDFILE_BUDGET) -> None:
+        self.budget = budget
+        self.files: dict[tuple[str, bool], _BodyFile | None] = {}  # None: being made
+        self.total = 0
+
+    def get(self, key: tuple[str, bool], chunks: list[bytes], size: int) -> _BodyFile | None:
+        if key not in self.files:
+            if size <= self.budget:
+                self.files[key] = None
+                loop = asyncio.get_running_loop()
+                loop.run_in_executor(None, self._make, loop, key, chunks, size)
+            return None
+        found = self.files[key]
+        if found is not None:
+            self.files[key] = self.files.pop(key)  # most recently used last
+        return found
+
+    def _make(self, loop: asyncio.AbstractEventLoop, key: tuple[str, bool], chunks: list[bytes], size: int) -> None:
+        """In a thread (os.write lets go of the GIL); the result is installed by the loop."""
+        fd = -1
+        try:
+            fd = os.memfd_create("jwks", os.MFD_CLOEXEC)
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+        except OSError:
+            if fd >= 0:
+                os.close(fd)
+            log.warning("could not copy a JWKS body into a memfd", exc_info=True)
+            fd = -1
+        loop.call_soon_threadsafe(self._install, key, fd, size)
+
+    def _install(self, key: tuple[str, bool], fd: int, size: int) -> None:
+        if fd < 0 or key not in self.files:
+            self.files.pop(key, None)
+            if fd >= 0:
+                os.close(fd)
+            return
+        self.files[key] = _BodyFile(fd, size)
+        self.total += size
+        while self.total > self.budget:
+            oldest = next(k for k, f in self.files.items() if f is not None)
+            dropped = self.files.pop(oldest)
+            assert dropped is not None
+            self.total -= dropped.size
+            dropped.drop()
+
+
+class Reply:
+    """What FastJWKS answers: the bytes to write at once, or a head and a body."""
+
+    __slots__ = ("data", "body", "file", "keep_alive")
+
+    def __init__(self, data: bytes, body: list[bytes], file: _BodyFile | None, keep_alive: bool) -> None:
+        self.data, self.body, self.file, self.keep_alive = data, body, file, keep_alive
+
+
 class FastJWKS:
     """The JWKS GETs answered in the protocol, as soon as their head is parsed:
     no ASGI cycle, task, scope or message is made for them (the app's own
-    answer, api.public.jwks_fast_answer, counted in the same metrics)."""
+    answer, api.public.jwks_fast_answer, counted in the same metrics).
 
-    def __init__(self, core: Core) -> None:
+    Per request it costs a few dictionary lookups: the encoded head is cached
+    per header values (uvicorn renews its Date header once a second: the caches
+    start again then), a small body is cached joined to its head (one write),
+    and a big one is sent from a memfd (``BodyFiles``)."""
+
+    def __init__(self, core: Core, files: BodyFiles | None = None) -> None:
         from .api.public import jwks_fast_answer, response_head
 
         self.core, self._answer, self._head = core, jwks_fast_answer, response_head
+        self.files = files if files is not None else BodyFiles()
+        self._date_headers: object = None  # uvicorn's default headers the caches were made with
+        self._heads: dict[tuple[object, ...], bytes] = {}
+        self._whole: dict[bytes, bytes] = {}  # head -> head and body, for small bodies
+        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def respond(self, method: str, path: str, headers: list[tuple[bytes, bytes]],
-                default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> list[bytes] | None:
-        """The bytes to write, or None: not ours (the app answers it)."""
+                default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> Reply | None:
+        """The answer to write, or None: not ours (the app answers it)."""
         started = time.perf_counter()
         if_none_match = accept_encoding = None
         for name, value in headers:
@@ -131,23 +242,64 @@ class FastJWKS:
         if found is None:
             return None
         template, answer = found
+        if default_headers is not self._date_headers:
+            self._date_headers = default_headers
+            self._heads.clear()
+            self._whole.clear()
+        key = (answer.status, keep_alive, *answer.headers.items())
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) > 256:
+                self._heads.clear()
+            head = self._heads[key] = self._encode(answer, default_headers, keep_alive)
+        reply = Reply(head, [], None, keep_alive)
+        if method == "GET" and answer.chunks:
+            self._add_body(reply, answer, head)
+        self._count(template, method, answer.status, time.perf_counter() - started)
+        return reply
+
+    def _encode(self, answer: Any, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
         head = [STATUS_LINE[answer.status]]
         for name, value in [*default_headers, *self._head(answer)]:
             head += [name, b": ", value, b"\r\n"]
         if not keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")
-        out = [b"".join(head)]
-        if method == "GET":
-            out += answer.chunks
-        self.core.metrics.http_request(template, method, answer.status, time.perf_counter() - started)
-        return out
+        return b"".join(head)
+
+    def _add_body(self, reply: Reply, answer: Any, head: bytes) -> None:
+        whole = self._whole.get(head)
+        if whole is not None:
+            reply.data = whole
+            return
+        chunks = answer.chunks
+        size = chunks[0].__len__() if len(chunks) == 1 else sum(map(len, chunks))
+        if size <= _JOIN_MAX:
+            if len(self._whole) > 64:
+                self._whole.clear()
+            reply.data = self._whole[head] = b"".join([head, *chunks])
+            return
+        reply.body = chunks
+        if size >= _SENDFILE_MIN and _SENDFILE:
+            reply.file = self.files.get((answer.headers["etag"], "content-encoding" in answer.headers), chunks, size)
+
+    def _count(self, template: str, method: str, status: int, seconds: float) -> None:
+        children = self._metrics.get((template, method, status))
+        if children is None:
+            m = self.core.metrics
+            children = self._metrics[template, method, status] = (
+                m.http_requests.labels(template, method, str(status)), m.http_seconds.labels(template, method))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
-class GuardedProtocol(HttpToolsProtocol):
+class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
     """uvicorn's httptools protocol with a deadline on each request's head and
     body (httptools: ~2x fewer CPU microseconds per request than h11 here),
-    and the JWKS GETs answered in the protocol (``FastJWKS``)."""
+    and the JWKS GETs answered in the protocol (``FastJWKS``).
+
+    A buffered protocol to asyncio: it reads into the guard's buffer, where
+    asyncio's plain protocols cost an mmap, mremap and munmap of 256 KiB per read."""
 
     guard: ClassVar[ConnectionGuard]
     fast: ClassVar[FastJWKS | None] = None
@@ -157,8 +309,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self._phase: str | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._got_bytes = False
+        self._head_due = 0.0  # when the next request head is due (the header deadline runs to it)
         self._reading: str | None = None  # what the parser is in: "head", "body", None between requests
         self._answered = False  # the request being parsed was answered by FastJWKS
+        self._sending: asyncio.Task[None] | None = None  # a body being sent from a memfd
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.guard.read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self.guard.read_buffer[:nbytes].tobytes())
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -179,7 +339,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading = "body"
         # not while the client is behind on reading (write buffer over its high-water mark):
         # pipelined requests then take the app's path, which queues them and waits for it
-        if self.fast is not None and not self._answering() and not self.flow.write_paused and self._answer_fast():
+        if (self.fast is not None and not self._answering() and not self.flow.write_paused
+                and self._answer_fast()):
             return
         super().on_headers_complete()
 
@@ -192,15 +353,79 @@ class GuardedProtocol(HttpToolsProtocol):
             return False  # let uvicorn decode it for the app
         keep_alive = self.parser.get_http_version() == "1.1" and self.parser.should_keep_alive()
         assert self.fast is not None
-        out = self.fast.respond(method.decode("ascii"), path.decode("ascii"), self.headers,
-                                self.server_state.default_headers, keep_alive)
-        if out is None:
+        reply = self.fast.respond(method.decode("ascii"), path.decode("ascii"), self.headers,
+                                  self.server_state.default_headers, keep_alive)
+        if reply is None:
             return False
-        self.transport.writelines(out)
         self._answered = True
+        if reply.file is not None:
+            self.transport.write(reply.data)
+            sent = self._sendfile_now(reply.file) if not self.transport.get_write_buffer_size() else 0
+            if sent < 0 or sent == reply.file.size:  # failed (and aborted), or all taken by the socket at once
+                if not keep_alive:
+                    self.transport.close()
+                return True
+            reply.file.users += 1
+            self._sending = self.loop.create_task(self._send_file(reply, sent))
+            return True
+        if reply.body:
+            self.transport.writelines([reply.data, *reply.body])
+        else:
+            self.transport.write(reply.data)
         if not keep_alive:
             self.transport.close()
         return True
+
+    def _sendfile_now(self, file: _BodyFile) -> int:
+        """What the socket takes of the body now (its write buffer is empty: nothing
+        else is queued), -1 if the client is gone; a body of a few hundred KB
+        usually goes whole, with no task or loop registration."""
+        fd = self.transport.get_extra_info("socket").fileno()
+        sent = 0
+        try:
+            while sent < file.size:
+                n = os.sendfile(fd, file.fd, sent, file.size - sent)
+                if not n:
+                    break
+                sent += n
+        except BlockingIOError:
+            pass
+        except OSError:
+            self.transport.abort()
+            return -1
+        return sent
+
+    async def _send_file(self, reply: Reply, offset: int) -> None:
+        """The rest of the body from its memfd (loop.sendfile, reading paused
+        meanwhile; each connection sends what its socket takes, in turn); then
+        the next request."""
+        file = reply.file
+        assert file is not None
+        try:
+            try:
+                await self.loop.sendfile(self.transport, cast(IO[bytes], file), offset, file.size - offset,
+                                         fallback=False)
+            except RuntimeError:  # closing, or a transport that cannot (then it sent nothing)
+                if not self.transport.is_closing():
+                    self.transport.write(b"".join(reply.body)[offset:])
+        except OSError:  # the client went away
+            self.transport.abort()
+        finally:
+            file.release()
+            self._sending = None
+        if self.transport.is_closing():
+            return
+        if not reply.keep_alive:
+            self.transport.close()
+        else:
+            self.on_response_complete()
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        if self._sending is not None:  # pipelined behind a body being sent: after it
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, app))
+            return
+        super()._start_asgi_task(cycle, app)
 
     def on_body(self, body: bytes) -> None:
         if not self._answered:
@@ -210,7 +435,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self._reading = None
         if self._answered:
             self._answered = False
-            self.on_response_complete()  # keep-alive timer, pipelined requests, the next head's deadline
+            if self._sending is None:
+                self.on_response_complete()  # keep-alive timer, pipelined requests
+                self._next_head()
+            else:
+                self._track()  # the body's deadline; _send_file completes the response
             return
         super().on_message_complete()
 
@@ -221,17 +450,34 @@ class GuardedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)
         self._cancel_deadline()
+        if self._sending is not None:
+            self._sending.cancel()
+            self._sending = None
+            # before the socket closes: asyncio's sendfile leaves its writer registered
+            # when cancelled after the close, and a new socket on the same number then fails
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None and sock.fileno() >= 0:
+                with contextlib.suppress(RuntimeError):
+                    self.loop.remove_writer(sock.fileno())
+            # and Python 3.11's transport then fails the waiter sendfile already used
+            # (InvalidStateError logged from _call_connection_lost): forget a used one
+            waiter = getattr(self.transport, "_empty_waiter", None)
+            if waiter is not None and waiter.done():
+                self.transport._empty_waiter = None  # type: ignore[attr-defined]
         super().connection_lost(exc)
 
     def _answering(self) -> bool:
-        return (self.cycle is not None and not self.cycle.response_complete) or bool(self.pipeline)
+        return ((self.cycle is not None and not self.cycle.response_complete) or bool(self.pipeline)
+                or self._sending is not None)
 
     def _track(self) -> None:
         """Arm the deadline of the phase the connection is in."""
         if self.transport.is_closing():
             return
-        if self._reading == "body":
-            phase: str | None = "body"
+        if self._sending is not None:
+            phase: str | None = "write"  # the answer must be taken within the header deadline, as before
+        elif self._reading == "body":
+            phase = "body"
         elif self._reading == "head" or not self._answering():
             phase = "header"  # a head arriving, or idle between requests: the next head is due
         else:
@@ -243,11 +489,29 @@ class GuardedProtocol(HttpToolsProtocol):
         if phase == "header":
             self._got_bytes = False
             self.guard.waiting[self] = None
-            self._deadline = self.loop.call_later(self.guard.header_timeout, self.expire, "header_timeout")
+            self._head_due = self.loop.time() + self.guard.header_timeout
+            self._deadline = self.loop.call_at(self._head_due, self._header_deadline)
         else:
             self.guard.waiting.pop(self, None)
             if phase == "body":
                 self._deadline = self.loop.call_later(self.guard.body_timeout, self.expire, "body_timeout")
+            elif phase == "write":
+                self._deadline = self.loop.call_later(self.guard.header_timeout, self.expire, "write_timeout")
+
+    def _next_head(self) -> None:
+        """After an answer the fast path made, the next head's deadline starts
+        (the header phase goes on, so _track keeps its timer: it is moved lazily)."""
+        if self._phase == "header":
+            self._head_due = self.loop.time() + self.guard.header_timeout
+            self._got_bytes = False
+            self.guard.waiting.pop(self, None)
+            self.guard.waiting[self] = None  # the youngest waiting again, last to be evicted
+
+    def _header_deadline(self) -> None:
+        if self.loop.time() < self._head_due:  # an answer since it was set: wait for the new one
+            self._deadline = self.loop.call_at(self._head_due, self._header_deadline)
+        else:
+            self.expire("header_timeout")
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:

@@ -104,20 +104,22 @@ def markdown(results: dict) -> str:
     def _jwks_serving(j: dict) -> None:
         base = j.get("baseline", "nginx")
         add(["## JWKS endpoint: authserver vs a static file", "",
-                f"{j['alg']} keys; `{m.get('load_generator', 'wrk')}`, {j['connections']} connections, "
+                f"`{m.get('load_generator', 'wrk')}`, {j['connections']} connections, "
                 f"{j['seconds_per_load']} s per load; the same bytes served by {base} from a file; "
                 f"{j.get('rounds', 1)} alternating rounds (authserver, {base}), medians. CPU: the server's "
                 "microseconds per request (a figure the other loads on the shared cores do not move).", "",
                 "| keys | JWKS (gzip) | server | req/s | p50 (ms) | p99 (ms) | CPU us/request |",
-                "| ---: | ---: | --- | ---: | ---: | ---: | ---: |"])
+                "| --- | ---: | --- | ---: | ---: | ---: | ---: |"])
         for row in j["sizes"]:
             size = f"{row['jwks_bytes']:,} B ({row['gzip_bytes']:,} B)"
             for label, d in (("authserver", row["ours"]), (base, row["baseline"]),
                              ("authserver, gzip (one run)", row.get("ours_gzip"))):
                 if d:
-                    out.append(f"| {row['keys']:,} | {size} | {label} | {_n(d['rps'])} | {d['p50_ms']} | "
+                    keys = f"{row['keys']:,} {row.get('alg', j['alg'])}"
+                    out.append(f"| {keys} | {size} | {label} | {_n(d['rps'])} | {d['p50_ms']} | "
                                f"{d['p99_ms']} | {d.get('cpu_us_per_request', '')} |")
-        add([""] + [f"At {row['keys']:,} keys: authserver / {base} req/s **{row['rps_ratio_ours_to_baseline']}**, "
+        add([""] + [f"At {row['keys']:,} {row.get('alg', j['alg'])} keys: authserver / {base} req/s "
+                    f"**{row['rps_ratio_ours_to_baseline']}**, "
                     f"p99 **{row['p99_ratio_ours_to_baseline']}**, CPU per request "
                     f"{row.get('cpu_ratio_ours_to_baseline', '-')}." for row in j["sizes"]])
         w = j.get("workers")
@@ -371,14 +373,14 @@ def plots(results: dict, out: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(6, 4))
         labels, ours, base = [], [], []
         for row in j["sizes"]:
-            labels.append(f"{row['keys']:,} keys")
+            labels.append(f"{row['keys']:,} {row.get('alg', j['alg'])}")
             ours.append(row["ours"]["rps"])
             base.append(row["baseline"]["rps"])
         xs = range(len(labels))
         ax.bar([x - 0.2 for x in xs], ours, width=0.4, label="authserver (median of the rounds)")
         ax.bar([x + 0.2 for x in xs], base, width=0.4, label=j.get("baseline", "nginx"))
         ax.set_xticks(list(xs), labels)
-        ax.set(ylabel="requests/s", title=f"JWKS endpoint ({j['alg']})" + tag)
+        ax.set(ylabel="requests/s", title="JWKS endpoint" + tag)
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, axis="y")
         save(fig, "jwks_serving.png")

@@ -229,3 +229,18 @@ def test_the_cap_follows_the_descriptor_limit_unless_set():
     assert Settings.from_env({"AUTHSERVER_MAX_CONNECTIONS": "5000"}).max_connections == 5000
     with pytest.raises(ValueError, match="AUTHSERVER_HEADER_TIMEOUT_SECONDS"):
         Settings.from_env({"AUTHSERVER_HEADER_TIMEOUT_SECONDS": "0"})
+
+
+def test_a_busy_keep_alive_connection_outlives_the_header_deadline(server):
+    """Each answer the fast path makes starts the next head's deadline: one
+    connection asking for the JWKS every 0.5 s is served past HEADER_TIMEOUT
+    (it used to get a 408 HEADER_TIMEOUT after its first answer)."""
+    s = server(4096)
+    http = HTTPConnection("127.0.0.1", s.port, timeout=5)
+    started = time.monotonic()
+    while time.monotonic() - started < HEADER_TIMEOUT + 1.5:
+        http.request("GET", "/.well-known/jwks.json")
+        r = http.getresponse()
+        assert r.status == 200 and json.loads(r.read())["keys"] and not r.will_close
+        time.sleep(0.5)
+    http.close()
