@@ -123,7 +123,7 @@ class KeyLifecycle:
         # tenant's lock (``within``) takes the full one
         if not (isinstance(issued, _Fresh) and within is None and await self.transactions.run(
                 functools.partial(write_mint, row=row, audit=event, settings=self.settings),
-                durable=self.settings.durable_mints or kind == "admin")):
+                durable=self.settings.durable_mints or kind == "admin", one_statement=True)):
             async with self.sessions() as s, s.begin():
                 if kind == "api":
                     await reserve_live_key(s, await lock_tenant(s, tenant_id), self.settings, int(self.clock()))

@@ -6,9 +6,10 @@ tracking, a flush plan, the before_flush hook's scan of the session): a mint
 is append-only and needs none of it. The rows are still built as ORM objects
 (the cache and the response read them) but never enter a session.
 
-SQLite: four statements in one hop to the writer thread, one commit.
-PostgreSQL: one statement (data-modifying CTEs), so one round trip besides
-BEGIN/COMMIT; its result says whether the tenant was below its cap.
+SQLite: four statements (six with webhooks to queue) in one hop to the writer
+thread, one commit. PostgreSQL: one statement (data-modifying CTEs), atomic by
+itself, so a durable mint is one round trip without BEGIN/COMMIT (9 before,
+with the pool's ping); its result says whether the tenant was below its cap.
 """
 
 from __future__ import annotations
