@@ -124,7 +124,10 @@ class Transactions:
         except Exception as failed:  # noqa: BLE001 - nothing committed: every caller gets it
             outcomes = [(None, failed)] * len(jobs)
         for job, (result, error) in zip(jobs, outcomes, strict=True):
-            job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+            try:
+                job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+            except RuntimeError:  # its loop is closed: nobody waits any more
+                pass
 
     def _drain(self) -> None:
         """The writer thread: commit what is queued, batch after batch, until nothing is."""
