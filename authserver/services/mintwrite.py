@@ -53,7 +53,12 @@ _DELIVERIES = typed(Table, WebhookDelivery.__table__)
 _KEY_COLUMNS = {p.key: p.columns[0] for p in inspect(ApiKey).column_attrs}
 _AUDIT_COLUMNS = {p.key: p.columns[0] for p in inspect(AuditEvent).column_attrs if p.key != "id"}
 
-# built once, bound per mint: statement construction showed in the profile
+# The common case of quota.reserve_live_key in one statement: while the tenant
+# is below its cap, a conditional UPDATE takes the tenant's row lock (first, as
+# lock_tenant does) and adds one; RETURNING says whether it did. No row: the
+# tenant is at its cap (or gone), and reserve_live_key decides, with the exact
+# recount, in the full transaction. Built once, bound per mint: statement
+# construction showed in the profile.
 _CAP = func.coalesce(Tenant.max_live_keys, bindparam("default_cap", type_=Integer))
 _RESERVE = (
     update(Tenant)
