@@ -101,7 +101,8 @@ class Core:
         def redis_connected() -> bool:  # read at scrape time, when ``redis`` is set
             return redis is not None and redis.invalidation.connected
 
-        metrics = Metrics(cache, redis_connected if settings.redis_url else None)
+        metrics = Metrics(cache, redis_connected if settings.redis_url else None,
+                          pools=keygen.pool_sizes if keygen.pools else None)
         sync = CacheSync(sessions, cache, reconcile_interval=settings.degraded_cache_ttl_seconds,
                          on_reconcile_failure=metrics.reconcile_failures.inc, clock=clock)
         if settings.redis_url:

@@ -50,11 +50,29 @@ class _RedisCollector(Collector):
         yield g
 
 
+class _PoolCollector(Collector):
+    """Keypairs ready in the mint pools (a mint finding none generates its own)."""
+
+    def __init__(self, pools: Callable[[], dict[str, int]]) -> None:
+        self.pools = pools
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily("authserver_mint_pool_keypairs", "Pre-generated keypairs ready to mint",
+                              labels=["alg"])
+        for alg, n in self.pools().items():
+            g.add_metric([alg], n)
+        yield g
+
+
 class Metrics:
-    def __init__(self, cache: KeyCache, redis_connected: Callable[[], bool] | None = None) -> None:
-        """``redis_connected``: probe for the Redis gauge (None: no Redis, no gauge)."""
+    def __init__(self, cache: KeyCache, redis_connected: Callable[[], bool] | None = None,
+                 pools: Callable[[], dict[str, int]] | None = None) -> None:
+        """``redis_connected``: probe for the Redis gauge (None: no Redis, no gauge);
+        ``pools``: keypairs ready per algorithm (None: no pool, no gauge)."""
         self.registry = CollectorRegistry()
         r = self.registry
+        if pools is not None:
+            r.register(_PoolCollector(pools))
         self.mints = Counter("authserver_mints", "Keys minted", ["tenant", "alg", "kind"], registry=r)
         self.rolls = Counter("authserver_rolls", "Keys rolled", ["tenant"], registry=r)
         self.revocations = Counter("authserver_revocations", "Keys revoked", ["tenant"], registry=r)

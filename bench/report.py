@@ -167,6 +167,10 @@ def markdown(results: dict) -> str:
                 line += (f"; the same request path with EdDSA (key generation ~0.03 ms), the floor a pool can "
                          f"reach: p50 {st['floor_eddsa']['p50_ms']} ms / p99 {st['floor_eddsa']['p99_ms']} ms")
             add(["", line + "."])
+            if st.get("fsync"):
+                fs = st["fsync"]
+                add(["", f"fsync on the database's disk at the same rate, right after the pool run (a durable "
+                         f"SQLite commit waits for one): p50 {fs['p50_ms']} ms / p99 {fs['p99_ms']} ms."])
             runs = [(label, st[key]) for key, label in (("no_pool", "no pool"), ("pool", "pool"),
                                                         ("pool_relaxed", "pool, not durable"),
                                                         ("floor_eddsa", "EdDSA")) if st.get(key, {}).get("stages")]

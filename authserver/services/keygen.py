@@ -72,6 +72,10 @@ class KeyGenerator:
             return call()
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
 
+    def pool_sizes(self) -> dict[str, int]:
+        """Keypairs ready per pooled algorithm (the metrics gauge)."""
+        return {alg: len(pool) for alg, pool in self.pools.items()}
+
     async def sentinel(self, algorithm: str = "EdDSA") -> dict[str, Any]:
         return await asyncio.get_running_loop().run_in_executor(self.executor, keys.sentinel_jwk, algorithm)
 

@@ -10,11 +10,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 
 import keys
 
-from ..db.models import ApiKey, AuditEvent, Tenant
+from ..db.models import ApiKey, Tenant
 from ..db.writes import Transactions
 from ..errors import Conflict, InvalidInput, LastAdminKey
 from ..keycache import KeyCache, TenantKeys
@@ -23,9 +22,10 @@ from ..settings import Settings
 from ..stagetimes import Stages
 from .common import ADMIN_PREFIX, Actor, Publisher, audit_action, audit_event, checked_kid, no_such_key, tenant_of
 from .keygen import KeyGenerator
+from .mintwrite import write_mint
 from .prepublish import Prepublished, Prepublisher
 from .queries import state_filter
-from .quota import below_cap_reservation, lock_tenant, reserve_live_key
+from .quota import lock_tenant, reserve_live_key
 
 __all__ = ["KeyLifecycle"]
 
@@ -51,16 +51,6 @@ def _rollable(old: ApiKey | None, tenant_id: str, kid: str, now: int, kind: str)
     if old.state(now) != "active":
         raise Conflict(f"only an active key can be rolled; this one is {old.state(now)}")
     return old
-
-
-def _add_below_cap(row: ApiKey, event: AuditEvent, settings: Settings, s: Session) -> bool:
-    """Add a new key and its audit event if its tenant is below its cap of live
-    API keys (admin keys do not count); False (nothing written): it is not."""
-    if row.kind == "api" and s.execute(below_cap_reservation(row.tenant_id, settings)).first() is None:
-        return False
-    s.add(row)
-    s.add(event)
-    return True
 
 
 def _can_manage(row: ApiKey, now: int) -> bool:
@@ -132,8 +122,8 @@ class KeyLifecycle:
         # key to claim, a tenant at its cap (exact recount) or a further check under the
         # tenant's lock (``within``) takes the full one
         if not (isinstance(issued, _Fresh) and within is None and await self.transactions.run(
-                functools.partial(_add_below_cap, row, event, self.settings),
-                durable=self.settings.durable_mints or kind == "admin")):
+                functools.partial(write_mint, row=row, audit=event, settings=self.settings),
+                durable=self.settings.durable_mints or kind == "admin", one_statement=True)):
             async with self.sessions() as s, s.begin():
                 if kind == "api":
                     await reserve_live_key(s, await lock_tenant(s, tenant_id), self.settings, int(self.clock()))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import select
@@ -20,7 +21,10 @@ from sqlalchemy.orm import Session
 
 from ..db.models import ApiKey, AuditEvent, WebhookDelivery, WebhookEndpoint, WebhookEvent
 
-__all__ = ["AUDIT_TO_EVENT", "EVENT_TYPES", "add_webhook_events", "new_delivery", "new_id"]
+__all__ = [
+    "AUDIT_TO_EVENT", "EVENT_TYPES", "add_webhook_events", "delivery_values", "event_values", "new_delivery", "new_id",
+    "subscribed",
+]
 
 # audited action -> webhook event type: the one place that decides which key actions are announced
 AUDIT_TO_EVENT = {
@@ -57,6 +61,24 @@ def _payload(event_type: str, audit: AuditEvent, key: ApiKey | None) -> dict[str
         "data": {"tenant_id": audit.tenant_id, "key": _key_fields(key), "actor": audit.actor,
                  "details": dict(audit.details or {})},
     }
+
+
+def subscribed(endpoints: Iterable[Any], event_type: str) -> list[str]:
+    """The ids of the (id, event_types) endpoints that want ``event_type``."""
+    return [e[0] for e in endpoints if event_type in e[1]]
+
+
+def event_values(event_type: str, audit: AuditEvent, key: ApiKey | None) -> dict[str, Any]:
+    """The webhook_events row for ``audit`` (services/mintwrite.py inserts it with Core)."""
+    return {"id": new_id("msg_", audit.at), "tenant_id": audit.tenant_id, "type": event_type,
+            "created_at": audit.at, "payload": _payload(event_type, audit, key)}
+
+
+def delivery_values(event: dict[str, Any], endpoint_id: str, now_ms: int) -> dict[str, Any]:
+    """A pending webhook_deliveries row for ``event`` (a row of event_values)."""
+    return {"id": new_id("dlv_", now_ms / 1000), "tenant_id": event["tenant_id"], "event_id": event["id"],
+            "endpoint_id": endpoint_id, "status": "pending", "attempts": 0, "next_attempt_at": now_ms,
+            "created_at": now_ms, "replay_of": None}
 
 
 def add_webhook_events(session: Session, _context: Any, _instances: Any) -> None:

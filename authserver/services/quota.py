@@ -11,7 +11,7 @@ any number of replicas cannot overshoot it.
 
 from __future__ import annotations
 
-from sqlalchemy import Update, func, or_, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..db.models import ApiKey, Tenant
@@ -19,7 +19,7 @@ from ..errors import NotFound, QuotaExceeded
 from ..settings import Settings
 from .queries import state_filter
 
-__all__ = ["below_cap_reservation", "count_live_keys", "live_key_limit", "lock_tenant", "reserve_live_key"]
+__all__ = ["count_live_keys", "live_key_limit", "lock_tenant", "reserve_live_key"]
 
 
 def live_key_limit(tenant: Tenant, settings: Settings) -> int:
@@ -55,20 +55,3 @@ async def reserve_live_key(s: AsyncSession, tenant: Tenant, settings: Settings, 
                 f"limit (authserver tenant quota {tenant.id} --max-live-keys N)", limit=limit,
             )
     tenant.live_keys_bound += 1
-
-
-
-def below_cap_reservation(tenant_id: str, settings: Settings) -> Update:
-    """The common case of reserve_live_key in one statement: while the tenant
-    is below its cap, a conditional UPDATE takes the tenant's row lock (first,
-    as lock_tenant does) and adds one; RETURNING says whether it did. No row:
-    the tenant is at its cap (or gone), and reserve_live_key decides, with the
-    exact recount, in a transaction of its own."""
-    limit = func.coalesce(Tenant.max_live_keys, settings.max_live_keys_per_tenant)
-    return (
-        update(Tenant)
-        .where(Tenant.id == tenant_id, or_(limit == 0, Tenant.live_keys_bound < limit))
-        .values(live_keys_bound=Tenant.live_keys_bound + 1)
-        .returning(Tenant.id)
-        .execution_options(synchronize_session=False)
-    )

@@ -3,6 +3,9 @@ and PostgreSQL alike; ``durable=False`` relaxes only the commit's wait for the d
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -48,6 +51,50 @@ async def test_commit_rollback_and_durability(database_url: str) -> None:
             await writes.run(fails)
         async with sessions() as s:  # committed where the body returned, rolled back where it raised
             assert (await s.execute(text("SELECT id FROM w ORDER BY id"))).scalars().all() == [1, 2, 3]
+    finally:
+        writes.close()
+        await engine.dispose()
+
+
+async def test_concurrent_bodies_share_a_commit_and_fail_alone(database_url: str) -> None:
+    """SQLite: bodies queued while the writer commits share the next commit
+    (group commit); one that raises takes back only its own writes. PostgreSQL:
+    each its own transaction, same outcome; a one-statement body still commits."""
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    writes = Transactions(database_url, sessions)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE g (id INTEGER PRIMARY KEY)"))
+        release = threading.Event()
+        batches = itertools.count(1)
+
+        def add(n: int, *, hold: bool = False, fail: bool = False) -> Callable[[Session], int]:
+            def body(s: Session) -> int:
+                if hold:  # keep the writer busy until the others are queued behind it
+                    release.wait(10)
+                s.execute(text("INSERT INTO g (id) VALUES (:n)"), {"n": n})
+                if fail:
+                    raise RuntimeError(f"body {n}")
+                # the same number for bodies of one session (one transaction)
+                return int(s.info.setdefault("batch", next(batches)))
+            return body
+
+        first = asyncio.ensure_future(writes.run(add(0, hold=True)))
+        await asyncio.sleep(0.2)
+        rest = [asyncio.ensure_future(writes.run(add(n, fail=n == 3))) for n in range(1, 7)]
+        await asyncio.sleep(0.2)
+        release.set()
+        outcomes = await asyncio.gather(first, *rest, return_exceptions=True)
+        assert isinstance(outcomes[3], RuntimeError) and str(outcomes[3]) == "body 3"
+        async with sessions() as s:
+            assert (await s.execute(text("SELECT id FROM g ORDER BY id"))).scalars().all() == [0, 1, 2, 4, 5, 6]
+        if database_url.startswith("sqlite"):
+            # the five that waited behind the first were one transaction
+            assert len({outcomes[n] for n in (1, 2, 4, 5, 6)}) == 1 and outcomes[0] != outcomes[1]
+        assert await writes.run(add(7), one_statement=True) > 0
+        async with sessions() as s:
+            assert (await s.execute(text("SELECT count(*) FROM g WHERE id = 7"))).scalar_one() == 1
     finally:
         writes.close()
         await engine.dispose()
