@@ -71,3 +71,24 @@ def test_a_key_is_parsed_when_verified_and_forgotten_when_it_leaves() -> None:
         pass
     else:
         raise AssertionError("a revoked key verified")
+
+
+def test_reapplying_a_row_compares_against_the_bytes_the_document_holds() -> None:
+    """The cache keeps no JWK bytes per API key, so an unchanged row (reconcile
+    rereads every recent row) must still count as unchanged, a new name or
+    limit must not touch the JWKS, and new JWK bytes must replace them."""
+    cache = KeyCache(lambda: NOW)
+    row = tenant_row()
+    tk = cache.set_tenant(row)
+    changes: list[str] = []
+    cache.listeners.append(changes.append)
+    key, minted = key_row(row)
+    assert cache.apply(key) and tk.published[minted.kid].jwk_bytes is None
+    served = tk.jwks()
+    assert not cache.apply(key) and changes == ["acme"]  # unchanged: no change notice
+    key.rate_limits = [{"limit": 5, "window_seconds": 60}]
+    assert cache.apply(key) and tk.jwks() is served  # same public key: the JWKS stays rendered
+    key.public_jwk = {k: v for k, v in minted.public_jwk.items() if k != "use"}
+    assert cache.apply(key)
+    assert tk.jwks().etag != served.etag and b'"use"' not in tk.jwk_bytes(tk.published[minted.kid])
+    assert tk.verify_api(minted.key)[1].kid == minted.kid
