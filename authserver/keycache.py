@@ -16,6 +16,7 @@ small whatever the tenant's size: they hold one window of changes.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import json
@@ -67,10 +68,11 @@ class TenantInfo:
 @dataclass(frozen=True, slots=True)
 class PublishedKey:
     """What the cache keeps per key: public data only, and only what serving
-    and lookups need. Compact, since a server holds one per live key: the JWK
-    as its serialized bytes (the very object the JWKS document joins), no
-    parsed key (``TenantKeys`` parses one when a key is verified), strings
-    shared between keys (interned) and no empty containers of its own."""
+    and lookups need. Compact, since a server holds one per live key: no JWK
+    bytes of its own once published (``jwk_bytes`` None: its JWKS document
+    holds them once, see ``TenantKeys.jwk_bytes``; an admin key, in no JWKS,
+    keeps them), no parsed key (``TenantKeys`` parses one when a key is
+    verified), strings shared between keys (interned) and no empty containers."""
 
     kid: str
     tenant_id: str
@@ -81,7 +83,7 @@ class PublishedKey:
     removed_at: int | None
     shard: int | None
     metadata: dict[str, Any] | None = field(repr=False)  # None: none (most keys)
-    jwk_bytes: bytes = field(repr=False)
+    jwk_bytes: bytes | None = field(repr=False)  # serialize_jwk; None: held by its JWKS document
     # the exact prefix it was minted with: no other prefix verifies as this key
     # ("" never matches one, so a key built without it fails closed)
     prefix: str = ""
@@ -91,13 +93,14 @@ class PublishedKey:
     rolling: bool = False  # rolled: published only until its grace ends (removed_at)
 
     @classmethod
-    def from_row(cls, row: ApiKey) -> PublishedKey:
+    def from_row(cls, row: ApiKey, jwk_bytes: bytes | None) -> PublishedKey:
+        """``jwk_bytes``: ``serialize_jwk(row.public_jwk)``, or None (see ``jwk_bytes``)."""
         kid = row.id
         return cls(
             kid, sys.intern(row.tenant_id), sys.intern(row.kind),
             kid if row.subject == kid else row.subject,  # the default subject is the key id: one string
             tuple(sys.intern(s) for s in row.scopes), tuple(row.rate_limits or ()), row.removed_at(), row.shard,
-            row.meta or None, serialize_jwk(row.public_jwk), sys.intern(row.prefix),
+            row.meta or None, jwk_bytes, sys.intern(row.prefix),
             row.published_at or row.created_at, row.credits_remaining is not None,
             row.grace_ends_at is not None,
         )
@@ -116,7 +119,10 @@ class PublishedKey:
 
     @property
     def jwk(self) -> dict[str, Any]:
-        """The public JWK, parsed again (for the few keys a push carries)."""
+        """The public JWK, parsed again: for a key not in the cache (or an
+        admin key); ``TenantKeys.jwk`` for any key it holds."""
+        if self.jwk_bytes is None:
+            raise LookupError("its JWK bytes are in its JWKS document: TenantKeys.jwk")
         parsed: dict[str, Any] = json.loads(self.jwk_bytes)
         return parsed
 
@@ -131,8 +137,10 @@ class _ParsedOnDemand:
     found, since every lookup checks the published keys first.
     """
 
-    def __init__(self, published: dict[str, PublishedKey], size: int = 1024) -> None:
+    def __init__(self, published: dict[str, PublishedKey], jwk_of: Callable[[PublishedKey], dict[str, Any]],
+                 size: int = 1024) -> None:
         self._published = published
+        self._jwk_of = jwk_of
         self._size = size
         self._parsed: OrderedDict[str, VerificationKey] = OrderedDict()
 
@@ -143,7 +151,7 @@ class _ParsedOnDemand:
         parsed = self._parsed.get(kid)
         if parsed is None:
             # the kid is the JWK's thumbprint (checked here): a kid always names the same key
-            parsed = self._parsed[kid] = keys.load_public_jwk(key.jwk)
+            parsed = self._parsed[kid] = keys.load_public_jwk(self._jwk_of(key))
             if len(self._parsed) > self._size:
                 self._parsed.popitem(last=False)
         else:
@@ -204,7 +212,7 @@ class TenantKeys:
         self.published: dict[str, PublishedKey] = {}
         # subject -> (limit, window seconds) shared by all its API keys; absent: none
         self.subject_limits: dict[str, tuple[tuple[int, int], ...]] = {}
-        self.api_keys = _ParsedOnDemand(self.published)
+        self.api_keys = _ParsedOnDemand(self.published, self.jwk)
         self.admin_keys = PublicKeySet()  # few: kept parsed
         self._due: list[tuple[int, str]] = []  # (removed_at, kid) heap
         self._served: dict[int | None, ServedJWKS] = {}
@@ -246,22 +254,47 @@ class TenantKeys:
         exp = verified.claims.get("exp")
         return published is not None and published.kind == "admin" and (exp is None or now < exp)
 
+    def jwk_bytes(self, key: PublishedKey) -> bytes:
+        """A key's JWK as published: its own bytes for an admin key, else cut
+        from its JWKS document (which holds the only copy)."""
+        if key.jwk_bytes is not None:
+            return key.jwk_bytes
+        doc = self.documents.get(key.shard)
+        part = None if doc is None else doc.get(key.kid)
+        if part is None:
+            raise KeyError(key.kid)
+        return part
+
+    def jwk(self, key: PublishedKey) -> dict[str, Any]:
+        """The public JWK, parsed again (for the few keys a push carries or a verification needs)."""
+        parsed: dict[str, Any] = json.loads(self.jwk_bytes(key))
+        return parsed
+
     def document(self, shard: int | None = None) -> JWKSDocument:
         doc = self.documents.get(shard)
         if doc is None:
             doc = self.documents[shard] = JWKSDocument(sentinel=self._sentinel)
         return doc
 
-    def put(self, key: PublishedKey) -> bool:
+    def put(self, key: PublishedKey, part: bytes | None = None) -> bool:
         """Publish, or refresh, a key that is live now. Returns True if it changed.
+        ``part``: its JWK bytes when ``key`` comes without (cheaper than a copy
+        of ``key`` without them, which is what the cache keeps of any key but
+        an admin key: its JWKS document holds the bytes).
 
         An unchanged key is left alone: re-adding would re-render its JWKS
         (sorted by kid, so the bytes stay the same) for nothing."""
         before = self.published.get(key.kid)
-        if before == key:
+        if part is None:
+            part = key.jwk_bytes
+        if key.kind != "admin" and key.jwk_bytes is not None:
+            key = dataclasses.replace(key, jwk_bytes=None)
+        same_jwk = before is not None and (before.kind, before.shard) == (key.kind, key.shard) \
+            and (part is None or self.jwk_bytes(before) == part)
+        if same_jwk and before == key:
             return False
-        if before is not None and (before.kind, before.shard, before.jwk_bytes) == (key.kind, key.shard,
-                                                                                  key.jwk_bytes):
+        if same_jwk:
+            assert before is not None
             # the same public key (new limits, name, removal time): the JWKS stays as it is
             self.published[key.kid] = key
             self._note_expiring(key)
@@ -269,6 +302,8 @@ class TenantKeys:
                 heapq.heappush(self._due, (key.removed_at, key.kid))
             self._changed()
             return True
+        if part is None:
+            raise ValueError("a new key needs its JWK bytes")
         if before is not None and before.kind == "pending" and key.shard == before.shard:
             # a pre-published key being issued: it keeps its place in the JWKS
             # (same bytes, same ETag), it only becomes verifiable here
@@ -276,10 +311,10 @@ class TenantKeys:
         else:
             self.remove(key.kid)
             if key.kind != "admin":
-                self.document(key.shard).add_serialized(key.kid, key.jwk_bytes)
+                self.document(key.shard).add_serialized(key.kid, part)
                 self._served.pop(key.shard, None)
         if key.kind == "admin":
-            self.admin_keys.add(key.jwk)
+            self.admin_keys.add(self.jwk(key))
         elif key.kind == "api":
             if key.published_at > self.clock() - self.recent_window:
                 self.recent[key.kid] = key
@@ -436,7 +471,8 @@ class KeyCache:
         if row.is_published(self.clock()):
             if row.kind == "admin":
                 self._admin_index[row.id] = row.tenant_id
-            return tk.put(PublishedKey.from_row(row))
+            part = serialize_jwk(row.public_jwk)
+            return tk.put(PublishedKey.from_row(row, part if row.kind == "admin" else None), part)
         self._admin_index.pop(row.id, None)
         # at the row's removal time, not ours: every replica files it alike
         return tk.remove(row.id, row.removed_at())
@@ -461,6 +497,13 @@ class KeyCache:
         tk = self.tenants.get(tenant_id)
         if tk is not None:
             tk.subject_limits.pop(subject, None)
+
+    def compact(self) -> None:
+        """After a bulk load: every JWKS document joins its keys' bytes now,
+        so each key's own bytes object is freed before the first request."""
+        for tk in self.tenants.values():
+            for doc in tk.documents.values():
+                doc.compact()
 
     def apply_all(self, rows: Iterable[ApiKey]) -> int:
         return sum(1 for row in rows if self.apply(row))

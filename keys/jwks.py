@@ -15,9 +15,10 @@ on average), never by history, so every replica cuts the same set alike.
 
 - ETag: SHA-256 over the segments' digests.
 - Chunks: the answer is the list of the segments' bytes (and separators), as a
-  server writes it (``writelines``); nothing is joined per change, and the
-  memory is the keys' bytes twice (each key's, each segment's) plus the
-  compressed segments, as it was with one joined body and its gzip twin.
+  server writes it (``writelines``); nothing is joined per change. Each key's
+  bytes are held once, in its segment's joined bytes (a bytearray while the
+  segment has changes not rendered yet), never as an object of their own (a
+  key's bytes are cut out on demand: ``get``). Plus the compressed segments.
   Blocks of ~16 segments keep those lists and CRCs, so a render walks ~100
   blocks at 100k keys, not ~3,000 pieces.
 - gzip: ONE gzip member (RFC 1952), whose deflate stream is the segments'
@@ -39,6 +40,7 @@ import hashlib
 import json
 import struct
 import zlib
+from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -99,17 +101,96 @@ _OPEN, _COMMA, _CLOSE = _Frozen(b'{"keys":['), _Frozen(b","), _Frozen(b"]}")
 
 
 class _Segment:
-    """Consecutive keys (sorted by kid); ``frozen`` is dropped on any change."""
+    """Consecutive keys (sorted by kid) and their bytes, joined by commas: in a
+    bytearray while open to changes, or in ``frozen`` once rendered (a change
+    reopens it: one copy of ~29 KB). ``sizes[j]``: the length of key j's bytes.
+    So a key's bytes are held once, and never as an object of their own: a
+    bulk load leaves no per-key objects behind to be freed (and fragment the
+    heap) when the segments are joined."""
 
-    __slots__ = ("kids", "parts", "frozen")
+    __slots__ = ("kids", "sizes", "buf", "frozen")
 
-    def __init__(self, kids: list[str], parts: list[bytes]) -> None:
-        self.kids, self.parts = kids, parts
+    def __init__(self) -> None:
+        self.kids: list[str] = []
+        self.sizes = array("I")
+        self.buf: bytearray | None = bytearray()
         self.frozen: _Frozen | None = None
+
+    def _open(self) -> bytearray:
+        if self.buf is None:
+            assert self.frozen is not None
+            self.buf = bytearray(self.frozen.body)
+        self.frozen = None
+        return self.buf
+
+    def _span(self, j: int) -> tuple[int, int]:
+        start = sum(self.sizes[:j]) + j  # and a comma after each
+        return start, start + self.sizes[j]
+
+    def part(self, j: int) -> bytes:
+        start, end = self._span(j)
+        if self.buf is not None:
+            return bytes(memoryview(self.buf)[start:end])
+        assert self.frozen is not None
+        return self.frozen.body[start:end]
+
+    def insert(self, j: int, kid: str, part: bytes) -> None:
+        buf = self._open()
+        if j == len(self.kids):
+            if j:
+                buf += b","
+            buf += part
+        else:
+            start = self._span(j)[0]
+            buf[start:start] = part + b","
+        self.sizes.insert(j, len(part))
+        self.kids.insert(j, kid)
+
+    def replace(self, j: int, part: bytes) -> None:
+        buf = self._open()
+        start, end = self._span(j)
+        buf[start:end] = part
+        self.sizes[j] = len(part)
+
+    def delete(self, j: int) -> None:
+        buf = self._open()
+        start, end = self._span(j)
+        if len(self.kids) == 1:
+            buf.clear()
+        elif j + 1 < len(self.kids):  # with the comma after it
+            del buf[start:end + 1]
+        else:  # the last: with the comma before it
+            del buf[start - 1:end]
+        del self.sizes[j], self.kids[j]
+
+    def split_after(self, j: int) -> _Segment:
+        """Move the keys after key j to a new segment (returned)."""
+        buf = self._open()
+        end = self._span(j)[1]
+        tail = _Segment()
+        tail.kids, tail.sizes = self.kids[j + 1:], self.sizes[j + 1:]
+        if tail.kids:
+            tail.buf = buf[end + 1:]
+        del buf[end:], self.sizes[j + 1:], self.kids[j + 1:]
+        return tail
+
+    def extend(self, other: _Segment) -> None:
+        """Append the keys of ``other`` (which follow ours)."""
+        buf = self._open()
+        if not other.kids:
+            return
+        data = other.buf if other.buf is not None else other.frozen.body if other.frozen is not None else b""
+        if self.kids:
+            buf += b","
+        buf += data
+        self.sizes.extend(other.sizes)
+        self.kids.extend(other.kids)
 
     def freeze(self) -> _Frozen:
         if self.frozen is None:
-            self.frozen = _Frozen(b",".join(self.parts), _ends_block(self.kids[-1]))
+            assert self.buf is not None
+            self.frozen = _Frozen(bytes(self.buf), _ends_block(self.kids[-1]))
+            self.buf = None
         return self.frozen
 
 
@@ -219,8 +300,8 @@ def _serialize(jwk: Mapping[str, Any]) -> bytes:
 
 def serialize_jwk(jwk: Mapping[str, Any]) -> bytes:
     """A published JWK as the document holds it (public members, compact):
-    callers that keep per-key bytes share this object with the document
-    (``JWKSDocument.add_serialized``) instead of a second copy."""
+    for ``JWKSDocument.add_serialized``, which then holds the only copy a
+    caller needs (``JWKSDocument.get``)."""
     if not isinstance(jwk.get("kid"), str) or "alg" not in jwk:
         raise ValueError("every published JWK needs kid and alg")
     return _serialize(jwk)
@@ -241,7 +322,7 @@ class JWKSDocument:
     def __init__(self, sentinel: Mapping[str, Any]) -> None:
         # segments in kid order; all but the last end with a kid that _ends_segment,
         # listed in _ends, and hold no other such kid; the last may be empty
-        self._segments: list[_Segment] = [_Segment([], [])]
+        self._segments: list[_Segment] = [_Segment()]
         self._ends: list[str] = []
         self._count = 0
         self._sentinel = _Frozen(_serialize(sentinel))
@@ -262,35 +343,40 @@ class JWKSDocument:
         """Add (or replace) a key by its ``serialize_jwk`` bytes."""
         i, seg, j, found = self._locate(kid)
         if found:
-            if seg.parts[j] == part:
+            if seg.part(j) == part:
                 return
-            seg.parts[j] = part
+            seg.replace(j, part)
         else:
-            seg.kids.insert(j, kid)
-            seg.parts.insert(j, part)
+            seg.insert(j, kid, part)
             self._count += 1
             if _ends_segment(kid):  # split after it
-                tail = _Segment(seg.kids[j + 1:], seg.parts[j + 1:])
-                del seg.kids[j + 1:], seg.parts[j + 1:]
-                self._segments.insert(i + 1, tail)
+                self._segments.insert(i + 1, seg.split_after(j))
                 self._ends.insert(i, kid)
-        seg.frozen = None
         self._rendered = None
 
     def remove(self, kid: str) -> bool:
         i, seg, j, found = self._locate(kid)
         if not found:
             return False
-        del seg.kids[j], seg.parts[j]
+        seg.delete(j)
         self._count -= 1
         if i < len(self._ends) and self._ends[i] == kid:  # its segment's end: join the next one
-            nxt = self._segments.pop(i + 1)
-            seg.kids.extend(nxt.kids)
-            seg.parts.extend(nxt.parts)
+            seg.extend(self._segments.pop(i + 1))
             del self._ends[i]
-        seg.frozen = None
         self._rendered = None
         return True
+
+    def get(self, kid: str) -> bytes | None:
+        """A key's bytes as published (``serialize_jwk``), or None."""
+        _, seg, j, found = self._locate(kid)
+        return seg.part(j) if found else None
+
+    def compact(self) -> None:
+        """Join every changed segment now (``render`` does it too): after a
+        bulk load, before the first request."""
+        for seg in self._segments:
+            if seg.kids:
+                seg.freeze()
 
     def __contains__(self, kid: object) -> bool:
         return isinstance(kid, str) and self._locate(kid)[3]

@@ -129,7 +129,7 @@ def build_resources(tk: TenantKeys, now: float,
     recent_buckets: list[list[tuple[int | None, dict[str, Any]]]] = [[] for _ in range(push.RECENT_BUCKETS)]
     for key in recent:
         recent_buckets[push.bucket_of(key.published_at, tk.recent_window, push.RECENT_BUCKETS)].append(
-            (key.shard, key.jwk))
+            (key.shard, tk.jwk(key)))
     removed_buckets: list[list[str]] = [[] for _ in range(push.REMOVED_BUCKETS)]
     for kid, at in removed.items():
         removed_buckets[push.bucket_of(at, tk.push_window, push.REMOVED_BUCKETS)].append(kid)

@@ -45,6 +45,7 @@ class CacheSync:
             )
             async for row in rows:
                 cache.apply(row)
+            cache.compact()
             for limits in (await s.scalars(select(SubjectLimits).where(SubjectLimits.rate_limits.is_not(None)))):
                 cache.apply_subject(limits)
             if cache.push_window > 0:
