@@ -38,6 +38,7 @@ from . import keypages
 from . import session as sessions
 from .keypages import CsrfFailed, SignedIn, parse_expiry
 from .render import error_page, fmt_duration, page, security_headers
+from .usage_chart import DAYS, daily_usage
 from .views import EXCEPTION_HANDLERS as ADMIN_EXCEPTION_HANDLERS
 
 __all__ = ["CONSUMER_PORTAL"]
@@ -244,6 +245,16 @@ async def my_key_create(posted: NamedDependency[CPosted], consumers: NamedDepend
     return await ctx.shown_once("Key created", minted.key, row)
 
 
+@get("/my/keys/{key_id:str}", guards=SIGNED_IN, dependencies=DEPENDENCIES)
+async def my_key_detail(ctx: NamedDependency[CCtx], consumers: NamedDependency[ConsumerPortal],
+                        key_id: KeyId) -> Response[Any]:
+    row = await consumers.get(ctx.consumer, key_id)  # another subject's key: 404
+    now = ctx.core.clock()
+    chart = await daily_usage(consumers.usage, ctx.consumer.tenant_id, row.id, now)
+    view = ctx.key(row, now)
+    return await ctx.page("my_key.html", title=view["name"] or "API key", view=view, chart=chart, days=DAYS)
+
+
 @get("/my/keys/{key_id:str}/roll", guards=SIGNED_IN, dependencies=DEPENDENCIES)
 async def my_key_roll_form(ctx: NamedDependency[CCtx], consumers: NamedDependency[ConsumerPortal],
                            key_id: KeyId) -> Response[Any]:
@@ -280,8 +291,8 @@ async def my_home() -> Response[Any]:
 
 CONSUMER_PORTAL = Router(
     path="/portal",
-    route_handlers=[sign_in, sign_out, my_home, my_keys, my_key_new, my_key_create, my_key_roll_form, my_key_roll,
-                    my_key_revoke_form, my_key_revoke],
+    route_handlers=[sign_in, sign_out, my_home, my_keys, my_key_new, my_key_create, my_key_detail, my_key_roll_form,
+                    my_key_roll, my_key_revoke_form, my_key_revoke],
     middleware=[security_headers],
     exception_handlers=EXCEPTION_HANDLERS,
     include_in_schema=False,

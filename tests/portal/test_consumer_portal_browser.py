@@ -104,9 +104,18 @@ def test_consumer_signs_in_creates_rolls_and_revokes_only_their_keys(page, live_
     page.get_by_text("is revoked.").wait_for()
     assert given["id"] not in kids(server)
 
+    # --- a key's page: its usage chart, within a phone's width --------------------------------
+    page.goto("/portal/my/keys")
+    page.locator(f'tr[data-key-id="{new_claims["jti"]}"] a.name').click()  # the name leads to the key's page
+    page.get_by_role("img", name="Requests per day (UTC) by status class, last 14 days").wait_for()
+    page.set_viewport_size({"width": 390, "height": 800})
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.set_viewport_size({"width": 1280, "height": 800})
+
     # --- another subject's key: in the URL, and swapped into a form ---------------------------
-    answer = page.goto(f"/portal/my/keys/{theirs['id']}/revoke")
-    assert answer is not None and answer.status == 404
+    for path in (f"/portal/my/keys/{theirs['id']}", f"/portal/my/keys/{theirs['id']}/revoke"):
+        answer = page.goto(path)
+        assert answer is not None and answer.status == 404, path
     page.goto(f"/portal/my/keys/{new_claims['jti']}/revoke")
     form = page.locator("form[action$='/revoke']")
     form.evaluate(f"f => f.action = '/portal/my/keys/{theirs['id']}/revoke'")

@@ -180,6 +180,7 @@ async def test_other_subjects_keys_are_not_found_anywhere(client, admin_headers)
     assert key_ids(page.text) == [mine["id"]]
     assert theirs["id"] not in page.text
     for kid in (theirs["id"], admin_kid, "nope", "x" * 65):
+        await me.get(f"/portal/my/keys/{kid}", expect=404)  # its page (and usage) too
         for action in ("roll", "revoke"):
             await me.get(f"/portal/my/keys/{kid}/{action}", expect=404)
             r = await me.post(f"/portal/my/keys/{kid}/{action}", {"grace_value": "0", "grace_unit": "seconds"})
@@ -289,6 +290,12 @@ async def test_usage_and_last_used_are_shown(client, admin_headers, clock, make_
     page = (await me.get("/portal/my/keys")).text
     assert "3 ok · 1 refused · 1 failed" in page
     assert 'class="last-used"><time' in page
+    assert f'href="/portal/my/keys/{mine["id"]}"' in page  # the name leads to the key's page
+    # the key's page: the 14-day chart (inline SVG) and the same numbers as text
+    detail = (await me.get(f"/portal/my/keys/{mine['id']}")).text
+    assert "5 requests through the gateways: 3 2xx, 1 4xx, 1 5xx." in " ".join(detail.split())
+    assert '<svg class="usage-chart"' in detail and detail.count('<rect class="bar s') == 3
+    assert 'href="/portal/keys' not in detail.replace('href="/portal/my/', "")  # no admin links
 
 
 async def test_revoking_the_admin_key_that_made_the_link_ends_the_session(client, admin_headers):
