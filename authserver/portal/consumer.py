@@ -252,7 +252,7 @@ async def my_key_detail(ctx: NamedDependency[CCtx], consumers: NamedDependency[C
     now = ctx.core.clock()
     chart = await daily_usage(consumers.usage, ctx.consumer.tenant_id, row.id, now)
     view = ctx.key(row, now)
-    return await ctx.page("my_key.html", title=view["name"] or "API key", view=view, chart=chart, days=DAYS)
+    return await ctx.page("my_key.html", title=view["name"] or "API key", view=view, chart=chart, days=DAYS, now=now)
 
 
 @get("/my/keys/{key_id:str}/roll", guards=SIGNED_IN, dependencies=DEPENDENCIES)
