@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -14,6 +16,21 @@ from sqlalchemy.orm import Session
 
 from authserver.db import create_engine, session_factory
 from authserver.db.writes import Transactions
+
+
+@asynccontextmanager
+async def _writes(database_url: str, table: str) -> AsyncIterator[tuple[Callable[[], Any], Transactions]]:
+    """Sessions and a Transactions on a fresh engine, with an empty table to write."""
+    engine = create_engine(database_url)
+    sessions = session_factory(engine)
+    writes = Transactions(database_url, sessions)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)"))
+        yield sessions, writes
+    finally:
+        writes.close()
+        await engine.dispose()
 
 
 def _sync_setting(s: Session) -> str:
@@ -24,13 +41,7 @@ def _sync_setting(s: Session) -> str:
 
 
 async def test_commit_rollback_and_durability(database_url: str) -> None:
-    engine = create_engine(database_url)
-    sessions = session_factory(engine)
-    writes = Transactions(database_url, sessions)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("CREATE TABLE w (id INTEGER PRIMARY KEY)"))
-
+    async with _writes(database_url, "w") as (sessions, writes):
         def add(n: int) -> Callable[[Session], str]:
             def body(s: Session) -> str:
                 s.execute(text("INSERT INTO w (id) VALUES (:n)"), {"n": n})
@@ -51,21 +62,13 @@ async def test_commit_rollback_and_durability(database_url: str) -> None:
             await writes.run(fails)
         async with sessions() as s:  # committed where the body returned, rolled back where it raised
             assert (await s.execute(text("SELECT id FROM w ORDER BY id"))).scalars().all() == [1, 2, 3]
-    finally:
-        writes.close()
-        await engine.dispose()
 
 
 async def test_concurrent_bodies_share_a_commit_and_fail_alone(database_url: str) -> None:
     """SQLite: bodies queued while the writer commits share the next commit
     (group commit); one that raises takes back only its own writes. PostgreSQL:
     each its own transaction, same outcome; a one-statement body still commits."""
-    engine = create_engine(database_url)
-    sessions = session_factory(engine)
-    writes = Transactions(database_url, sessions)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(text("CREATE TABLE g (id INTEGER PRIMARY KEY)"))
+    async with _writes(database_url, "g") as (sessions, writes):
         release = threading.Event()
         batches = itertools.count(1)
 
@@ -95,6 +98,3 @@ async def test_concurrent_bodies_share_a_commit_and_fail_alone(database_url: str
         assert await writes.run(add(7), one_statement=True) > 0
         async with sessions() as s:
             assert (await s.execute(text("SELECT count(*) FROM g WHERE id = 7"))).scalar_one() == 1
-    finally:
-        writes.close()
-        await engine.dispose()
