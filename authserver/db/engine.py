@@ -36,13 +36,24 @@ def _sqlite_hooks(engine: Engine) -> None:
 PING_AFTER_IDLE_SECONDS = 1.0
 
 
+def _closed_by_server(dbapi_conn: Any) -> bool:
+    """The driver already saw this connection end (the server closed it: a
+    restart, a terminated backend): asyncpg learns that from the socket as
+    soon as the event loop runs, so asking costs no round trip."""
+    is_closed = getattr(getattr(dbapi_conn, "driver_connection", None), "is_closed", None)
+    return bool(is_closed is not None and is_closed())
+
+
 def _ping_when_idle(engine: Engine) -> None:
     """pool_pre_ping, but only for a connection idle a while: asyncpg's ping is
     BEGIN, a statement and ROLLBACK, three round trips on every checkout, three
-    of a mint's four. A connection that worked a second ago is alive unless the
-    server went away in that second, and then the request fails as it could
-    between a ping and its first statement anyway; a longer idle one (after a
-    restart, a failover, an idle timeout) is pinged and replaced if dead."""
+    of a mint's four. Every checkout first drops a connection the server has
+    closed (a restart: no round trip, see _closed_by_server), so no request
+    runs on one. A connection that worked a second ago and still looks open is
+    alive unless the server vanished without closing it (a lost host, a
+    failover) in that second, and then the request fails (503) as it could
+    between a ping and its first statement anyway; a longer idle one is pinged
+    and replaced if dead."""
 
     @event.listens_for(engine, "connect")
     def _fresh(_dbapi_conn: Any, record: Any) -> None:  # pragma: no cover - driver hook
@@ -54,11 +65,14 @@ def _ping_when_idle(engine: Engine) -> None:
 
     @event.listens_for(engine, "checkout")
     def _ping(dbapi_conn: Any, record: Any, _proxy: Any) -> None:  # pragma: no cover - driver hook
+        # DisconnectionError: the pool replaces this connection with a new one and checks out that
+        if _closed_by_server(dbapi_conn):
+            raise DisconnectionError("the server closed this connection")
         if time.monotonic() - record.info.get("used_at", 0.0) < PING_AFTER_IDLE_SECONDS:
             return
         try:
             engine.dialect.do_ping(dbapi_conn)
-        except Exception as exc:  # the pool drops this connection and checks out another
+        except Exception as exc:
             raise DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
 
 
