@@ -27,7 +27,7 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-__all__ = ["SECRET_PREFIX", "BadSecret", "SecretBox", "headers", "new_box_key", "new_secret", "sign"]
+__all__ = ["SECRET_PREFIX", "BadPreviousKey", "BadSecret", "SecretBox", "headers", "new_box_key", "new_secret", "sign"]
 
 SECRET_PREFIX = "whsec_"
 _SEALED_VERSION = "v1."  # room for a later format or key rotation
@@ -36,6 +36,10 @@ _NONCE_BYTES = 12
 
 class BadSecret(ValueError):
     """A secret, sealing key or sealed value that is malformed or does not open."""
+
+
+class BadPreviousKey(BadSecret):
+    """One of a :class:`SecretBox`'s previous keys is malformed (not its current key)."""
 
 
 def new_secret() -> str:
@@ -73,14 +77,14 @@ def new_box_key() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 
 
-def _aead(key_text: str) -> AESGCM:
+def _aead(key_text: str, bad: type[BadSecret] = BadSecret) -> AESGCM:
     text = key_text.strip()
     try:
         key = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         key = b""
     if len(key) != 32:
-        raise BadSecret("the webhook key must be 32 bytes, base64url (e.g. `authserver webhooks new-key`)")
+        raise bad("the webhook key must be 32 bytes, base64url (e.g. `authserver webhooks new-key`)")
     return AESGCM(key)
 
 
@@ -92,7 +96,7 @@ class SecretBox:
 
     def __init__(self, key_text: str, previous: tuple[str, ...] = ()) -> None:
         self._aead = _aead(key_text)
-        self._previous = tuple(_aead(k) for k in previous)
+        self._previous = tuple(_aead(k, BadPreviousKey) for k in previous)
 
     def seal(self, secret: str, context: str) -> str:
         """``secret`` encrypted and bound to ``context`` (the endpoint id)."""

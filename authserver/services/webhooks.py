@@ -48,13 +48,11 @@ def load_box(settings: Settings) -> wh.SecretBox | None:
         return None
     previous = tuple(k.strip() for k in (settings.webhook_previous_keys or "").split(",") if k.strip())
     try:
-        wh.SecretBox(text)
+        return wh.SecretBox(text, previous)
+    except wh.BadPreviousKey as exc:
+        raise ValueError(f"AUTHSERVER_WEBHOOK_PREVIOUS_KEYS: {exc}") from None
     except wh.BadSecret as exc:
         raise ValueError(f"AUTHSERVER_WEBHOOK_KEY: {exc}") from None
-    try:
-        return wh.SecretBox(text, previous)
-    except wh.BadSecret as exc:
-        raise ValueError(f"AUTHSERVER_WEBHOOK_PREVIOUS_KEYS: {exc}") from None
 
 
 def check_url(url: str, settings: Settings) -> str:

@@ -71,5 +71,13 @@ def test_a_rotated_box_opens_old_secrets_and_reseals_them_under_the_new_key():
         rotated.reseal(sealed_old, "ep_2")  # the endpoint binding holds through a rotation
     with pytest.raises(wh.BadSecret):
         wh.SecretBox(new, (wh.new_box_key(),)).open(sealed_old, "ep_1")  # not among its keys
-    with pytest.raises(wh.BadSecret, match="32 bytes"):
+    with pytest.raises(wh.BadPreviousKey, match="32 bytes"):
         wh.SecretBox(new, ("short",))
+
+
+def test_a_bad_current_key_is_told_apart_from_a_bad_previous_one():
+    with pytest.raises(wh.BadSecret) as bad_current:
+        wh.SecretBox("short", ("short",))  # both bad: the current key is named
+    assert not isinstance(bad_current.value, wh.BadPreviousKey)
+    with pytest.raises(wh.BadPreviousKey):
+        wh.SecretBox(wh.new_box_key(), (wh.new_box_key(), "short"))

@@ -105,3 +105,20 @@ def test_frozen_and_replace_returns_a_validated_copy():
     assert s.gateway_cache_seconds == 300 and t.public_url == "http://a.test"
     with pytest.raises(ValueError, match="AUTHSERVER_MAX_BODY_BYTES"):
         s.replace(max_body_bytes=1)
+
+
+@pytest.mark.parametrize(("key", "previous", "named"), [
+    ("short", "", "AUTHSERVER_WEBHOOK_KEY:"),
+    ("short", "short", "AUTHSERVER_WEBHOOK_KEY:"),  # both bad: the current key first
+    (None, "short", "AUTHSERVER_WEBHOOK_PREVIOUS_KEYS:"),
+])
+def test_a_bad_webhook_key_names_its_setting(key, previous, named):
+    import keys.webhooks as wh
+    from authserver.services.webhooks import load_box
+
+    good = wh.new_box_key()
+    with pytest.raises(ValueError, match="32 bytes") as err:
+        load_box(Settings(webhook_key=key or good, webhook_previous_keys=f"{wh.new_box_key()},{previous}"))
+    assert str(err.value).startswith(named)
+    box = load_box(Settings(webhook_key=good, webhook_previous_keys=wh.new_box_key()))
+    assert box is not None and box.open(box.seal(wh.new_secret(), "ep_1"), "ep_1").startswith("whsec_")
