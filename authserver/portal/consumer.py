@@ -38,7 +38,6 @@ from . import keypages
 from . import session as sessions
 from .keypages import CsrfFailed, SignedIn, parse_expiry
 from .render import error_page, fmt_duration, page, security_headers
-from .usage_chart import DAYS, daily_usage
 from .views import EXCEPTION_HANDLERS as ADMIN_EXCEPTION_HANDLERS
 
 __all__ = ["CONSUMER_PORTAL"]
@@ -249,10 +248,7 @@ async def my_key_create(posted: NamedDependency[CPosted], consumers: NamedDepend
 async def my_key_detail(ctx: NamedDependency[CCtx], consumers: NamedDependency[ConsumerPortal],
                         key_id: KeyId) -> Response[Any]:
     row = await consumers.get(ctx.consumer, key_id)  # another subject's key: 404
-    now = ctx.core.clock()
-    chart = await daily_usage(consumers.usage, ctx.consumer.tenant_id, row.id, now)
-    view = ctx.key(row, now)
-    return await ctx.page("my_key.html", title=view["name"] or "API key", view=view, chart=chart, days=DAYS, now=now)
+    return await ctx.key_page("my_key.html", row, consumers.usage)
 
 
 @get("/my/keys/{key_id:str}/roll", guards=SIGNED_IN, dependencies=DEPENDENCIES)

@@ -1,7 +1,7 @@
 """What the admin's key pages (/portal/keys) and a consumer's (/portal/my/keys)
 share: a signed-in request that renders pages and keeps its session, its CSRF
-checked form, and the key pages' steps: the roll and revoke forms, the page
-that shows a new key once, the revoke flash and redirect, the answer to a form
+checked form, and the key pages' steps: a key's page with its usage chart, the
+roll and revoke forms, the page that shows a new key once, the revoke flash and redirect, the answer to a form
 sent twice. The services behind them differ (KeyLifecycle for an admin,
 ConsumerPortal for a consumer, each with its own rules); the pages do not.
 """
@@ -23,8 +23,10 @@ from ..core import Core
 from ..db.models import ApiKey
 from ..errors import InvalidInput
 from ..schemas import MAX_EXPIRES_IN
+from ..services.usage import UsageQueries
 from . import session as sessions
 from .render import fmt_duration, page
+from .usage_chart import DAYS, daily_usage
 
 AnyRequest = Request[Any, Any, Any]
 AnyConnection = ASGIConnection[Any, Any, Any, Any]
@@ -71,6 +73,14 @@ class SignedIn:
     def key(self, row: ApiKey, now: float) -> dict[str, Any]:
         """A key as the pages show it."""
         return display(key_view(row, now, self.core.settings), now)
+
+    async def key_page(self, template: str, row: ApiKey, usage: UsageQueries, **context: Any) -> Response[Any]:
+        """A key's page: its facts and its calls per day over the last DAYS days."""
+        now = self.core.clock()
+        chart = await daily_usage(usage, row.tenant_id, row.id, now)
+        view = self.key(row, now)
+        return await self.page(template, title=view["name"] or "API key", view=view, chart=chart, days=DAYS,
+                               now=now, **context)
 
     def grace(self, form: Any) -> int:
         return parse_grace(form, self.core.settings.max_grace_seconds)

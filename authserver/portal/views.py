@@ -55,7 +55,6 @@ from . import keypages
 from . import session as sessions
 from .keypages import GRACE_UNITS, CsrfFailed, SignedIn, grace_default, parse_expiry
 from .render import error_page, log, page
-from .usage_chart import DAYS, daily_usage
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -303,14 +302,10 @@ async def keys_list(request: AnyRequest, ctx: NamedDependency[Ctx],
 
 @get("/keys/{key_id:str}", guards=CAN_READ, dependencies=DEPENDENCIES)
 async def key_detail(ctx: NamedDependency[Ctx], queries: NamedDependency[KeyQueries], key_id: KeyId) -> Response[Any]:
-    row = await queries.get(ctx.tenant_id, key_id)
-    core = ctx.core
-    now = core.clock()
-    assert core.usage_queries is not None  # always built
-    chart = await daily_usage(core.usage_queries, ctx.tenant_id, key_id, now)
-    view = ctx.key(row, now)
-    return await ctx.page("key.html", nav="keys", title=view["name"] or "API key", view=view, chart=chart,
-                          days=DAYS, now=now, can_write="keys:write" in ctx.admin.scopes)
+    usage = ctx.core.usage_queries
+    assert usage is not None  # always built
+    return await ctx.key_page("key.html", await queries.get(ctx.tenant_id, key_id), usage, nav="keys",
+                              can_write="keys:write" in ctx.admin.scopes)
 
 
 def _new_form_context(ctx: Ctx, values: dict[str, Any] | None = None) -> dict[str, Any]:
