@@ -217,6 +217,29 @@ class Stack:
         self.gateways.remove(gw)
 
 
+def rls_answers_every_call(config: dict[str, Any], timeout: str = "10s") -> dict[str, Any]:
+    """``config`` with its ratelimit filter waiting ``timeout`` for the service.
+
+    The generated filter lets a call through uncounted when authserver has not
+    answered within 50 ms (fail open): on a loaded machine some calls miss that
+    (the first on a freshly opened gRPC connection most of all) and come back
+    200 without RateLimit headers, so tests that count decisions one by one
+    failed at random. What they check is the counting; the 50 ms budget is
+    the generator's (tests/envoy/test_envoy_config.py) and its cost bench's
+    (`bench ratelimit` counts the calls let through). An unreachable service
+    still fails open at once (refused connection), as the tests of that expect."""
+    found = 0
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                for f in network_filter["typed_config"].get("http_filters", []):
+                    if f["name"] == "envoy.filters.http.ratelimit":
+                        f["typed_config"]["timeout"] = timeout
+                        found += 1
+    assert found, "no ratelimit filter in this config"
+    return config
+
+
 def dump_logs(stack: Stack) -> str:
     parts = [f"--- server log ---\n{stack.server.log()[-3000:]}"]
     for gw in stack.gateways:

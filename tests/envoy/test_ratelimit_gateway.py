@@ -1,7 +1,8 @@
 """Per-key rate limits enforced at the real Envoy by authserver's rate-limit
 service (gRPC, counted in the real Redis): 429 with RateLimit headers and a
-problem+json body past the limit, limits changed by PATCH in effect within a
-second, and traffic that keeps flowing when authserver is gone."""
+problem+json body past the limit, limits changed by PATCH in effect at the
+next call (by the CLI, through Redis, within a second), and traffic that
+keeps flowing when authserver is gone."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import uuid
 
 import pytest
 from _env import METRICS_HEADERS, REDIS_URL, need_service
-from envoy_stack import as_json, run_cli
+from envoy_stack import as_json, rls_answers_every_call, run_cli
 
 from authserver_devtools import free_port, wait_until
 
@@ -48,7 +49,7 @@ def stack(make_stack):
 def gw(stack):
     config, listen, admin = stack.envoy_config_from_cli(
         "default", "--xds", stack.grpc_address, "--ratelimit", stack.grpc_address)
-    return stack.start_envoy(config, listen, admin, "ratelimit")
+    return stack.start_envoy(rls_answers_every_call(config), listen, admin, "ratelimit")
 
 
 def _decisions(stack, result: str) -> float:
@@ -100,15 +101,14 @@ def test_a_key_without_limits_is_never_counted(stack, gw):
     assert _decisions(stack, "unlimited") - before == 20
 
 
-def test_a_patch_takes_effect_at_the_gateway_within_a_second(stack, gw):
+def test_a_patch_takes_effect_at_the_gateway_at_the_next_call(stack, gw):
     free = stack.keys["free"]
     h = {"Authorization": f"Bearer {stack.admin['default']}"}
     limits = [{"limit": 2, "window_seconds": 60}]
     r = stack.http.patch(f"{stack.url}/v1/keys/{free['id']}", json={"rate_limits": limits}, headers=h)
     assert r.status_code == 200 and r.json()["rate_limits"] == limits
-    patched = time.monotonic()
-    wait_until(lambda: gw.status(free["key"]) == 429, 1.0, interval=0.01, what="the new limit enforced")
-    assert time.monotonic() - patched < 1.0
+    # the server that answered the PATCH holds the new limit: counted from the next call
+    assert [gw.status(free["key"]) for _ in range(3)] == [200, 200, 429]
     # the CLI removes them again (on the database; the server hears of it through Redis)
     run_cli(stack.env, "keys", "update", free["id"], "--no-rate-limits")
     wait_until(lambda: gw.status(free["key"]) == 200, 1.0, interval=0.01, what="limits removed")
