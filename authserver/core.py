@@ -108,7 +108,8 @@ class Core:
                          on_reconcile_failure=metrics.reconcile_failures.inc, clock=clock)
         if settings.redis_url:
             redis = _connect_redis(settings, clock, replica_id, sync, metrics.redis_degraded)
-        publisher = Publisher(cache, redis.invalidation.publish if redis else no_notice, metrics.on_change)
+        publisher = Publisher(cache, redis.invalidation.publish if redis else no_notice, metrics.on_change,
+                              on_minted=sync.minted_here)
         instant = Prepublisher(
             sessions, cache, publisher, keygen.refill_executor, pool_size=settings.instant_activation_pool_size,
             max_age=settings.instant_activation_max_age_seconds, min_age=settings.gateway_cache_seconds + 5,

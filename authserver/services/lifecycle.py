@@ -134,7 +134,7 @@ class KeyLifecycle:
                 s.add(event)
         if stages is not None:
             stages.mark("db")
-        await self.publisher.publish(row)
+        await self.publisher.publish(row, minted=True)
         self.publisher.changed("key.mint", row)
         if stages is not None:
             stages.mark("publish")
