@@ -88,7 +88,8 @@ class Core:
     def build(cls, settings: Settings, clock: Callable[[], float] = time.time) -> Core:
         """Every collaborator is made here and handed to what uses it."""
         replica_id = uuid.uuid4().hex[:12]
-        engine = create_engine(settings.database_url)
+        # SQLite: the WAL is checkpointed by a thread of the writer's (Transactions), not in commits
+        engine = create_engine(settings.database_url, auto_checkpoint=settings.sqlite_checkpoint_seconds == 0)
         sessions = session_factory(engine)
         cache = KeyCache(clock, push_window=settings.push_window_seconds,
                          recent_window=settings.recent_window_seconds)
@@ -107,13 +108,15 @@ class Core:
                          on_reconcile_failure=metrics.reconcile_failures.inc, clock=clock)
         if settings.redis_url:
             redis = _connect_redis(settings, clock, replica_id, sync, metrics.redis_degraded)
-        publisher = Publisher(cache, redis.invalidation.publish if redis else no_notice, metrics.on_change)
+        publisher = Publisher(cache, redis.invalidation.publish if redis else no_notice, metrics.on_change,
+                              on_minted=sync.minted_here)
         instant = Prepublisher(
             sessions, cache, publisher, keygen.refill_executor, pool_size=settings.instant_activation_pool_size,
             max_age=settings.instant_activation_max_age_seconds, min_age=settings.gateway_cache_seconds + 5,
             lease=settings.instant_activation_lease_seconds, owner=replica_id, clock=clock,
         ) if settings.instant_activation else None
-        transactions = Transactions(settings.database_url, sessions)
+        transactions = Transactions(settings.database_url, sessions,
+                                    checkpoint_seconds=settings.sqlite_checkpoint_seconds)
         lifecycle = KeyLifecycle(settings, sessions, cache, keygen, publisher, transactions, instant=instant,
                                  clock=clock)
         limiter = redis.limiter if redis else MemoryLimiter(clock)
@@ -159,6 +162,10 @@ class Core:
         if self.settings.run_migrations:
             await upgrade_async(self.settings.database_url)
         await self.sync.start()
+        try:
+            await self.lifecycle.rehearse()
+        except Exception as exc:  # only a warm-up: the first mint compiles them instead
+            log.warning("could not rehearse a mint's writes (%s)", type(exc).__name__)
         self._spawn(self.sync.run(), "reconcile")
         self._spawn(self.keygen.keep_pools_full(), "keypair-pool")
         if self.prepublisher is not None:

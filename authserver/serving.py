@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import resource
@@ -587,6 +588,11 @@ def build_server(settings: Settings) -> uvicorn.Server:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             _listen_queue(self, _LISTEN_QUEUE)
+            # Started (modules imported, the key cache loaded): what exists now
+            # lives as long as the process, so the cycle collector stops walking
+            # it. Each full collection did, on the event loop: 15-38 ms pauses
+            # in a 500-mint run, in whichever request was running.
+            gc.freeze()
 
     return _Server(config)
 

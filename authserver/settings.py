@@ -182,6 +182,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # a power loss or OS crash (not a killed process) may lose the last mints
     # acknowledged (rows and audit events). Revocations, rolls and admin keys always wait
     durable_mints: bool = True
+    # SQLite: the server checkpoints its WAL in a thread every this many seconds,
+    # so no commit pays for it (authserver.db.checkpoints); 0: SQLite's own,
+    # inside the commit that takes the WAL past 1000 pages
+    sqlite_checkpoint_seconds: NonNegFloat = 1.0
 
     def __post_init__(self) -> None:
         # A plain constructor call does not check the declared types and

@@ -11,13 +11,15 @@ from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 
-def _sqlite_hooks(engine: Engine) -> None:
+def _sqlite_hooks(engine: Engine, auto_checkpoint: bool) -> None:
     @event.listens_for(engine, "connect")
     def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - driver hook
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
+        if not auto_checkpoint:  # a WalCheckpointer thread does it (authserver.db.checkpoints)
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
         # The driver would BEGIN only at the first write, so a transaction's
         # reads (SELECT ... FOR UPDATE means nothing to SQLite) would see rows
@@ -76,22 +78,24 @@ def _ping_when_idle(engine: Engine) -> None:
             raise DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, auto_checkpoint: bool = True) -> AsyncEngine:
+    """``auto_checkpoint=False`` (SQLite): commits never checkpoint the WAL;
+    a ``WalCheckpointer`` must (``authserver.db.writes.Transactions`` runs one)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        _sqlite_hooks(engine.sync_engine)
+        _sqlite_hooks(engine.sync_engine, auto_checkpoint)
         return engine
     engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_timeout=5)
     _ping_when_idle(engine.sync_engine)
     return engine
 
 
-def create_sqlite_writer_engine(url: str) -> Engine:
+def create_sqlite_writer_engine(url: str, *, auto_checkpoint: bool = True) -> Engine:
     """A plain (thread-bound, not asyncio) engine on the same SQLite file, with
     the same pragmas and BEGIN IMMEDIATE: for whole transactions run in one
     hop to a thread (``authserver.db.writes``)."""
     engine = create_sync_engine(url.replace("sqlite+aiosqlite:", "sqlite:", 1), connect_args={"timeout": 30})
-    _sqlite_hooks(engine)
+    _sqlite_hooks(engine, auto_checkpoint)
     return engine
 
 

@@ -17,6 +17,8 @@ commit flushes them too.
 On SQLite, bodies queued while the writer thread commits share its next
 transaction and commit (group commit; each in a savepoint): the disk's flush,
 the floor of a durable commit, is paid once per batch instead of once per mint.
+With ``checkpoint_seconds`` > 0 no commit checkpoints the WAL: a thread of
+its own does (authserver.db.checkpoints).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
+from .checkpoints import WalCheckpointer
 from .engine import create_sqlite_writer_engine
 
 __all__ = ["Transactions"]
@@ -57,13 +60,23 @@ def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None)
 
 
 class Transactions:
-    def __init__(self, url: str, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, url: str, sessions: async_sessionmaker[AsyncSession], *,
+                 checkpoint_seconds: float = 0.0) -> None:
+        """``checkpoint_seconds`` > 0 (SQLite): checkpoint the WAL in a thread
+        at that interval; the async engine behind ``sessions`` must then be
+        made with ``auto_checkpoint=False`` too (``Core.build`` does both)."""
         self.sessions = sessions
         self._engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self.checkpointer: WalCheckpointer | None = None
         if url.startswith("sqlite"):
-            self._engine = create_sqlite_writer_engine(url)
+            path = make_url(url).database
+            own = checkpoint_seconds > 0 and bool(path) and path != ":memory:"
+            self._engine = create_sqlite_writer_engine(url, auto_checkpoint=not own)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
+            if own:
+                assert path is not None  # checked in ``own``
+                self.checkpointer = WalCheckpointer(path, checkpoint_seconds)
         # bodies waiting for the writer thread; _draining: it is taking them
         self._lock = threading.Lock()
         self._queue: list[_Job[Any]] = []
@@ -139,7 +152,31 @@ class Transactions:
                     return
             self._in_thread(jobs)
 
+    async def rehearse(self, body: Callable[[Session], Any]) -> None:
+        """Run ``body`` in a transaction that is always rolled back, the way
+        ``run`` would (the same thread and connection on SQLite, where foreign
+        keys are not checked: nothing stays): its statements are compiled and
+        cached, its connection opened, before the first real one needs them."""
+        if self._thread is None:
+            async with self.sessions() as s, s.begin() as tx:
+                await s.run_sync(body)
+                await tx.rollback()
+            return
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._rehearse_in_thread, body)
+
+    def _rehearse_in_thread(self, body: Callable[[Session], Any]) -> None:
+        assert self._engine is not None  # with the thread
+        with self._engine.connect() as conn, Session(conn) as s:
+            s.begin()
+            s.connection().exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+            try:
+                body(s)
+            finally:
+                s.rollback()
+
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         if self._thread is not None:
             self._thread.shutdown(wait=True)
         if self._engine is not None:

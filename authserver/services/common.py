@@ -101,13 +101,18 @@ def tenant_of(cache: KeyCache, tenant_id: str) -> TenantKeys:
 class Publisher:
     """After a commit: the local cache, then the other replicas, then metrics and the log."""
 
-    def __init__(self, cache: KeyCache, notify: Notifier = no_notice, on_change: ChangeHook | None = None) -> None:
+    def __init__(self, cache: KeyCache, notify: Notifier = no_notice, on_change: ChangeHook | None = None,
+                 on_minted: Callable[[ApiKey], None] | None = None) -> None:
         self.cache = cache
         self.notify = notify
         self.on_change = on_change
+        self.on_minted = on_minted  # the reconcile loop need not reread it (CacheSync.minted_here)
 
-    async def publish(self, row: ApiKey) -> None:
+    async def publish(self, row: ApiKey, *, minted: bool = False) -> None:
+        """``minted``: a key this process just created (no other writer knows its id yet)."""
         self.cache.apply(row)
+        if minted and self.on_minted is not None:
+            self.on_minted(row)
         await self.notify(row.tenant_id, row.id)
 
     def changed(self, action: str, row: ApiKey) -> None:

@@ -22,7 +22,7 @@ from ..settings import Settings
 from ..stagetimes import Stages
 from .common import ADMIN_PREFIX, Actor, Publisher, audit_action, audit_event, checked_kid, no_such_key, tenant_of
 from .keygen import KeyGenerator
-from .mintwrite import write_mint
+from .mintwrite import rehearse_mint, write_mint
 from .prepublish import Prepublished, Prepublisher
 from .queries import state_filter
 from .quota import lock_tenant, reserve_live_key
@@ -134,11 +134,25 @@ class KeyLifecycle:
                 s.add(event)
         if stages is not None:
             stages.mark("db")
-        await self.publisher.publish(row)
+        await self.publisher.publish(row, minted=True)
         self.publisher.changed("key.mint", row)
         if stages is not None:
             stages.mark("publish")
         return row, issued.minted
+
+    async def rehearse(self) -> None:
+        """A mint's writes once, rolled back (``mintwrite.rehearse_mint``), so the
+        server's first mint does not pay for compiling them and opening the
+        writer's connection."""
+        now = self.clock()
+        row = ApiKey(id="rehearsal", tenant_id="", kind="api", name=None, subject="rehearsal", scopes=[],
+                     prefix="sk_live_", last4="xxxx", algorithm=self.settings.default_algorithm, public_jwk={},
+                     meta={}, rate_limits=None, created_at=int(now), expires_at=None, revoked_at=None,
+                     grace_ends_at=None, rolled_from=None, rolled_to=None, changed_at=self._now_ms(), shard=None,
+                     published_at=None)
+        event = audit_event("", Actor("rehearsal"), audit_action("api", "mint"), row.id, {}, now)
+        await self.transactions.rehearse(functools.partial(rehearse_mint, row=row, audit=event,
+                                                           settings=self.settings))
 
     async def roll(self, tenant_id: str, kid: str, actor: Actor, *, grace_seconds: int | None = None,
                    expires_in: int | None = None, kind: str = "api") -> tuple[ApiKey, keys.MintedKey, ApiKey]:

@@ -18,6 +18,8 @@ __all__ = ["CacheSync"]
 
 log = logging.getLogger("authserver")
 
+_CHUNK = 2000  # rows loaded at a time when rereading
+
 
 class CacheSync:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], cache: KeyCache, *,
@@ -30,6 +32,13 @@ class CacheSync:
         self.clock = clock
         self.last_reconcile_ms = 0
         self.db_ok = True
+        # key id -> changed_at of keys minted here, while the reread window holds
+        # them: the cache has them as written, so the reread skips them (it
+        # reloaded each new key ~3 times, the window overlapping by 5 s)
+        self._minted: dict[str, int] = {}
+
+    def minted_here(self, row: ApiKey) -> None:
+        self._minted[row.id] = row.changed_at
 
     async def load(self, cache: KeyCache | None = None) -> None:
         """Fill ``cache`` (default: ours) with every tenant and published key."""
@@ -70,13 +79,18 @@ class CacheSync:
             changed = select(Tenant).where(Tenant.id.not_in(known) | (Tenant.changed_at >= since_ms))
             for tenant in (await s.scalars(changed)).all():
                 self.cache.set_tenant(tenant)
-            # streamed: after a bulk change (or a start right after one) this is
-            # every key, and all their rows at once would be a peak the process keeps
-            rows = await s.stream_scalars(select(ApiKey).where(ApiKey.changed_at >= since_ms)
-                                          .execution_options(yield_per=2000))
+            # first ids only (streamed: after a bulk change, or a start right after
+            # one, this is every key), then the rows not already cached as minted
+            # here, a chunk at a time: all the rows at once would be a peak the
+            # process keeps
+            changed_keys = await s.stream(select(ApiKey.id, ApiKey.changed_at)
+                                          .where(ApiKey.changed_at >= since_ms).execution_options(yield_per=2000))
+            stale = [kid async for kid, at in changed_keys if self._minted.get(kid) != at]
+            self._minted = {kid: at for kid, at in self._minted.items() if at >= since_ms}
             applied = 0
-            async for row in rows:
-                applied += self.cache.apply(row)
+            for i in range(0, len(stale), _CHUNK):
+                for row in await s.scalars(select(ApiKey).where(ApiKey.id.in_(stale[i:i + _CHUNK]))):
+                    applied += self.cache.apply(row)
             subjects = await s.scalars(select(SubjectLimits).where(SubjectLimits.changed_at >= since_ms))
             return applied + sum(1 for row in subjects if self.cache.apply_subject(row))
 

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from _db import query_sql
+from sqlalchemy import make_url, text
 from sqlalchemy.orm import Session
 
 from authserver.db import create_engine, session_factory
@@ -98,3 +101,76 @@ async def test_concurrent_bodies_share_a_commit_and_fail_alone(database_url: str
         assert await writes.run(add(7), one_statement=True) > 0
         async with sessions() as s:
             assert (await s.execute(text("SELECT count(*) FROM g WHERE id = 7"))).scalar_one() == 1
+
+
+async def test_a_thread_checkpoints_the_wal_and_keeps_it_short(database_url: str) -> None:
+    """SQLite: no commit checkpoints (``wal_autocheckpoint=0`` on the server's
+    connections); the checkpoint thread does, and once it has copied every
+    frame the WAL starts again from its beginning instead of growing.
+    Everything committed is in the database after. PostgreSQL: no such thread."""
+    if not database_url.startswith("sqlite"):
+        engine = create_engine(database_url)
+        writes = Transactions(database_url, session_factory(engine), checkpoint_seconds=0.05)
+        assert writes.checkpointer is None
+        writes.close()
+        await engine.dispose()
+        return
+    engine = create_engine(database_url, auto_checkpoint=False)
+    writes = Transactions(database_url, session_factory(engine), checkpoint_seconds=0.05)
+    assert writes.checkpointer is not None
+    wal = Path(make_url(database_url).database + "-wal")
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE c (id INTEGER PRIMARY KEY, pad TEXT)"))
+            assert (await conn.execute(text("PRAGMA wal_autocheckpoint"))).scalar_one() == 0
+
+        def add(n: int) -> Callable[[Session], int]:
+            def body(s: Session) -> int:
+                s.execute(text("INSERT INTO c (id, pad) VALUES (:n, :pad)"), {"n": n, "pad": "x" * 3000})
+                return int(s.execute(text("PRAGMA wal_autocheckpoint")).scalar_one())
+            return body
+
+        assert {await writes.run(add(n)) for n in range(150)} == {0}
+        longest = wal.stat().st_size
+        done = writes.checkpointer.complete
+        for _ in range(300):  # a complete checkpoint after those writes (it runs every 0.05 s)
+            if writes.checkpointer.complete > done:
+                break
+            await asyncio.sleep(0.05)
+        assert writes.checkpointer.complete > done
+        for n in range(150, 170):
+            await writes.run(add(n))
+        assert wal.stat().st_size == longest  # written over from its start, not appended to
+    finally:
+        writes.close()
+        await engine.dispose()
+    with closing(sqlite3.connect(make_url(database_url).database)) as db:
+        assert db.execute("SELECT count(*), min(id), max(id) FROM c").fetchone() == (170, 0, 169)
+
+
+async def test_a_rehearsal_leaves_nothing(database_url: str) -> None:
+    """``rehearse`` runs a body as ``run`` would and always rolls it back."""
+    async with _writes(database_url, "r") as (sessions, writes):
+        await writes.rehearse(lambda s: s.execute(text("INSERT INTO r (id) VALUES (1)")))
+        await writes.run(lambda s: s.execute(text("INSERT INTO r (id) VALUES (2)")))
+        async with sessions() as s:
+            assert (await s.execute(text("SELECT id FROM r"))).scalars().all() == [2]
+
+
+async def test_the_servers_mint_rehearsal_writes_nothing(make_settings) -> None:
+    """The rehearsal of a mint's writes at start (a tenant that does not exist):
+    no key, audit event or webhook row stays, on SQLite and PostgreSQL, and a
+    real mint after it is written as usual."""
+    from authserver.offline import open_core
+    from authserver.services.common import Actor
+
+    settings = make_settings(default_algorithm="EdDSA")
+    async with open_core(settings) as core:
+        await core.tenants.create_tenant("t1")
+        await core.lifecycle.rehearse()
+        row, _ = await core.lifecycle.mint("t1", {}, Actor("cli"))
+    counts = {table: (await query_sql(settings.database_url, f"SELECT count(*) FROM {table}"))[0][0]
+              for table in ("api_keys", "audit_log", "webhook_events", "webhook_deliveries")}
+    # the tenant's admin key and the minted key; their two audit events
+    assert counts == {"api_keys": 2, "audit_log": 3, "webhook_events": 0, "webhook_deliveries": 0}, counts
+    assert (await query_sql(settings.database_url, "SELECT id FROM api_keys WHERE id = :id", id=row.id)) == [(row.id,)]
