@@ -68,12 +68,12 @@ class TenantInfo:
 
 @dataclass(frozen=True, slots=True)
 class PublishedKey:
-    """What the cache keeps per key: public data only, and only what serving
-    and lookups need. Compact, since a server holds one per live key: no JWK
-    bytes of its own once published (``jwk_bytes`` None: its JWKS document
-    holds them once, see ``TenantKeys.jwk_bytes``; an admin key, in no JWKS,
-    keeps them), no parsed key (``TenantKeys`` parses one when a key is
-    verified), strings shared between keys (interned) and no empty containers."""
+    """What the cache knows of a key: public data only, and only what serving
+    and lookups need. The cache keeps its fields in columns (``keytable``) and
+    builds one of these per lookup; no JWK bytes once published (``jwk_bytes``
+    None: its JWKS document holds them once, see ``TenantKeys.jwk_bytes``; an
+    admin key, in no JWKS, keeps them), no parsed key (``TenantKeys`` parses
+    one when a key is verified)."""
 
     kid: str
     tenant_id: str
@@ -309,7 +309,8 @@ class TenantKeys:
             # (same bytes, same ETag), it only becomes verifiable here
             pass
         else:
-            self.remove(key.kid)
+            if before is not None:
+                self.remove(key.kid)
             if key.kind != "admin":
                 self.document(key.shard).add_serialized(key.kid, part)
                 self._served.pop(key.shard, None)

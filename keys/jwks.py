@@ -42,6 +42,7 @@ import struct
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import accumulate
 from typing import Any
 
 from ._jwk import public_only
@@ -103,6 +104,18 @@ _OPEN, _COMMA, _CLOSE = _Frozen(b'{"keys":['), _Frozen(b","), _Frozen(b"]}")
 _KID = b'"kid":"'
 
 
+def _kid_in(data: bytes | bytearray, start: int, end: int) -> str:
+    """The kid of the key whose bytes are ``data[start:end]`` (``serialize_jwk``:
+    a flat object whose strings escape every quote, so the first ``"kid":"`` is its kid)."""
+    i = data.index(_KID, start, end) + len(_KID)
+    k = data.index(b'"', i, end)
+    raw = data[i:k]
+    if b"\\" in raw:  # an escape in the kid: decode it as JSON does
+        kid, _ = json.JSONDecoder().raw_decode(bytes(data[i - 1:end]).decode("ascii"))  # from its quote
+        return str(kid)
+    return raw.decode("ascii")
+
+
 class _Segment:
     """Consecutive keys (sorted by kid) and their bytes, joined by commas: in a
     bytearray while open to changes, or in ``frozen`` once rendered (a change
@@ -140,22 +153,18 @@ class _Segment:
         return start, start + self.sizes[j]
 
     def kid(self, j: int) -> str:
-        """Key j's kid, read from its bytes (``serialize_jwk``: a flat object
-        whose strings escape every quote, so the first ``"kid":"`` is its kid)."""
-        start, end = self._span(j)
-        data = self._data()
-        i = data.index(_KID, start, end) + len(_KID)
-        k = data.index(b'"', i, end)
-        raw = bytes(data[i:k])
-        if b"\\" in raw:  # an escape in the kid: decode it as JSON does
-            kid, _ = json.JSONDecoder().raw_decode(bytes(data[i - 1:end]).decode("ascii"))  # from its quote
-            return str(kid)
-        return raw.decode("ascii")
+        return _kid_in(self._data(), *self._span(j))
 
     def find(self, kid: str) -> tuple[int, bool]:
         """Where ``kid`` is, or would go: (index, found)."""
-        j = bisect.bisect_left(range(len(self.sizes)), kid, key=self.kid)
-        return j, j < len(self.sizes) and self.kid(j) == kid
+        data, n = self._data(), len(self.sizes)
+        ends = list(accumulate(self.sizes))  # key j ends at ends[j] + j (a comma after each)
+
+        def kid_at(j: int) -> str:
+            return _kid_in(data, ends[j] + j - self.sizes[j], ends[j] + j)
+
+        j = bisect.bisect_left(range(n), kid, key=kid_at)
+        return j, j < n and kid_at(j) == kid
 
     def kids(self) -> Iterator[str]:
         return map(self.kid, range(len(self.sizes)))
