@@ -33,6 +33,7 @@ from keys import JWKSDocument, PublicKeySet, VerificationKey, Verifier
 from keys.jwks import serialize_jwk
 
 from .db.models import ApiKey, SubjectLimits, Tenant
+from .keytable import KeyTable
 from .schemas import ALGORITHM_NAMES
 
 # a key minted on a replica (or by the CLI) whose clock runs ahead must not be
@@ -67,12 +68,12 @@ class TenantInfo:
 
 @dataclass(frozen=True, slots=True)
 class PublishedKey:
-    """What the cache keeps per key: public data only, and only what serving
-    and lookups need. Compact, since a server holds one per live key: no JWK
-    bytes of its own once published (``jwk_bytes`` None: its JWKS document
-    holds them once, see ``TenantKeys.jwk_bytes``; an admin key, in no JWKS,
-    keeps them), no parsed key (``TenantKeys`` parses one when a key is
-    verified), strings shared between keys (interned) and no empty containers."""
+    """What the cache knows of a key: public data only, and only what serving
+    and lookups need. The cache keeps its fields in columns (``keytable``) and
+    builds one of these per lookup; no JWK bytes once published (``jwk_bytes``
+    None: its JWKS document holds them once, see ``TenantKeys.jwk_bytes``; an
+    admin key, in no JWKS, keeps them), no parsed key (``TenantKeys`` parses
+    one when a key is verified)."""
 
     kid: str
     tenant_id: str
@@ -137,7 +138,7 @@ class _ParsedOnDemand:
     found, since every lookup checks the published keys first.
     """
 
-    def __init__(self, published: dict[str, PublishedKey], jwk_of: Callable[[PublishedKey], dict[str, Any]],
+    def __init__(self, published: KeyTable, jwk_of: Callable[[PublishedKey], dict[str, Any]],
                  size: int = 1024) -> None:
         self._published = published
         self._jwk_of = jwk_of
@@ -159,8 +160,7 @@ class _ParsedOnDemand:
         return parsed
 
     def __contains__(self, kid: str) -> bool:
-        key = self._published.get(kid)
-        return key is not None and key.kind == "api"
+        return self._published.kind(kid) == "api"
 
     def forget(self, kid: str) -> None:
         self._parsed.pop(kid, None)
@@ -209,7 +209,7 @@ class TenantKeys:
         self._on_change = on_change
         # None: the tenant's main JWKS (unsharded keys); n: shard n's JWKS
         self.documents: dict[int | None, JWKSDocument] = {None: JWKSDocument(sentinel=sentinel_jwk)}
-        self.published: dict[str, PublishedKey] = {}
+        self.published = KeyTable(info.id)  # kid -> PublishedKey, in columns
         # subject -> (limit, window seconds) shared by all its API keys; absent: none
         self.subject_limits: dict[str, tuple[tuple[int, int], ...]] = {}
         self.api_keys = _ParsedOnDemand(self.published, self.jwk)
@@ -296,7 +296,7 @@ class TenantKeys:
         if same_jwk:
             assert before is not None
             # the same public key (new limits, name, removal time): the JWKS stays as it is
-            self.published[key.kid] = key
+            self.published.put(key)
             self._note_expiring(key)
             if key.removed_at is not None and key.removed_at != before.removed_at:
                 heapq.heappush(self._due, (key.removed_at, key.kid))
@@ -309,7 +309,8 @@ class TenantKeys:
             # (same bytes, same ETag), it only becomes verifiable here
             pass
         else:
-            self.remove(key.kid)
+            if before is not None:
+                self.remove(key.kid)
             if key.kind != "admin":
                 self.document(key.shard).add_serialized(key.kid, part)
                 self._served.pop(key.shard, None)
@@ -318,7 +319,7 @@ class TenantKeys:
         elif key.kind == "api":
             if key.published_at > self.clock() - self.recent_window:
                 self.recent[key.kid] = key
-        self.published[key.kid] = key
+        self.published.put(key)
         self._note_expiring(key)
         self.removed.pop(key.kid, None)
         if key.removed_at is not None:
@@ -333,7 +334,7 @@ class TenantKeys:
             self.expiring.pop(key.kid, None)
 
     def remove(self, kid: str, at: float | None = None) -> bool:
-        key = self.published.pop(kid, None)
+        key = self.published.pop(kid)
         if key is None:
             return False
         self.expiring.pop(kid, None)
@@ -380,8 +381,7 @@ class TenantKeys:
         gone = []
         while self._due and self._due[0][0] <= now:
             at, kid = heapq.heappop(self._due)
-            key = self.published.get(kid)
-            if key is not None and key.removed_at == at:
+            if kid in self.published and self.published.removed_at(kid) == at:
                 self.remove(kid, at)
                 gone.append(kid)
         return gone
@@ -412,7 +412,7 @@ class TenantKeys:
 
     def count(self, kind: str = "api") -> int:
         self.prune(self.clock())
-        return sum(1 for k in self.published.values() if k.kind == kind)
+        return self.published.count(kind)
 
 
 def claimed_kid(token: str) -> str:
