@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import resource
@@ -41,6 +40,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from .gcpause import GcPauses, freeze_startup
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -578,6 +578,7 @@ def build_server(settings: Settings) -> uvicorn.Server:
     app = create_app(settings)
     core = app.state["core"]
     core.metrics.registry.register(_GuardCollector(guard))
+    core.metrics.registry.register(GcPauses().install())
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning",
         access_log=False, proxy_headers=False, http=guarded_protocol(guard, FastJWKS(core)), ws="none", lifespan="on",
@@ -588,11 +589,7 @@ def build_server(settings: Settings) -> uvicorn.Server:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             _listen_queue(self, _LISTEN_QUEUE)
-            # what start-up made (modules, protobuf descriptors, the key cache) lives as long as the
-            # process: frozen, the GC's full passes stop walking it. Unfrozen, one pass over those
-            # ~140k objects took 40-120 ms, a stall of the loop long enough for Envoy's rate-limit
-            # calls (50 ms timeout) to fail open (issue 13's latency finding)
-            gc.freeze()
+            freeze_startup()  # no more full GC passes over start-up's objects: see gcpause
 
     return _Server(config)
 
