@@ -99,6 +99,7 @@ def ratelimit(quick: bool) -> dict:
         for gw in gws:
             gw.start(fast["key"], timeout=60)
         gw_off, gw_on, gw_2 = gws
+        gc0 = [_gc_pauses(r) for r in (r1, r2)]
         out["upstream"] = upstream.kind
         out["latency"] = _latency(gw_off, gw_on, fast["key"], opts)
         out["rls"] = _rls(r1, grpc1, [k["id"] for k in limited], opts)
@@ -111,6 +112,9 @@ def ratelimit(quick: bool) -> dict:
         out["envoy_ratelimit"] = {name: {s: gw.counter(f"ratelimit.{s}") for s in
                                          ("ok", "over_limit", "error", "failure_mode_allowed")}
                                   for name, gw in (("on", gw_on), ("replica2", gw_2))}
+        # the GC's passes during the runs (each stops the loop: over 50 ms, Envoy's calls fail open)
+        out["gc_pauses"] = {name: {k: round(v - gc0[i][k], 3) for k, v in _gc_pauses(r).items()}
+                            for i, (name, r) in enumerate((("replica1", r1), ("replica2", r2)))}
     out["goals"] = {
         "p99_added_ms": {"goal": "<= 1", "value": out["latency"]["p99_added_ms"]},
         "rls_decisions_per_cpu_s": {"goal": ">= 5000", "value": out["rls"]["decisions_per_server_cpu_s"]},
@@ -208,6 +212,26 @@ def _rls(srv: AuthServer, port: int, kids: list[str], opts: dict, rate: float | 
             "decisions_per_s": round(got["calls"] / got["seconds"]),
             "decisions_per_server_cpu_s": round(decisions / cpu) if cpu else None,
             "server_cpu_us_per_decision": round(1e6 * cpu / decisions, 1) if decisions else None}
+
+
+def _gc_pauses(srv: AuthServer) -> dict[str, float]:
+    """The server's GC passes so far (authserver_gc_pause_seconds): all, full ones, over 50 ms, seconds."""
+    text = httpx.get(f"{srv.url}/metrics", timeout=30,
+                     headers={"Authorization": f"Bearer {srv.env['AUTHSERVER_METRICS_TOKEN']}"}).text
+    got = {"passes": 0.0, "full_passes": 0.0, "over_50ms": 0.0, "seconds": 0.0}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith("authserver_gc_pause_seconds_count"):
+            got["passes"] += float(value)
+            if 'generation="2"' in name:
+                got["full_passes"] += float(value)
+        elif name.startswith("authserver_gc_pause_seconds_sum"):
+            got["seconds"] += float(value)
+        elif name.startswith("authserver_gc_pause_seconds_bucket"):
+            # over 50 ms: every pass (+Inf) minus those within 0.05
+            got["over_50ms"] += float(value) if 'le="+Inf"' in name else -float(value) if 'le="0.05"' in name else 0
+    got["seconds"] = round(got["seconds"], 3)
+    return got
 
 
 def _accuracy(gws: tuple[Gateway, Gateway], upstream: _Upstream, key: str, window: int, windows: int,

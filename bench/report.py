@@ -303,6 +303,10 @@ def markdown(results: dict) -> str:
              "", "Envoy's ratelimit filter counters (ok / over_limit / error / failure_mode_allowed): "
              + "; ".join(f"{k}: {v['ok']} / {v['over_limit']} / {v['error']} / {v['failure_mode_allowed']}"
                          for k, v in x["envoy_ratelimit"].items()) + ".",
+             *(["", "The servers' GC passes during the runs (each stops the event loop; past 50 ms Envoy's calls "
+                "fail open): " + "; ".join(f"{k}: {v['passes']:,.0f} passes, {v['full_passes']:,.0f} full, "
+                                           f"{v['over_50ms']:,.0f} over 50 ms, {v['seconds']} s in all"
+                                           for k, v in x["gc_pauses"].items()) + "."] if "gc_pauses" in x else []),
              "", f"_{x['note']}_", ""])
 
     section("ratelimit", _ratelimit)
