@@ -108,6 +108,7 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         # only existing tenants and shards become labels (a 404 is counted by route alone)
+        self._jwks_children: dict[tuple[str, int | None, bool], Counter] = {}
         self.jwks_fetches = Counter(
             "authserver_jwks_fetches", "JWKS answers by tenant and shard; result=not_modified is a 304",
             ["tenant", "shard", "result"], registry=r,
@@ -124,9 +125,12 @@ class Metrics:
         self.http_seconds.labels(route, method).observe(seconds)
 
     def jwks_fetch(self, tenant_id: str, shard: int | None, not_modified: bool) -> None:
-        self.jwks_fetches.labels(
-            tenant_id, "main" if shard is None else str(shard), "not_modified" if not_modified else "full"
-        ).inc()
+        # the children by key: labels() costs more than the inc, on every JWKS answer
+        child = self._jwks_children.get((tenant_id, shard, not_modified))
+        if child is None:
+            child = self._jwks_children[tenant_id, shard, not_modified] = self.jwks_fetches.labels(
+                tenant_id, "main" if shard is None else str(shard), "not_modified" if not_modified else "full")
+        child.inc()
 
     def redis_degraded(self) -> None:
         self.invalidation_degraded.inc()

@@ -314,6 +314,10 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self._reading: str | None = None  # what the parser is in: "head", "body", None between requests
         self._answered = False  # the request being parsed was answered by FastJWKS
         self._sending: asyncio.Task[None] | None = None  # a body being sent from a memfd
+        # the keep-alive timer after fast answers: one per connection, moved lazily (uvicorn
+        # arms and cancels one per request); _idle_due None: a request since the last answer
+        self._idle_due: float | None = None
+        self._lazy_keep_alive = False  # timeout_keep_alive_task is that timer
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.guard.read_buffer
@@ -333,8 +337,18 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
             self._track()
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        # what uvicorn's on_message_begin sets, but its ASGI scope only once the request
+        # is known not to be a fast one (_make_scope): a dict and a copy less per JWKS GET
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
         self._reading = "head"
+
+    def _make_scope(self) -> None:
+        url, headers, expect = self.url, self.headers, self.expect_100_continue
+        super().on_message_begin()
+        self.url, self.headers, self.expect_100_continue = url, headers, expect
+        self.scope["headers"] = headers
 
     def on_headers_complete(self) -> None:
         self._reading = "body"
@@ -343,6 +357,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if (self.fast is not None and not self._answering() and not self.flow.write_paused
                 and self._answer_fast()):
             return
+        self._make_scope()
         super().on_headers_complete()
 
     def _answer_fast(self) -> bool:
@@ -433,7 +448,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if not reply.keep_alive:
             self.transport.close()
         else:
-            self.on_response_complete()
+            self._fast_response_complete()
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if self._sending is not None:  # pipelined behind a body being sent: after it
@@ -451,20 +466,63 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if self._answered:
             self._answered = False
             if self._sending is None:
-                self.on_response_complete()  # keep-alive timer, pipelined requests
+                self._fast_response_complete()
                 self._next_head()
             else:
                 self._track()  # the body's deadline; _send_file completes the response
             return
         super().on_message_complete()
 
+    def _fast_response_complete(self) -> None:
+        """uvicorn's on_response_complete after a fast answer, with the keep-alive
+        timer moved lazily."""
+        if self.pipeline:
+            self.on_response_complete()
+            return
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        self._idle_due = self.loop.time() + self.timeout_keep_alive
+        if self.timeout_keep_alive_task is None:
+            self._lazy_keep_alive = True
+            self.timeout_keep_alive_task = self.loop.call_at(self._idle_due, self._keep_alive_due)
+        self._track()
+
+    def _keep_alive_due(self) -> None:
+        self.timeout_keep_alive_task = None
+        self._lazy_keep_alive = False
+        if self._idle_due is None:
+            return  # a request since: its answer arms the timer again
+        if self.loop.time() < self._idle_due:
+            self._lazy_keep_alive = True
+            self.timeout_keep_alive_task = self.loop.call_at(self._idle_due, self._keep_alive_due)
+            return
+        self.timeout_keep_alive_handler()
+
+    def _unset_keepalive_if_required(self) -> None:
+        if self._lazy_keep_alive:
+            self._idle_due = None  # the lazy timer stays armed and then finds the connection busy
+            return
+        super()._unset_keepalive_if_required()
+
+    def _drop_lazy_keep_alive(self) -> None:
+        if self._lazy_keep_alive:
+            self._lazy_keep_alive = False
+            self._idle_due = None
+            if self.timeout_keep_alive_task is not None:
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
+
     def on_response_complete(self) -> None:
+        self._drop_lazy_keep_alive()  # uvicorn arms its own timer after an app's answer
         super().on_response_complete()
         self._track()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)
         self._cancel_deadline()
+        self._drop_lazy_keep_alive()
         if self._sending is not None:
             self._sending.cancel()
             self._sending = None
