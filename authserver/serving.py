@@ -290,7 +290,7 @@ class FastJWKS:
             m = self.core.metrics
             children = self._metrics[template, method, status] = (
                 m.http_requests.labels(template, method, str(status)), m.http_seconds.labels(template, method))
-        children[0].inc()
+        self.core.metrics.count(children[0])
         children[1].observe(seconds)
 
 
