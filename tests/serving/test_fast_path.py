@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import socket
+import time
 
 import httpx
 import pytest
@@ -129,6 +130,32 @@ def test_counted_in_the_metrics_under_the_route_template(server):
                     return sample.value
         return 0.0
 
-    before = count()
+    def fetches() -> float:  # authserver_jwks_fetches, counted apart and added in when scraped
+        text = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+                   if s.name == "authserver_jwks_fetches_total" and s.labels.get("result") == "full")
+
+    before, fetched = count(), fetches()
     exchange(server.port, get("/.well-known/jwks.json") * 3, responses=3)
     assert count() == before + 3
+    assert fetches() == fetched + 3
+
+
+def test_idle_keep_alive_connection_closed_after_fast_answers(server):
+    """uvicorn's keep-alive timeout (5 s) still closes a connection left idle
+    after fast answers (their timer moves lazily to the last answer): one that
+    asks every 2 s stays open past it, then closes once idle."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    try:
+        for _ in range(5):
+            sock.sendall(get("/.well-known/jwks.json", method="HEAD"))
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(65536)
+                assert chunk, "closed while in use"
+                head += chunk
+            assert head.startswith(b"HTTP/1.1 200 ")
+            time.sleep(2)
+        assert sock.recv(1) == b""  # then closed by the server, idle
+    finally:
+        sock.close()
