@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .db import create_engine, session_factory
+from .db.checkpoints import checkpointed_file
 from .db.migrate import upgrade_async
 from .db.writes import Transactions
 from .invalidation import Invalidation
@@ -89,7 +90,8 @@ class Core:
         """Every collaborator is made here and handed to what uses it."""
         replica_id = uuid.uuid4().hex[:12]
         # SQLite: the WAL is checkpointed by a thread of the writer's (Transactions), not in commits
-        engine = create_engine(settings.database_url, auto_checkpoint=settings.sqlite_checkpoint_seconds == 0)
+        engine = create_engine(settings.database_url, auto_checkpoint=checkpointed_file(
+            settings.database_url, settings.sqlite_checkpoint_seconds) is None)
         sessions = session_factory(engine)
         cache = KeyCache(clock, push_window=settings.push_window_seconds,
                          recent_window=settings.recent_window_seconds)

@@ -17,9 +17,20 @@ import logging
 import sqlite3
 import threading
 
-__all__ = ["WalCheckpointer"]
+from sqlalchemy import make_url
+
+__all__ = ["WalCheckpointer", "checkpointed_file"]
 
 log = logging.getLogger("authserver.db")
+
+
+def checkpointed_file(url: str, interval: float) -> str | None:
+    """The SQLite file a ``WalCheckpointer`` keeps for ``url``, or None: not
+    SQLite, no file (in memory: no WAL) or ``interval`` 0 (commits checkpoint)."""
+    if interval <= 0 or not url.startswith("sqlite"):
+        return None
+    path = make_url(url).database
+    return path if path and path != ":memory:" else None
 
 
 class WalCheckpointer:

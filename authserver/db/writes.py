@@ -30,11 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from .checkpoints import WalCheckpointer
+from .checkpoints import WalCheckpointer, checkpointed_file
 from .engine import create_sqlite_writer_engine
 
 __all__ = ["Transactions"]
@@ -64,18 +64,17 @@ class Transactions:
                  checkpoint_seconds: float = 0.0) -> None:
         """``checkpoint_seconds`` > 0 (SQLite): checkpoint the WAL in a thread
         at that interval; the async engine behind ``sessions`` must then be
-        made with ``auto_checkpoint=False`` too (``Core.build`` does both)."""
+        made with ``auto_checkpoint=False`` when ``checkpointed_file`` names a
+        file (``Core.build`` does both)."""
         self.sessions = sessions
         self._engine: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
         self.checkpointer: WalCheckpointer | None = None
         if url.startswith("sqlite"):
-            path = make_url(url).database
-            own = checkpoint_seconds > 0 and bool(path) and path != ":memory:"
-            self._engine = create_sqlite_writer_engine(url, auto_checkpoint=not own)
+            path = checkpointed_file(url, checkpoint_seconds)
+            self._engine = create_sqlite_writer_engine(url, auto_checkpoint=path is None)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
-            if own:
-                assert path is not None  # checked in ``own``
+            if path is not None:
                 self.checkpointer = WalCheckpointer(path, checkpoint_seconds)
         # bodies waiting for the writer thread; _draining: it is taking them
         self._lock = threading.Lock()
