@@ -704,7 +704,8 @@ def _serve_workers(settings: Settings, workers: int) -> int:
         # access logs): one port each; it learns the others' changes as a replica would
         first = index == 0
         mine = settings.replace(run_migrations=False, metrics_port=settings.metrics_port if first else 0,
-                                xds_port=settings.xds_port if first else None)
+                                xds_port=settings.xds_port if first else None,
+                                ratelimit_port=settings.ratelimit_port if first else None)
         proc = ctx.Process(target=_worker, args=(mine, sockets, index, os.getpid()), name=f"authserver-worker-{index}",
                            daemon=False)
         proc.start()

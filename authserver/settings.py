@@ -113,6 +113,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Envoy's control plane (gateways/xds.py): ADS over gRPC on this port; unset: off
     xds_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     xds_host: str = "127.0.0.1"
+    # the rate-limit service also on this port (on xds_host, with its TLS) over a lean
+    # HTTP/2 transport (gateways/leangrpc.py): ~1/6 of grpcio's CPU per call; unset: off
+    ratelimit_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
     # who may subscribe: comma-separated NODE_ID=TENANT (Envoy's node.id; empty: nobody)
     xds_nodes: str = ""
     # TLS with client certificates for remote gateways: all three files, or none (plaintext)
@@ -211,6 +214,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             parse_nodes(self.xds_nodes)
         except ValueError as exc:
             raise ValueError(f"AUTHSERVER_XDS_NODES: {exc}") from None
+        if self.ratelimit_port is not None and self.xds_port is None:
+            raise ValueError("AUTHSERVER_RATELIMIT_PORT needs AUTHSERVER_XDS_PORT (the gateway services)")
         tls = (self.xds_tls_cert, self.xds_tls_key, self.xds_tls_client_ca)
         if any(tls) and not all(tls):
             raise ValueError("AUTHSERVER_XDS_TLS_CERT, _KEY and _CLIENT_CA go together (TLS with client certificates)")

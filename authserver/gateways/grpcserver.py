@@ -1,7 +1,8 @@
 """The gRPC server Envoy talks to (``authserver serve`` starts it when
 ``AUTHSERVER_XDS_PORT`` is set): the xDS API (``xds``), the rate-limit
 service (``ratelimit``) and the access-log service (``accesslog``) on one port; plaintext, or TLS requiring a client
-certificate signed by ``AUTHSERVER_XDS_TLS_CLIENT_CA``."""
+certificate signed by ``AUTHSERVER_XDS_TLS_CLIENT_CA``. With ``AUTHSERVER_RATELIMIT_PORT``
+the rate-limit service also listens there, on the lean transport (``leangrpc``), with the same TLS."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 
 from ..settings import Settings
 from .accesslog import AccessLogServer
-from .ratelimit import RateLimitServer
+from .leangrpc import UnaryServer, server_tls
+from .ratelimit import METHOD, RateLimitServer
 from .xds import XdsServer
 
 __all__ = ["GatewayServer"]
@@ -41,6 +43,7 @@ class GatewayServer:
         self.accesslog = accesslog
         self.server: grpc.aio.Server | None = None
         self.port = 0
+        self.lean: UnaryServer | None = None  # the rate-limit service's own port
 
     async def start(self) -> None:
         s = self.settings
@@ -61,6 +64,23 @@ class GatewayServer:
         self.server = server
         log.info("xds: serving ADS, rate limits and access logs on %s:%d (%s)", s.xds_host, self.port,
                  "TLS, client certificates" if s.xds_tls else "plaintext")
+        if s.ratelimit_port is not None and self.ratelimit is not None:
+            await self._start_lean(self.ratelimit, s.ratelimit_port)
+
+    async def _start_lean(self, ratelimit: RateLimitServer, port: int) -> None:
+        s = self.settings
+        tls = None
+        if s.xds_tls:
+            assert s.xds_tls_cert and s.xds_tls_key and s.xds_tls_client_ca  # checked by Settings
+            tls = server_tls(s.xds_tls_cert, s.xds_tls_key, s.xds_tls_client_ca)
+        lean = UnaryServer({METHOD: ratelimit.call}, tls=tls)
+        try:
+            await lean.start(s.xds_host, port)
+        except OSError as exc:
+            raise RuntimeError(f"cannot listen for rate-limit calls on {s.xds_host}:{port} "
+                               f"(AUTHSERVER_RATELIMIT_PORT): {exc.strerror}") from None
+        self.lean = lean
+        log.info("xds: serving rate limits on %s:%d too (lean HTTP/2)", s.xds_host, lean.port)
 
     def _bind(self, server: grpc.aio.Server, address: str) -> int:
         s = self.settings
@@ -74,6 +94,9 @@ class GatewayServer:
         return int(server.add_insecure_port(address))
 
     async def stop(self) -> None:
+        if self.lean is not None:
+            await self.lean.stop()
+            self.lean = None
         if self.server is not None:
             await self.server.stop(grace=0.5)
             self.server = None

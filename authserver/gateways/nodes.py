@@ -7,7 +7,7 @@ caller's certificate names (``peer_tenants``)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -43,7 +43,11 @@ class NodeAccess:
 
     def peer_tenants(self, context: grpc.aio.ServicerContext) -> set[str]:
         """The tenants of the listed node ids the caller's certificate names."""
-        return {self.nodes[n] for n in _peer_names(context) if n in self.nodes}
+        return self.tenants_named(_peer_names(context))
+
+    def tenants_named(self, names: Iterable[str]) -> set[str]:
+        """The tenants of the listed node ids among a certificate's names."""
+        return {self.nodes[n] for n in names if n in self.nodes}
 
 
 def _peer_names(context: grpc.aio.ServicerContext) -> set[str]:

@@ -24,18 +24,21 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2
+from google.protobuf.message import DecodeError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..keycache import KeyCache
 from ..ratelimit import Decision, MemoryLimiter, RedisLimiter, Window, key_bucket, strictest, subject_bucket
 from ..services.credits import Credits
+from .leangrpc import INVALID_ARGUMENT, PERMISSION_DENIED, GrpcError, Peer
 from .nodes import NodeAccess
 
-__all__ = ["DOMAIN", "RateLimitMetrics", "RateLimitServer"]
+__all__ = ["DOMAIN", "METHOD", "RateLimitMetrics", "RateLimitServer"]
 
 log = logging.getLogger("authserver.ratelimit")
 
@@ -43,6 +46,7 @@ DOMAIN = "authserver"
 _OK = rls_pb2.RateLimitResponse.OK
 _OVER = rls_pb2.RateLimitResponse.OVER_LIMIT
 SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
+METHOD = f"/{SERVICE}/ShouldRateLimit"  # its path on the lean transport
 _PROBLEMS = {
     "rate_limited": {"type": "https://authserver.dev/problems/rate_limited", "title": "Too many requests",
                      "status": 429, "code": "rate_limited"},
@@ -84,6 +88,19 @@ def _status(response: Any, limit: int, window: int, decision: Decision) -> None:
 # key without limits, or unknown here), serialized once
 _UNCOUNTED: bytes = rls_pb2.RateLimitResponse(
     overall_code=_OK, statuses=[rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK)]).SerializeToString()
+_EMPTY: bytes = rls_pb2.RateLimitResponse(overall_code=_OK).SerializeToString()  # no descriptor
+_FOREIGN = "this gateway may not ask for that tenant"
+
+
+def _ids(descriptor: Any) -> tuple[str, str]:
+    """The descriptor's tenant and key id (empty when absent)."""
+    tenant_id = kid = ""
+    for e in descriptor.entries:
+        if e.key == "tenant":
+            tenant_id = e.value
+        elif e.key == "key_id":
+            kid = e.value
+    return tenant_id, kid
 
 
 class RateLimitServer:
@@ -110,22 +127,71 @@ class RateLimitServer:
         """``answer`` as a message (for callers in process)."""
         return rls_pb2.RateLimitResponse.FromString(await self.answer(request, context))
 
+    def call(self, message: bytes, peer: Peer) -> bytes | Awaitable[bytes]:
+        """The method for the lean transport (``leangrpc``): the answer at
+        once when nothing is counted, else a coroutine that counts."""
+        try:
+            request = rls_pb2.RateLimitRequest.FromString(message)
+        except DecodeError:
+            raise GrpcError(INVALID_ARGUMENT, "not a RateLimitRequest") from None
+        if self.access is not None:
+            tenant_id = self._foreign_tenant(request, self.access.tenants_named(peer.names))
+            if tenant_id is not None:
+                self._refuse_peer(peer.address, tenant_id)
+                raise GrpcError(PERMISSION_DENIED, _FOREIGN)
+        quick = self._uncounted(request)
+        return quick if quick is not None else self._counted(request)
+
     async def answer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         if self.access is not None:
-            await self._admit(request, context)
-        response: Any = None  # made only when something was counted
-        refusal = None
+            tenant_id = self._foreign_tenant(request, self.access.peer_tenants(context))
+            if tenant_id is not None:
+                self._refuse_peer(context.peer(), tenant_id)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, _FOREIGN)
+        quick = self._uncounted(request)
+        return quick if quick is not None else await self._counted(request)
+
+    @staticmethod
+    def _foreign_tenant(request: Any, allowed: set[str]) -> str | None:
+        """With TLS: a descriptor's tenant that is not one the caller's certificate names a node of."""
+        for descriptor in request.descriptors:
+            tenant_id = next((e.value for e in descriptor.entries if e.key == "tenant"), "")
+            if tenant_id not in allowed:
+                return str(tenant_id)
+        return None
+
+    def _refuse_peer(self, peer: str, tenant_id: str) -> None:
+        self._count["refused_peer"].inc()
+        log.warning("refused a rate-limit call from %s for tenant %r: its certificate names no node "
+                    "of that tenant (AUTHSERVER_XDS_NODES)", peer, tenant_id[:64])
+
+    def _uncounted(self, request: Any) -> bytes | None:
+        """The answer when there is nothing to count (the common call: one
+        descriptor, a key without limits or unknown here), else None."""
         descriptors = request.descriptors
-        for descriptor in descriptors:
+        if not descriptors:
+            return _EMPTY
+        if len(descriptors) > 1:
+            return None
+        tenant_id, kid = _ids(descriptors[0])
+        tk = self.cache.get(tenant_id)
+        key = tk.published.get(kid) if tk is not None else None
+        if key is None or key.kind != "api":
+            self._count["unknown_key"].inc()
+            return _UNCOUNTED
+        if (key.has_credits and self.credits is not None) or self._windows(tk, tenant_id, kid, key):
+            return None
+        self._count["unlimited"].inc()  # no limits: no round trip
+        return _UNCOUNTED
+
+    async def _counted(self, request: Any) -> bytes:
+        response = rls_pb2.RateLimitResponse(overall_code=_OK)
+        refusal = None
+        for descriptor in request.descriptors:
             # a route's cost (the descriptor's hits_addend), else the request's; 0 means 1
             cost = max(1, descriptor.hits_addend.value if descriptor.HasField("hits_addend")
                        else request.hits_addend)
-            tenant_id = kid = ""
-            for e in descriptor.entries:
-                if e.key == "tenant":
-                    tenant_id = e.value
-                elif e.key == "key_id":
-                    kid = e.value
+            tenant_id, kid = _ids(descriptor)
             tk = self.cache.get(tenant_id)
             key = tk.published.get(kid) if tk is not None else None
             windows: list[Window] = []
@@ -136,10 +202,6 @@ class RateLimitServer:
                 if not windows:
                     self._count["unlimited"].inc()  # no limits: no round trip
             spends = key is not None and key.has_credits and self.credits is not None
-            if not windows and not spends and len(descriptors) == 1:
-                return _UNCOUNTED
-            if response is None:
-                response = rls_pb2.RateLimitResponse(overall_code=_OK)
             decision = await self._decide(windows, cost, response) if windows else None
             if decision is None:
                 response.statuses.add(code=_OK)
@@ -149,25 +211,11 @@ class RateLimitServer:
                 refusal = "usage_exceeded"
                 if windows:  # a refused call counts against no window
                     await self.limiter.undo(windows, cost)
-        if response is None:  # no descriptor
-            return rls_pb2.RateLimitResponse(overall_code=_OK).SerializeToString()  # type: ignore[no-any-return]
         if refusal is not None:
             response.overall_code = _OVER
             response.raw_body = _BODIES[refusal]
             response.response_headers_to_add.add(key="content-type", value="application/problem+json")
         return response.SerializeToString()  # type: ignore[no-any-return]
-
-    async def _admit(self, request: Any, context: grpc.aio.ServicerContext) -> None:
-        """TLS: every descriptor's tenant is one the caller's certificate names a node of."""
-        assert self.access is not None
-        allowed = self.access.peer_tenants(context)
-        for descriptor in request.descriptors:
-            tenant_id = next((e.value for e in descriptor.entries if e.key == "tenant"), "")
-            if tenant_id not in allowed:
-                self._count["refused_peer"].inc()
-                log.warning("refused a rate-limit call from %s for tenant %r: its certificate names no node "
-                            "of that tenant (AUTHSERVER_XDS_NODES)", context.peer(), tenant_id[:64])
-                await context.abort(grpc.StatusCode.PERMISSION_DENIED, "this gateway may not ask for that tenant")
 
     async def _spend(self, tenant_id: str, kid: str, cost: int, response: Any) -> bool:
         """Spend the key's credits (after its rate limits let the call through):

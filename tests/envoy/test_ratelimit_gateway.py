@@ -1,5 +1,6 @@
 """Per-key rate limits enforced at the real Envoy by authserver's rate-limit
-service (gRPC, counted in the real Redis): 429 with RateLimit headers and a
+service (gRPC on its lean transport, AUTHSERVER_RATELIMIT_PORT, counted in the
+real Redis): 429 with RateLimit headers and a
 problem+json body past the limit, limits changed by PATCH in effect at the
 next call (by the CLI, through Redis, within a second), and traffic that
 keeps flowing when authserver is gone."""
@@ -41,6 +42,7 @@ def stack(make_stack):
     need_service("Redis", "127.0.0.1", 6379)
     return make_stack(_plan, env={
         "AUTHSERVER_XDS_PORT": str(port), "AUTHSERVER_XDS_NODES": "authserver-gateway-default=default",
+        "AUTHSERVER_RATELIMIT_PORT": str(free_port()),
         "AUTHSERVER_REDIS_URL": REDIS_URL, "AUTHSERVER_REDIS_NAMESPACE": f"rltest-{uuid.uuid4().hex[:8]}",
     })
 
@@ -48,7 +50,7 @@ def stack(make_stack):
 @pytest.fixture(scope="module")
 def gw(stack):
     config, listen, admin = stack.envoy_config_from_cli(
-        "default", "--xds", stack.grpc_address, "--ratelimit", stack.grpc_address)
+        "default", "--xds", stack.grpc_address, "--ratelimit", f"127.0.0.1:{stack.env['AUTHSERVER_RATELIMIT_PORT']}")
     return stack.start_envoy(rls_answers_every_call(config), listen, admin, "ratelimit")
 
 

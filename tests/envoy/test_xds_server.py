@@ -263,9 +263,11 @@ def _rls_call(channel: grpc.Channel, tenant: str) -> Any:
     return rls_pb2_grpc.RateLimitServiceStub(channel).ShouldRateLimit(req, timeout=5)
 
 
-def test_tls_the_rate_limit_service_answers_only_certified_gateways_of_the_tenant(tmp_path):
+@pytest.mark.parametrize("lean", [False, True], ids=["grpcio", "lean"])
+def test_tls_the_rate_limit_service_answers_only_certified_gateways_of_the_tenant(tmp_path, lean):
     """The rate-limit service carries no node id: with TLS the client certificate
-    must name a listed node of the descriptor's tenant (as an xDS stream must)."""
+    must name a listed node of the descriptor's tenant (as an xDS stream must);
+    on the gRPC port and on its own lean one alike."""
     ca_cert, ca_key = _cert("test CA", None, ca=True)
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
     (tmp_path / "ca.crt").write_bytes(ca_pem)
@@ -276,9 +278,9 @@ def test_tls_the_rate_limit_service_answers_only_certified_gateways_of_the_tenan
     other = _write(tmp_path, "other", *_cert("gw-other", issuer))
     settings = Settings(xds_port=free_port(), xds_nodes=f"{NODE}={TENANT},gw-other=other",
                         xds_tls_cert=server[0], xds_tls_key=server[1], xds_tls_client_ca=str(tmp_path / "ca.crt"),
-                        log_json=False)
+                        log_json=False, ratelimit_port=free_port() if lean else None)
     with ControlPlane(settings) as cp:
-        target = f"127.0.0.1:{cp.server.port}"
+        target = f"127.0.0.1:{cp.server.lean.port if lean else cp.server.port}"
 
         def channel(identity: tuple[str, str] | None) -> grpc.Channel:
             creds = grpc.ssl_channel_credentials(
