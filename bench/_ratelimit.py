@@ -57,10 +57,10 @@ RATE = 1000  # req/s offered, in total
 PACE_CONNECTIONS = 50
 DELAY_MS = 1000 * PACE_CONNECTIONS // RATE
 
-QUICK = {"latency_seconds": 1, "latency_rounds": 1, "rls_seconds": 1, "rls_keys": 4, "window_s": 1,
-         "windows": 3, "als_seconds": 1, "delay_samples": 2}
-FULL = {"latency_seconds": 10, "latency_rounds": 3, "rls_seconds": 10, "rls_keys": 20, "window_s": 10,
-        "windows": 4, "als_seconds": 10, "delay_samples": 10}
+QUICK = {"latency_seconds": 1, "latency_rounds": 1, "rls_seconds": 1, "rls_rounds": 1, "rls_keys": 4,
+         "window_s": 1, "windows": 3, "als_seconds": 1, "delay_samples": 2}
+FULL = {"latency_seconds": 10, "latency_rounds": 3, "rls_seconds": 10, "rls_rounds": 3, "rls_keys": 20,
+        "window_s": 10, "windows": 4, "als_seconds": 10, "delay_samples": 10}
 LIMIT = 100
 
 
@@ -70,11 +70,13 @@ def ratelimit(quick: bool) -> dict:
     out: dict = {"machine": machine_info(), "options": opts, "rate_offered": RATE, "limit": LIMIT,
                  "redis": REDIS_URL.rsplit("@", 1)[-1]}
     grpc1, grpc2 = free_port(), free_port()
+    lean1, lean2 = free_port(), free_port()  # the rate-limit service's lean transport (AUTHSERVER_RATELIMIT_PORT)
     common = {"AUTHSERVER_XDS_NODES": f"{NODE}={TENANT}", "AUTHSERVER_REDIS_URL": REDIS_URL,
               "AUTHSERVER_REDIS_NAMESPACE": f"bench-rl-{secrets.token_hex(4)}"}
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(_Upstream())
-        r1 = stack.enter_context(AuthServer({**common, "AUTHSERVER_XDS_PORT": str(grpc1)}))
+        r1 = stack.enter_context(AuthServer({**common, "AUTHSERVER_XDS_PORT": str(grpc1),
+                                             "AUTHSERVER_RATELIMIT_PORT": str(lean1)}))
         r1.create_tenant(TENANT, ALG)
         r1.start()
         api = stack.enter_context(httpx.Client(base_url=r1.url, headers=r1.headers(), timeout=60))
@@ -84,11 +86,12 @@ def ratelimit(quick: bool) -> dict:
         window = opts["window_s"]
         acc = _mint(api, "accuracy", [{"limit": LIMIT, "window_seconds": window}])
         fresh = [_mint(api, f"delay-{i}", None) for i in range(opts["delay_samples"])]
-        r2 = stack.enter_context(AuthServer({**common, "AUTHSERVER_XDS_PORT": str(grpc2)},
+        r2 = stack.enter_context(AuthServer({**common, "AUTHSERVER_XDS_PORT": str(grpc2),
+                                             "AUTHSERVER_RATELIMIT_PORT": str(lean2)},
                                             db_url=r1.env["AUTHSERVER_DATABASE_URL"]))
         r2.admin_key = r1.admin_key
-        specs = [(r1, ()), (r1, ("--ratelimit", f"127.0.0.1:{grpc1}")),
-                 (r2, ("--ratelimit", f"127.0.0.1:{grpc2}", "--accesslog", f"127.0.0.1:{grpc2}"))]
+        specs = [(r1, ()), (r1, ("--ratelimit", f"127.0.0.1:{lean1}")),
+                 (r2, ("--ratelimit", f"127.0.0.1:{lean2}", "--accesslog", f"127.0.0.1:{grpc2}"))]
         r2.launch()  # boots while the Envoy configs are made
         with ThreadPoolExecutor(3) as pool:  # each config is a CLI run; processes start in this thread only
             gws = list(pool.map(lambda spec: Gateway(tenant_id=TENANT, server=spec[0], upstream=upstream.address,
@@ -102,8 +105,9 @@ def ratelimit(quick: bool) -> dict:
         gc0 = [_gc_pauses(r) for r in (r1, r2)]
         out["upstream"] = upstream.kind
         out["latency"] = _latency(gw_off, gw_on, fast["key"], opts)
-        out["rls"] = _rls(r1, grpc1, [k["id"] for k in limited], opts)
-        out["rls_paced"] = _rls(r1, grpc1, [k["id"] for k in limited], opts, rate=RATE)
+        kids = [k["id"] for k in limited]
+        out["rls"], out["rls_grpcio"] = _rls_side_by_side(r1, lean1, grpc1, kids, opts)
+        out["rls_paced"], out["rls_grpcio_paced"] = _rls_side_by_side(r1, lean1, grpc1, kids, opts, rate=RATE)
         out["accuracy"] = _accuracy((gw_on, gw_2), upstream, acc["key"], window, opts["windows"],
                                     counted=f"{common['AUTHSERVER_REDIS_NAMESPACE']}:rl:{window}:"
                                             f"{key_bucket(TENANT, acc['id'])}")
@@ -129,9 +133,11 @@ def ratelimit(quick: bool) -> dict:
         f"(one worker each) from `authserver gateway envoy` in front of {upstream.kind} answering 200. Latency: "
         f"wrk, {PACE_CONNECTIONS} connections each waiting {DELAY_MS} ms between requests (about {RATE} req/s; "
         "the achieved rate is reported), the same config with and without `--ratelimit`, alternating runs, "
-        "medians. RLS: a gRPC client process, 32 calls in flight, keys with a limit (each decision is a Redis "
-        "round trip); per CPU second = decisions / the server process's CPU time (all threads); and the same "
-        f"paced at {RATE} calls/s, open loop (as a gateway's traffic comes: few calls share a loop turn). "
+        "medians. RLS: a gRPC client process (grpcio), 32 calls in flight, keys with a limit (each decision is "
+        "a Redis round trip); per CPU second = decisions / the server process's CPU time (all threads); and the "
+        f"same paced at {RATE} calls/s, open loop (as a gateway's traffic comes: few calls share a loop turn); "
+        "on the lean transport (AUTHSERVER_RATELIMIT_PORT, what the Envoys here use) and on the grpcio server "
+        f"(the xDS port), alternating, {opts['rls_rounds']} runs each, medians. "
         "Accuracy: "
         f"{LIMIT} per {window} s on one key, two Envoys (one per replica) each offered half of {RATE} req/s; "
         "allowed = calls that reached the upstream, per epoch-aligned window fully inside the run, beside the "
@@ -194,6 +200,26 @@ class _CpuSampler:
 
     def between(self, t0: float, t1: float) -> float:
         return self.at(t1) - self.at(t0)
+
+
+def _rls_side_by_side(srv: AuthServer, lean: int, grpc: int, kids: list[str], opts: dict,
+                      rate: float | None = None) -> tuple[dict, dict]:
+    """The two transports in alternating runs; each run's figures, and the
+    median run (by decisions per CPU second) of each."""
+    runs: dict[str, list[dict]] = {"lean": [], "grpcio": []}
+    for i in range(opts["rls_rounds"]):
+        order = ("lean", "grpcio") if i % 2 == 0 else ("grpcio", "lean")
+        for name in order:
+            runs[name].append(_rls(srv, lean if name == "lean" else grpc, kids, opts, rate))
+    medians = []
+    for name, got in runs.items():
+        ranked = sorted(got, key=lambda r: r["decisions_per_server_cpu_s"] or 0)
+        medians.append({**ranked[len(ranked) // 2], "transport": name,
+                        "runs_decisions_per_server_cpu_s": [r["decisions_per_server_cpu_s"] for r in got]})
+    lean_m, grpc_m = medians
+    if lean_m["decisions_per_server_cpu_s"] and grpc_m["decisions_per_server_cpu_s"]:
+        lean_m["vs_grpcio"] = round(lean_m["decisions_per_server_cpu_s"] / grpc_m["decisions_per_server_cpu_s"], 2)
+    return lean_m, grpc_m
 
 
 def _rls(srv: AuthServer, port: int, kids: list[str], opts: dict, rate: float | None = None) -> dict:

@@ -283,11 +283,16 @@ def markdown(results: dict) -> str:
              f"{la['on']['rps']:,} req/s; errors {la['off']['errors']} / {la['on']['errors']}) |",
              f"| rate-limit decisions per server CPU second | >= 5,000 | **{_n(rl['decisions_per_server_cpu_s'])}** "
              f"({_n(rl['decisions_per_s'])}/s achieved with {rl['server_cpu_share']:.0%} of a core; "
-             f"{rl['server_cpu_us_per_decision']} us CPU each; gRPC errors {rl['errors']}) |",
+             f"{rl['server_cpu_us_per_decision']} us CPU each; gRPC errors {rl['errors']}"
+             + (f"; grpcio server in the same run {_n(g['decisions_per_server_cpu_s'])}, lean "
+                f"{rl['vs_grpcio']}x" if (g := x.get("rls_grpcio")) and "vs_grpcio" in rl else "") + ") |",
              *([f"| the same, paced at {x['rate_offered']:,} calls/s (open loop) | >= 5,000 | "
                 f"**{_n(rp['decisions_per_server_cpu_s'])}** ({rp['server_cpu_us_per_decision']} us CPU each; "
                 f"call p50 / p99 {rp['p50_ms']} / {rp['p99_ms']} ms from the client, {rp['over_50ms']} over 50 ms; "
-                f"gRPC errors {rp['errors']}) |"] if (rp := x.get("rls_paced")) else []),
+                f"gRPC errors {rp['errors']}"
+                + (f"; grpcio server in the same run {_n(g['decisions_per_server_cpu_s'])}, lean "
+                   f"{rp['vs_grpcio']}x" if (g := x.get("rls_grpcio_paced")) and "vs_grpcio" in rp else "")
+                + ") |"] if (rp := x.get("rls_paced")) else []),
              f"| allowed per {ac['window_s']} s window, limit {x['limit']}, 2 replicas, 2 Envoys, "
              f"{_n(ac['offered_rps'])} req/s offered | within +-2% | **{ac['allowed_per_window']}** "
              f"(worst {ac['worst_error_pct']:+g}%; most in any {ac['window_s']} s span "

@@ -162,6 +162,8 @@ def test_xds_settings() -> None:
         Settings(xds_nodes="nope")
     with pytest.raises(ValueError, match="go together"):
         Settings(xds_tls_cert="/c.pem")
+    with pytest.raises(ValueError, match="AUTHSERVER_RATELIMIT_PORT needs AUTHSERVER_XDS_PORT"):
+        Settings(ratelimit_port=18001)
     s = Settings.from_env({"AUTHSERVER_XDS_PORT": "18000", "AUTHSERVER_XDS_NODES": "gw=acme"})
     assert s.xds_port == 18000 and s.xds_node_tenants == {"gw": "acme"}
     assert s.push_window_seconds == 2 * s.gateway_cache_seconds + 60
