@@ -136,6 +136,7 @@ class _Connection(asyncio.Protocol):
         self.max_frame = _MAX_FRAME
         self.blocked: deque[tuple[int, bytes]] = deque()  # answers waiting for window
         self.received = 0  # connection window consumed since our last WINDOW_UPDATE
+        self.buffered = 0  # bytes of requests not complete yet (capped: see UnaryServer)
         self.goaway = False
         self.preface_timer: asyncio.TimerHandle | None = None
 
@@ -260,7 +261,8 @@ class _Connection(asyncio.Protocol):
             if not stream or len(payload) != 4:
                 self._fail(_PROTOCOL_ERROR, "a bad RST_STREAM")
                 return False
-            self.streams.pop(stream, None)  # a call in flight is answered to no one
+            if stream in self.streams:
+                self._forget(stream)  # a call in flight is answered to no one
             return True
         if kind == _GOAWAY:
             self.goaway = True  # the peer opens no more streams; answer those in flight
@@ -356,11 +358,15 @@ class _Connection(asyncio.Protocol):
                 return False
             return True  # after the request's end, reset or answered already: dropped
         if len(call.body) + len(payload) > self.server.max_message + 5:
-            del self.streams[stream]
+            self._forget(stream)
             self._refuse(stream, bool(flags & _END_STREAM), RESOURCE_EXHAUSTED,
                          f"a request over {self.server.max_message} bytes", out)
             return True
         call.body += payload
+        self.buffered += len(payload)
+        if self.buffered > self.server.max_buffered:
+            self._fail(_ENHANCE_YOUR_CALM, f"over {self.server.max_buffered} bytes of unfinished requests")
+            return False
         if flags & _END_STREAM:
             self._end(stream, out)
         return True
@@ -404,6 +410,11 @@ class _Connection(asyncio.Protocol):
         self._flush(out)
         return True
 
+    def _forget(self, stream: int) -> None:
+        """A stream reset or refused: its request's bytes are no longer held."""
+        call = self.streams.pop(stream)
+        self.buffered -= len(call.body)
+
     # -- calls
 
     def _end(self, stream: int, out: list[bytes]) -> None:
@@ -411,13 +422,15 @@ class _Connection(asyncio.Protocol):
         call = self.streams[stream]
         call.ended = True
         body = call.body
+        self.buffered -= len(body)
+        call.body = bytearray()
         if len(body) < 5 or int.from_bytes(body[1:5], "big") != len(body) - 5 or body[0]:
             del self.streams[stream]
             self._refuse(stream, True, *((UNIMPLEMENTED, "compressed messages are not accepted") if body[:1] == b"\x01"
                                          else (INVALID_ARGUMENT, "expected one request message")), out)
             return
         try:
-            result = call.handler(bytes(call.body[5:]), self.peer)
+            result = call.handler(bytes(body[5:]), self.peer)
         except GrpcError as e:
             self.streams.pop(stream)
             out.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, stream, _status_block(e.code, e.message)))
@@ -427,7 +440,6 @@ class _Connection(asyncio.Protocol):
             self.streams.pop(stream)
             out.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, stream, _status_block(INTERNAL, "internal error")))
             return
-        call.body = bytearray()
         if isinstance(result, bytes):
             self._answer(stream, result, out)
             return
@@ -516,12 +528,15 @@ class UnaryServer:
 
     def __init__(self, handlers: Mapping[str, Handler], *, tls: ssl.SSLContext | None = None,
                  max_message: int = 65536, max_streams: int = 512, max_connections: int = 256,
-                 preface_timeout: float = 10.0) -> None:
+                 max_buffered: int = 1 << 20, preface_timeout: float = 10.0) -> None:
+        """``max_buffered``: the bytes of unfinished requests one connection
+        may hold (over it: GOAWAY), so memory is bounded by connections x this."""
         self.handlers = {k.encode(): v for k, v in handlers.items()}
         self.tls = tls
         self.max_message = max_message
         self.max_streams = max_streams
         self.max_connections = max_connections
+        self.max_buffered = max_buffered
         self.preface_timeout = preface_timeout
         # our SETTINGS: concurrent streams, a stream window that holds a whole request, header list size
         self.settings_payload = struct.pack(">HIHIHI", 0x3, max_streams, 0x4, max_message + 5 + 9, 0x6, 16384)

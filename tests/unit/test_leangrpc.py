@@ -144,8 +144,10 @@ class _Raw:
                 self.buf = self.buf[9 + n:]
             try:
                 data = self.sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
+            except TimeoutError:
                 return out
+            except ConnectionResetError:  # closed with our bytes unread: a reset
+                data = b""
             if not data:
                 out.append((-1, 0, 0, b""))  # closed
                 return out
@@ -199,3 +201,19 @@ def test_pings_are_answered_and_a_stream_past_the_cap_is_refused():
         assert (6, 1, 0, b"12345678") in frames  # PING ACK
         assert any(t == 3 and s == 3 and p == (7).to_bytes(4, "big") for t, _, s, p in frames)  # REFUSED_STREAM
         assert any(t == 0 and s == 1 and p.endswith(b"slept 0.3") for t, _, s, p in frames)
+
+
+def test_unfinished_requests_past_the_connection_cap_end_it():
+    """Memory per connection is bounded: streams opened and never ended, past
+    ``max_buffered`` bytes, close the connection (other connections serve on)."""
+    with _Running(max_buffered=100_000) as r:
+        raw = _Raw(r.target)
+        block = Encoder().encode([(":method", "POST"), (":scheme", "http"), (":path", ECHO),
+                                  (":authority", "x"), ("content-type", "application/grpc")])
+        chunk = b"\x00" + struct.pack(">I", 60_000) + b"x" * 15_000  # a 60 KB message, a quarter sent
+        raw.send(PREFACE + _frame(4, 0, 0) + b"".join(_frame(1, 4, s, block) + _frame(0, 0, s, chunk)
+                                                     for s in range(1, 19, 2)))  # 9 x 15 KB
+        frames = raw.frames()
+        assert _goaway_code(frames) == 0xB and frames[-1][0] == -1  # ENHANCE_YOUR_CALM, closed
+        with grpc.insecure_channel(r.target) as ch:
+            assert _call(ch, ECHO, b"ok") == b"ko"
