@@ -414,8 +414,9 @@ def _grpc_load(mode: str, port: int, kids: list[str], seconds: float, concurrenc
                extra: tuple[str, ...] = ()) -> dict:
     import json
 
-    cmd = [sys.executable, "-m", "bench._grpc_load", mode, "--target", f"127.0.0.1:{port}", "--kids",
-           ",".join(kids), "--seconds", str(seconds), "--concurrency", str(concurrency), *extra]
+    # --kids=...: a kid may start with "-", which argparse would take for an option
+    cmd = [sys.executable, "-m", "bench._grpc_load", mode, "--target", f"127.0.0.1:{port}", f"--kids={','.join(kids)}",
+           "--seconds", str(seconds), "--concurrency", str(concurrency), *extra]
     p = subprocess.run(cmd, cwd=CHECKOUT, capture_output=True, text=True, timeout=seconds + 120,
                        preexec_fn=death_signal_preexec())
     if p.returncode != 0:

@@ -137,6 +137,7 @@ class _Connection(asyncio.Protocol):
         self.blocked: deque[tuple[int, bytes]] = deque()  # answers waiting for window
         self.received = 0  # connection window consumed since our last WINDOW_UPDATE
         self.buffered = 0  # bytes of requests not complete yet (capped: see UnaryServer)
+        self.outbox: list[bytes] = []  # frames of answers that ended this loop turn
         self.goaway = False
         self.preface_timer: asyncio.TimerHandle | None = None
 
@@ -186,7 +187,7 @@ class _Connection(asyncio.Protocol):
         if not self.transport.is_closing():
             self.transport.write(_frame(_GOAWAY, 0, 0, self.last_stream.to_bytes(4, "big") + bytes(4)))
             self.goaway = True
-            if not self.running:
+            if not self.running and not self.outbox:
                 self.transport.close()
 
     # -- reading
@@ -266,7 +267,7 @@ class _Connection(asyncio.Protocol):
             return True
         if kind == _GOAWAY:
             self.goaway = True  # the peer opens no more streams; answer those in flight
-            if not self.running:
+            if not self.running and not self.outbox:
                 self.transport.close()
             return True
         if kind == _PUSH_PROMISE:
@@ -465,9 +466,16 @@ class _Connection(asyncio.Protocol):
             out.append(_frame(_HEADERS, _END_HEADERS | _END_STREAM, stream, block))
         else:
             self._answer(stream, task.result(), out)
-        self.transport.write(b"".join(out))
-        if self.goaway and not self.running:
-            self.transport.close()
+        if not self.outbox:  # the calls that end in this loop turn leave in one write
+            asyncio.get_running_loop().call_soon(self._write_out)
+        self.outbox += out
+
+    def _write_out(self) -> None:
+        out, self.outbox = self.outbox, []
+        if not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+            if self.goaway and not self.running:
+                self.transport.close()
 
     def _answer(self, stream: int, message: bytes, out: list[bytes]) -> None:
         data = b"\x00" + len(message).to_bytes(4, "big") + message
