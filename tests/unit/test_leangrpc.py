@@ -217,3 +217,32 @@ def test_unfinished_requests_past_the_connection_cap_end_it():
         assert _goaway_code(frames) == 0xB and frames[-1][0] == -1  # ENHANCE_YOUR_CALM, closed
         with grpc.insecure_channel(r.target) as ch:
             assert _call(ch, ECHO, b"ok") == b"ko"
+
+
+def test_header_blocks_decoded_once_mean_what_the_table_says():
+    """Indexed-only blocks are remembered; a block that changes the HPACK table
+    forgets them, so the same bytes then mean the new entries (a cache that
+    outlived the table would send this call to the wrong method)."""
+
+    def literal(name_index: int, value: bytes) -> bytes:  # literal with incremental indexing, indexed name
+        return bytes((0x40 | name_index, len(value))) + value
+
+    def call(stream: int, block: bytes, message: bytes) -> bytes:
+        return _frame(1, 4, stream, block) + _frame(0, 1, stream, b"\x00" + struct.pack(">I", len(message)) + message)
+
+    grpc_type = literal(31, b"application/grpc")  # content-type
+    to_echo = b"\x83\x86" + literal(4, ECHO.encode()) + grpc_type  # table: 62 content-type, 63 :path Echo
+    to_fail = b"\x83\x86" + literal(4, FAIL.encode()) + grpc_type  # table: 62 content-type, 63 :path Fail, ...
+    indexed = b"\x83\x86\xbf\xbe"  # POST, http, index 63, index 62: the same bytes, whatever they name
+    with _Running() as r:
+        raw = _Raw(r.target)
+        # as Envoy sends them: :path a literal without indexing (it changes no table), the rest indexed
+        envoy_like = b"\x83\x86" + bytes((0x04, len(ECHO))) + ECHO.encode() + b"\xbe"
+        raw.send(PREFACE + _frame(4, 0, 0) + call(1, to_echo, b"ab") + call(3, indexed, b"cd")
+                 + call(5, indexed, b"ef") + call(7, to_fail, b"x") + call(9, indexed, b"y")
+                 + call(11, envoy_like, b"gh") + call(13, envoy_like, b"ij"))
+        frames = raw.frames(1.0)
+        data = {s: p[5:] for t, _, s, p in frames if t == 0}
+        assert data == {1: b"ba", 3: b"dc", 5: b"fe", 11: b"hg", 13: b"ji"}  # 5 and 13: decoded once
+        statuses = {s: dict(Decoder().decode(p)) for t, _, s, p in frames if t == 1 and s in (7, 9)}
+        assert statuses[7]["grpc-status"] == statuses[9]["grpc-status"] == "3"  # both went to Fail
