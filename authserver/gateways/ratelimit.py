@@ -90,6 +90,8 @@ _UNCOUNTED: bytes = rls_pb2.RateLimitResponse(
     overall_code=_OK, statuses=[rls_pb2.RateLimitResponse.DescriptorStatus(code=_OK)]).SerializeToString()
 _EMPTY: bytes = rls_pb2.RateLimitResponse(overall_code=_OK).SerializeToString()  # no descriptor
 _FOREIGN = "this gateway may not ask for that tenant"
+# what one descriptor counts against: cost, tenant id, key id, windows, whether it spends credits
+_Target = tuple[int, str, str, list[Window], bool]
 
 
 def _ids(descriptor: Any) -> tuple[str, str]:
@@ -139,8 +141,8 @@ class RateLimitServer:
             if tenant_id is not None:
                 self._refuse_peer(peer.address, tenant_id)
                 raise GrpcError(PERMISSION_DENIED, _FOREIGN)
-        quick = self._uncounted(request)
-        return quick if quick is not None else self._counted(request)
+        plan = self._plan(request)
+        return plan if isinstance(plan, bytes) else self._counted(plan)
 
     async def answer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         if self.access is not None:
@@ -148,8 +150,8 @@ class RateLimitServer:
             if tenant_id is not None:
                 self._refuse_peer(context.peer(), tenant_id)
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, _FOREIGN)
-        quick = self._uncounted(request)
-        return quick if quick is not None else await self._counted(request)
+        plan = self._plan(request)
+        return plan if isinstance(plan, bytes) else await self._counted(plan)
 
     @staticmethod
     def _foreign_tenant(request: Any, allowed: set[str]) -> str | None:
@@ -165,29 +167,15 @@ class RateLimitServer:
         log.warning("refused a rate-limit call from %s for tenant %r: its certificate names no node "
                     "of that tenant (AUTHSERVER_XDS_NODES)", peer, tenant_id[:64])
 
-    def _uncounted(self, request: Any) -> bytes | None:
-        """The answer when there is nothing to count (the common call: one
-        descriptor, a key without limits or unknown here), else None."""
+    def _plan(self, request: Any) -> bytes | list[_Target]:
+        """The answer now when there is nothing to count (the common call: one
+        descriptor, a key without limits or unknown here), else what each
+        descriptor counts against (its key looked up once)."""
         descriptors = request.descriptors
         if not descriptors:
             return _EMPTY
-        if len(descriptors) > 1:
-            return None
-        tenant_id, kid = _ids(descriptors[0])
-        tk = self.cache.get(tenant_id)
-        key = tk.published.get(kid) if tk is not None else None
-        if key is None or key.kind != "api":
-            self._count["unknown_key"].inc()
-            return _UNCOUNTED
-        if (key.has_credits and self.credits is not None) or self._windows(tk, tenant_id, kid, key):
-            return None
-        self._count["unlimited"].inc()  # no limits: no round trip
-        return _UNCOUNTED
-
-    async def _counted(self, request: Any) -> bytes:
-        response = rls_pb2.RateLimitResponse(overall_code=_OK)
-        refusal = None
-        for descriptor in request.descriptors:
+        plan: list[_Target] = []
+        for descriptor in descriptors:
             # a route's cost (the descriptor's hits_addend), else the request's; 0 means 1
             cost = max(1, descriptor.hits_addend.value if descriptor.HasField("hits_addend")
                        else request.hits_addend)
@@ -202,6 +190,15 @@ class RateLimitServer:
                 if not windows:
                     self._count["unlimited"].inc()  # no limits: no round trip
             spends = key is not None and key.has_credits and self.credits is not None
+            plan.append((cost, tenant_id, kid, windows, spends))
+        if len(plan) == 1 and not plan[0][3] and not plan[0][4]:
+            return _UNCOUNTED
+        return plan
+
+    async def _counted(self, plan: list[_Target]) -> bytes:
+        response = rls_pb2.RateLimitResponse(overall_code=_OK)
+        refusal = None
+        for cost, tenant_id, kid, windows, spends in plan:
             decision = await self._decide(windows, cost, response) if windows else None
             if decision is None:
                 response.statuses.add(code=_OK)
