@@ -241,10 +241,10 @@ class RedisLimiter:
     async def hit_many(self, windows: list[Window], cost: int = 1) -> list[Decision]:
         """``MemoryLimiter.hit_many``, atomic across replicas. One script call
         at a time: the calls made while it runs wait for it and go together in
-        the next one (one round trip, one command for redis-py to pack and
-        parse: at a few thousand decisions a second that is most of their CPU
-        time; gRPC handlers reach here in different loop turns, so batching by
-        turn alone made batches of one)."""
+        the next one (one round trip, one command to pack and parse: at a few
+        thousand decisions a second that is most of their CPU time; gRPC
+        handlers reach here in different loop turns, so batching by turn alone
+        made batches of one)."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[Decision]] = loop.create_future()
         self._pending.append((windows, cost, self.clock(), answer))

@@ -76,8 +76,7 @@ async def test_a_server_that_does_not_answer_times_out_and_the_next_call_reconne
         with pytest.raises(TimeoutError):
             await conn.call([], [])
         assert conn._proto is None  # closed: its reply may still come
-        host, _, rest = redis_url.removeprefix("redis://").partition(":")
-        conn.port = int(rest.split("/")[0])
+        conn.port = int(redis_url.removeprefix("redis://").partition(":")[2].split("/")[0])  # the real one
         assert await conn.call([], []) == 1
     finally:
         conn.close()
