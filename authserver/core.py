@@ -200,6 +200,8 @@ class Core:
         if self.webhook_sender is not None:
             await self.webhook_sender.close()
         await self.close_database()
+        if isinstance(self.limiter, RedisLimiter):
+            self.limiter.close()
         if self.redis is not None:
             await self.redis.aclose()
 

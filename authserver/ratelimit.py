@@ -21,6 +21,8 @@ __all__ = ["Decision", "MemoryLimiter", "RedisLimiter", "Window", "key_bucket", 
 
 from redis.asyncio import Redis
 
+from .redisscript import for_client
+
 log = logging.getLogger("authserver.ratelimit")
 
 
@@ -210,6 +212,8 @@ class RedisLimiter:
         self._script = redis.register_script(_HIT)
         self._script_batch = redis.register_script(_HIT_BATCH)
         self._script_undo = redis.register_script(_UNDO)
+        # the batch script's own connection (plain TCP), else redis-py's: see redisscript
+        self._batch_conn = for_client(redis, _HIT_BATCH)
         self._degraded = False
         # calls waiting for the next batch: (windows, cost, now, their answer)
         self._pending: list[tuple[list[Window], int, float, asyncio.Future[list[Decision]]]] = []
@@ -237,10 +241,10 @@ class RedisLimiter:
     async def hit_many(self, windows: list[Window], cost: int = 1) -> list[Decision]:
         """``MemoryLimiter.hit_many``, atomic across replicas. One script call
         at a time: the calls made while it runs wait for it and go together in
-        the next one (one round trip, one command for redis-py to pack and
-        parse: at a few thousand decisions a second that is most of their CPU
-        time; gRPC handlers reach here in different loop turns, so batching by
-        turn alone made batches of one)."""
+        the next one (one round trip, one command to pack and parse: at a few
+        thousand decisions a second that is most of their CPU time; gRPC
+        handlers reach here in different loop turns, so batching by turn alone
+        made batches of one)."""
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[list[Decision]] = loop.create_future()
         self._pending.append((windows, cost, self.clock(), answer))
@@ -280,7 +284,10 @@ class RedisLimiter:
                 keys += self._keys(b, w, now)
                 args += [limit, w]
         try:
-            out = await self._script_batch(keys=keys, args=args)
+            if self._batch_conn is not None:
+                out = await self._batch_conn.call(keys, args)
+            else:
+                out = await self._script_batch(keys=keys, args=args)
         except Exception as exc:  # redis down: limit locally, say so once
             self._note_degraded(exc)
             for windows, cost, _, answer in batch:
@@ -294,6 +301,11 @@ class RedisLimiter:
                 answer.set_result([_decide(int(out[i + 1 + 2 * j]), int(out[i + 2 + 2 * j]) + cost, lim, w, now,
                                            counted=True) for j, (_, lim, w) in enumerate(windows)])
             i += 1 + 2 * len(windows)
+
+    def close(self) -> None:
+        """The batch script's connection (the client is closed by its owner)."""
+        if self._batch_conn is not None:
+            self._batch_conn.close()
 
     async def undo(self, windows: list[Window], cost: int = 1) -> None:
         """``MemoryLimiter.undo``, in Redis (best effort: Redis down, the call stays counted)."""

@@ -156,13 +156,14 @@ async def test_concurrent_calls_share_script_calls_and_stay_exact(limiter):
     lim, clock = limiter
     script_calls = []
     if isinstance(lim, RedisLimiter):
-        inner = lim._script_batch
+        assert lim._batch_conn is not None  # plain TCP: the script's own connection
+        inner = lim._batch_conn.call
 
-        async def counting(**kw):
-            script_calls.append(kw["keys"])
-            return await inner(**kw)
+        async def counting(keys, args):
+            script_calls.append(keys)
+            return await inner(keys, args)
 
-        lim._script_batch = counting
+        lim._batch_conn.call = counting
     own = [[(f"key:c{i}", 30, 60), ("sub:c", 100, 60)] for i in range(5)]
     results = await asyncio.gather(*(lim.hit_many(own[i % 5], cost=1 + i % 2) for i in range(300)))
     passed = [i for i, ds in enumerate(results) if all(d.allowed for d in ds)]
