@@ -19,14 +19,18 @@ which a slow client never sends. So each connection here carries a deadline:
   clients cannot keep a gateway out while they wait for their deadline.
 
 If the descriptors run out anyway (a cap set above the limit, other files),
-asyncio's accept loop logs the EMFILE and retries a second later: no crash
-and no busy loop (tests/serving).
+asyncio's accept loop logs the EMFILE and retries a second later; uvloop's
+(libuv) closes at once, unlogged, the connections it cannot take (it keeps a
+spare descriptor for that): no crash and no busy loop on either (tests/serving).
+libuv accepts every pending connection in one go, where asyncio takes the
+accept burst per loop turn, so the cap's headroom is asyncio's measure.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import resource
@@ -34,7 +38,7 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
-from typing import IO, TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -48,7 +52,7 @@ if TYPE_CHECKING:
 
     from .core import Core
 
-__all__ = ["ConnectionGuard", "accept_burst", "build_server", "connection_cap", "serve"]
+__all__ = ["ConnectionGuard", "accept_burst", "build_server", "connection_cap", "event_loop", "serve"]
 
 log = logging.getLogger("authserver.serving")
 
@@ -122,7 +126,6 @@ class _BodyFile:
     own pages, with no copy into Python's write buffer (nginx's sendfile)."""
 
     __slots__ = ("fd", "size", "users", "dropped")
-    mode = "rb"  # what loop.sendfile checks of a file
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd, self.size, self.users, self.dropped = fd, size, 0, False
@@ -197,6 +200,16 @@ class BodyFiles:
             assert dropped is not None
             self.total -= dropped.size
             dropped.drop()
+
+
+class _Sending:
+    """A head and a body from a memfd that the socket did not take at once:
+    what is left of them, and the descriptor whose writability the loop watches."""
+
+    __slots__ = ("reply", "head", "offset", "fd")
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply, self.head, self.offset, self.fd = reply, reply.data, 0, -1
 
 
 class Reply:
@@ -314,7 +327,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self._head_due = 0.0  # when the next request head is due (the header deadline runs to it)
         self._reading: str | None = None  # what the parser is in: "head", "body", None between requests
         self._answered = False  # the request being parsed was answered by FastJWKS
-        self._sending: asyncio.Task[None] | None = None  # a body being sent from a memfd
+        self._sending: _Sending | None = None  # a body being sent from a memfd, not all taken at once
         # the keep-alive timer after fast answers: one per connection, moved lazily (uvicorn
         # arms and cancels one per request); _idle_due None: a request since the last answer
         self._idle_due: float | None = None
@@ -376,16 +389,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
             return False
         self._answered = True
         if reply.file is not None:
-            self._cork(True)
-            self.transport.write(reply.data)
-            sent = self._sendfile_now(reply.file) if not self.transport.get_write_buffer_size() else 0
-            if sent < 0 or sent == reply.file.size:  # failed (and aborted), or all taken by the socket at once
-                self._cork(False)
-                if not keep_alive:
-                    self.transport.close()
-                return True
-            reply.file.users += 1
-            self._sending = self.loop.create_task(self._send_file(reply, sent))
+            self._send_file(reply)
             return True
         if reply.body:
             self.transport.writelines([reply.data, *reply.body])
@@ -406,50 +410,85 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
             with contextlib.suppress(OSError):  # the client reset meanwhile: the next write says so
                 self.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, _CORK, on)
 
-    def _sendfile_now(self, file: _BodyFile) -> int:
-        """What the socket takes of the body now (its write buffer is empty: nothing
-        else is queued), -1 if the client is gone; a body of a few hundred KB
-        usually goes whole, with no task or loop registration."""
-        fd = self.transport.get_extra_info("socket").fileno()
-        sent = 0
-        try:
-            while sent < file.size:
-                n = os.sendfile(fd, file.fd, sent, file.size - sent)
-                if not n:
-                    break
-                sent += n
-        except BlockingIOError:
-            pass
-        except OSError:
-            self.transport.abort()
-            return -1
-        return sent
-
-    async def _send_file(self, reply: Reply, offset: int) -> None:
-        """The rest of the body from its memfd (loop.sendfile, reading paused
-        meanwhile; each connection sends what its socket takes, in turn); then
-        the next request."""
+    def _send_file(self, reply: Reply) -> None:
+        """A head and its body from a memfd, written to the socket by the protocol
+        itself (os.write, os.sendfile) as far as the socket takes them: a body of a
+        few hundred KB usually goes whole, with no loop registration. The rest
+        follows each time the socket is writable again, reading paused meanwhile
+        (each connection sends what its socket takes, in turn); then the next
+        request. The same on asyncio and uvloop, which has no loop.sendfile for
+        its transports: only the loop's public add_writer is used, on a dup() of
+        the socket's descriptor (both loops refuse a watcher on the one their
+        transport owns)."""
         file = reply.file
         assert file is not None
+        file.users += 1
+        sending = self._sending = _Sending(reply)
+        self._cork(True)
+        if not self.transport.get_write_buffer_size() and self._push(sending):
+            self._sent(complete=False)  # all taken, or the client is gone: on_message_complete goes on
+            return
         try:
-            try:
-                await self.loop.sendfile(self.transport, cast(IO[bytes], file), offset, file.size - offset,
-                                         fallback=False)
-            except RuntimeError:  # closing, or a transport that cannot (then it sent nothing)
-                if not self.transport.is_closing():
-                    self.transport.write(b"".join(reply.body)[offset:])
-        except OSError:  # the client went away
+            sending.fd = os.dup(self.transport.get_extra_info("socket").fileno())
+        except OSError:  # no descriptor left (EMFILE): the rest through the transport, a copy
+            self.transport.write(sending.head + b"".join(reply.body)[sending.offset:])
+            self._sent(complete=False)
+            return
+        self.flow.pause_reading()
+        self.loop.add_writer(sending.fd, self._writable)
+
+    def _push(self, sending: _Sending) -> bool:
+        """Write what the socket takes of what is left: True once all is sent,
+        or the client is gone (the connection then aborted)."""
+        file = sending.reply.file
+        assert file is not None
+        fd = self.transport.get_extra_info("socket").fileno()
+        try:
+            while sending.head:
+                sending.head = sending.head[os.write(fd, sending.head):]
+            while sending.offset < file.size:
+                n = os.sendfile(fd, file.fd, sending.offset, file.size - sending.offset)
+                if not n:
+                    break
+                sending.offset += n
+        except BlockingIOError:
+            return False
+        except OSError:
             self.transport.abort()
-        finally:
-            file.release()
-            self._sending = None
+        return True
+
+    def _writable(self) -> None:
+        sending = self._sending
+        if sending is None:
+            return
+        if self.transport.is_closing():  # aborted meanwhile (the write deadline): stop watching now
+            self._stop_sending()
+        elif not self.transport.get_write_buffer_size() and self._push(sending):  # the transport's bytes first
+            self._sent(complete=True)
+
+    def _sent(self, complete: bool) -> None:
+        """The body is out: uncork, then close or (``complete``) take the next request."""
+        keep_alive = self._stop_sending()
         if self.transport.is_closing():
             return
         self._cork(False)
-        if not reply.keep_alive:
+        if not keep_alive:
             self.transport.close()
-        else:
+        elif complete:
             self._fast_response_complete()
+
+    def _stop_sending(self) -> bool:
+        """Forget the body being sent: its watcher, descriptor and memfd use.
+        The watcher goes before the descriptor closes (a number reused while a
+        loop still watches it fails the next connection that gets it)."""
+        sending, self._sending = self._sending, None
+        assert sending is not None and sending.reply.file is not None
+        if sending.fd >= 0:
+            self.loop.remove_writer(sending.fd)
+            os.close(sending.fd)
+            sending.fd = -1
+        sending.reply.file.release()
+        return sending.reply.keep_alive
 
     def _start_asgi_task(self, cycle: Any, app: Any) -> None:
         if self._sending is not None:  # pipelined behind a body being sent: after it
@@ -470,7 +509,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
                 self._fast_response_complete()
                 self._next_head()
             else:
-                self._track()  # the body's deadline; _send_file completes the response
+                self._track()  # the body's deadline; _writable completes the response
             return
         super().on_message_complete()
 
@@ -525,19 +564,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self._cancel_deadline()
         self._drop_lazy_keep_alive()
         if self._sending is not None:
-            self._sending.cancel()
-            self._sending = None
-            # before the socket closes: asyncio's sendfile leaves its writer registered
-            # when cancelled after the close, and a new socket on the same number then fails
-            sock = self.transport.get_extra_info("socket")
-            if sock is not None and sock.fileno() >= 0:
-                with contextlib.suppress(RuntimeError):
-                    self.loop.remove_writer(sock.fileno())
-            # and Python 3.11's transport then fails the waiter sendfile already used
-            # (InvalidStateError logged from _call_connection_lost): forget a used one
-            waiter = getattr(self.transport, "_empty_waiter", None)
-            if waiter is not None and waiter.done():
-                self.transport._empty_waiter = None  # type: ignore[attr-defined]
+            self._stop_sending()  # its dup() kept the socket open: it closes now
         super().connection_lost(exc)
 
     def _answering(self) -> bool:
@@ -637,6 +664,18 @@ def guarded_protocol(guard: ConnectionGuard, fast: FastJWKS | None = None) -> ty
     return type("GuardedProtocol", (GuardedProtocol,), {"guard": guard, "fast": fast})
 
 
+def event_loop(settings: Settings) -> str:
+    """The event loop ``serve`` runs (``AUTHSERVER_LOOP``), for uvicorn's ``loop``:
+    auto is uvloop when it is installed (the gRPC rate-limit service answered
+    1.5x the decisions per CPU second on it), else asyncio."""
+    installed = importlib.util.find_spec("uvloop") is not None
+    if settings.loop == "uvloop" and not installed:
+        raise ValueError("AUTHSERVER_LOOP=uvloop but uvloop is not installed (pip install uvloop)")
+    if settings.loop == "auto":
+        return "uvloop" if installed else "asyncio"
+    return settings.loop
+
+
 def build_server(settings: Settings) -> uvicorn.Server:
     """The uvicorn server ``serve`` runs (quickstart --with-envoy runs it too)."""
     import uvicorn
@@ -655,7 +694,7 @@ def build_server(settings: Settings) -> uvicorn.Server:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level="warning",
         access_log=False, proxy_headers=False, http=guarded_protocol(guard, FastJWKS(core)), ws="none", lifespan="on",
-        backlog=accept_burst(nofile),
+        backlog=accept_burst(nofile), loop=event_loop(settings),
     )
 
     class _Server(uvicorn.Server):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -143,6 +143,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     body_timeout_seconds: Annotated[float, Meta(gt=0)] = 30.0
     # open client connections at most; 0: the descriptor limit minus headroom
     max_connections: NonNegInt = 0
+    # `serve`'s event loop (each worker's too): auto is uvloop when it is installed, else asyncio
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     # signs the portal's sign-in form tokens; the same value on every replica lets a
     # form served by one be posted to another (a mounted secret, never the database).
     # Unset: one per process (`serve --workers N` shares one among its workers)

@@ -19,7 +19,12 @@ from _env import METRICS_TOKEN
 
 from authserver_devtools import free_port, wait_until
 
-__all__ = ["Server", "ThrowawayPostgres", "ThrowawayRedis", "cli", "free_port", "wait_until"]
+__all__ = ["Server", "ThrowawayPostgres", "ThrowawayRedis", "cli", "event_loop", "free_port", "wait_until"]
+
+
+def event_loop(pid: int) -> str:
+    """The event loop a running process serves on: only uvloop loads uvloop's extension."""
+    return "uvloop" if "/uvloop/loop." in Path(f"/proc/{pid}/maps").read_text() else "asyncio"
 
 
 class Server:

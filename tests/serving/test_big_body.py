@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 from _env import METRICS_HEADERS
-from _proc import Server, cli
+from _proc import Server, cli, event_loop
 from test_fast_path import exchange, get
 from test_slow_clients import closed_after, metric_value
 
@@ -24,13 +24,20 @@ KEYS = 10_000  # RS256: 4.5 MB, more than the loopback socket buffers of a clien
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def seeded(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("big")
     env = {"AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp / 'authserver.db'}", "AUTHSERVER_LOG_JSON": "false",
            "AUTHSERVER_HEADER_TIMEOUT_SECONDS": str(HEADER_TIMEOUT)}
     cli(env, "tenant", "create", "default", "--json", "--algorithm", "RS256")
     _seed(tmp / "authserver.db", "default", "RS256", KEYS)
-    s = Server(env, log_dir=tmp).start(timeout=120)
+    return env, tmp
+
+
+@pytest.fixture(scope="module")
+def server(seeded, loop):
+    env, tmp = seeded
+    s = Server({**env, "AUTHSERVER_LOOP": loop}, log_dir=tmp).start(timeout=120)
+    assert s.proc is not None and event_loop(s.proc.pid) == loop
     yield s
     s.kill()
 

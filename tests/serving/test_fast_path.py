@@ -12,16 +12,18 @@ import time
 import httpx
 import pytest
 from _env import METRICS_HEADERS
-from _proc import Server, cli
+from _proc import Server, cli, event_loop
 from prometheus_client.parser import text_string_to_metric_families
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, loop):
     tmp = tmp_path_factory.mktemp("fast")
-    env = {"AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp / 'authserver.db'}", "AUTHSERVER_LOG_JSON": "false"}
+    env = {"AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp / 'authserver.db'}", "AUTHSERVER_LOG_JSON": "false",
+           "AUTHSERVER_LOOP": loop}
     admin = cli(env, "tenant", "create", "default", "--json", "--algorithm", "EdDSA")["admin_key"]
     s = Server(env, log_dir=tmp).start()
+    assert s.proc is not None and event_loop(s.proc.pid) == loop
     for _ in range(3):
         r = httpx.post(f"{s.url}/v1/keys", json={"name": "k"}, headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 201

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from _env import REDIS_URL, need_service
-from _proc import Server, cli, wait_until
+from _proc import Server, cli, event_loop, wait_until
 
 
 def children(pid: int) -> set[int]:
@@ -95,6 +95,8 @@ def test_two_workers_without_redis_converge_by_reconcile_restart_and_stop(start)
     assert s.proc is not None
     workers = children(s.proc.pid)
     assert len(workers) == 2, workers
+    wanted = os.environ.get("AUTHSERVER_LOOP") or "auto"  # auto: uvloop, a dependency
+    assert {event_loop(pid) for pid in workers} == {"uvloop" if wanted == "auto" else wanted}
     kid = mint(s)  # committed and applied by the worker that took the call
     t0 = time.monotonic()
     wait_until(lambda: everywhere(s.url, kid, True), 15, what="the other worker reads the new key")

@@ -122,3 +122,16 @@ def test_a_bad_webhook_key_names_its_setting(key, previous, named):
     assert str(err.value).startswith(named)
     box = load_box(Settings(webhook_key=good, webhook_previous_keys=wh.new_box_key()))
     assert box is not None and box.open(box.seal(wh.new_secret(), "ep_1"), "ep_1").startswith("whsec_")
+
+
+def test_the_event_loop_setting(monkeypatch):
+    from authserver import serving
+
+    assert Settings().loop == "auto" and serving.event_loop(Settings()) == "uvloop"  # a dependency
+    assert serving.event_loop(Settings.from_env({"AUTHSERVER_LOOP": "asyncio"})) == "asyncio"
+    with pytest.raises(ValueError, match="AUTHSERVER_LOOP"):
+        Settings.from_env({"AUTHSERVER_LOOP": "trio"})
+    monkeypatch.setattr(serving.importlib.util, "find_spec", lambda name: None)  # not installed
+    assert serving.event_loop(Settings()) == "asyncio"
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        serving.event_loop(Settings(loop="uvloop"))
