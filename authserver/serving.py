@@ -375,6 +375,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self._head_due = 0.0  # when the next request head is due (the header deadline runs to it)
         self._reading: str | None = None  # what the parser is in: "head", "body", None between requests
         self._answered = False  # the request being parsed was answered by FastJWKS
+        self._tracked = False  # the last thing parsed was a fast answer, its deadlines set
         self._sending: asyncio.Task[None] | None = None  # a body being sent from a memfd
         # the keep-alive timer after fast answers: one per connection, moved lazily (uvicorn
         # arms and cancels one per request); _idle_due None: a request since the last answer
@@ -394,8 +395,9 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
+        self._tracked = False
         super().data_received(data)
-        if self.parser is not None:  # not closed meanwhile (a 400)
+        if self.parser is not None and not self._tracked:  # not closed meanwhile (a 400)
             self._track()
 
     def on_message_begin(self) -> None:
@@ -405,6 +407,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self.expect_100_continue = False
         self.headers = []
         self._reading = "head"
+        self._tracked = False
 
     def _make_scope(self) -> None:
         url, headers, expect = self.url, self.headers, self.expect_100_continue
@@ -552,6 +555,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
             self._track()
         elif next_head:
             self._next_head(now)
+            self._tracked = True
 
     def _keep_alive_due(self) -> None:
         self.timeout_keep_alive_task = None
