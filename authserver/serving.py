@@ -61,6 +61,7 @@ _LISTEN_QUEUE = 2048  # uvicorn's default backlog (the kernel caps it at net.cor
 _LOG_EVERY = 10.0  # seconds between two summaries of closed slow connections
 _READ_BUFFER = 64 * 1024  # what one recv may read (asyncio's own: 256 KiB, allocated per recv)
 _JOIN_MAX = 128 * 1024  # bodies up to this size are cached joined to their head: one write
+_JOINED_BUDGET = 32 << 20  # bytes of such answers kept, all routes together
 _SENDFILE_MIN = _JOIN_MAX  # bigger bodies are sent from a memfd (RS256: from ~300 keys)
 _SENDFILE_BUDGET = 128 << 20  # bytes of bodies kept in memfds (the least recently used go first)
 _SENDFILE = hasattr(os, "memfd_create") and hasattr(os, "sendfile")
@@ -228,7 +229,7 @@ class _Route:
     """A JWKS path of a known tenant, and its answers prepared for the rendering
     (and the Date header) they were made with."""
 
-    __slots__ = ("tk", "tenant_id", "shard", "template", "served", "etag", "date", "answers")
+    __slots__ = ("tk", "tenant_id", "shard", "template", "served", "etag", "date", "answers", "joined")
 
     def __init__(self, tk: TenantKeys, tenant_id: str, shard: int | None, template: str) -> None:
         self.tk, self.tenant_id, self.shard, self.template = tk, tenant_id, shard, template
@@ -237,6 +238,7 @@ class _Route:
         self.date: object = None
         # (not modified, gzip, HEAD, keep-alive, max-age) -> the answer
         self.answers: dict[tuple[bool, bool, bool, bool, int], _Prepared] = {}
+        self.joined = 0  # bytes of the answers that hold a body
 
 
 class FastJWKS:
@@ -256,7 +258,9 @@ class FastJWKS:
     def __init__(self, core: Core, files: BodyFiles | None = None) -> None:
         self.core = core
         self.files = files if files is not None else BodyFiles()
-        self._routes: dict[bytes, _Route] = {}  # by raw request target
+        self._routes: dict[bytes, _Route] = {}  # by raw request target (queries: any number of them)
+        self._targets: dict[tuple[str, int | None, str], _Route] = {}  # by (tenant, shard, template)
+        self._joined = 0  # bytes of all the answers that hold a body (_JOINED_BUDGET)
         self._gzip: dict[bytes, bool] = {}  # Accept-Encoding value -> gzip accepted
 
     def respond(self, head_only: bool, url: bytes, headers: list[tuple[bytes, bytes]],
@@ -280,7 +284,7 @@ class FastJWKS:
         served = tk.jwks(route.shard)
         if served is not route.served or default_headers is not route.date:
             route.served, route.etag, route.date = served, served.etag.encode("latin-1"), default_headers
-            route.answers.clear()
+            self._forget(route)
         not_modified = if_none_match is not None and (
             if_none_match == route.etag or etag_matches(if_none_match.decode("latin-1"), served.etag))
         gzipped = not not_modified and accept_encoding is not None and self._accepts_gzip(accept_encoding)
@@ -311,10 +315,20 @@ class FastJWKS:
         tk = self.core.cache.tenants.get(tenant_id)
         if tk is None or not tk.has_shard(shard):  # shards only ever grow: a route stays valid
             return None
-        if len(self._routes) >= 256:  # request targets with queries: any number of them
+        route = self._targets.get(matched)
+        if route is None or route.tk is not tk:
+            if route is not None:
+                self._forget(route)
+            route = self._targets[matched] = _Route(tk, tenant_id, shard, template)
+        if len(self._routes) >= 256:
             self._routes.clear()
-        route = self._routes[url] = _Route(tk, tenant_id, shard, template)
+        self._routes[url] = route
         return route
+
+    def _forget(self, route: _Route) -> None:
+        route.answers.clear()
+        self._joined -= route.joined
+        route.joined = 0
 
     def _accepts_gzip(self, header: bytes) -> bool:
         found = self._gzip.get(header)
@@ -326,6 +340,8 @@ class FastJWKS:
 
     def _prepare(self, route: _Route, served: ServedJWKS, key: tuple[bool, bool, bool, bool, int],
                  default_headers: list[tuple[bytes, bytes]]) -> _Prepared:
+        if len(route.answers) >= 64:
+            self._forget(route)
         not_modified, gzipped, head_only, keep_alive, max_age = key
         answer = build_answer(served, max_age, not_modified, gzipped)
         head = [STATUS_LINE[answer.status]]
@@ -340,6 +356,11 @@ class FastJWKS:
         if chunks and not head_only:
             if size <= _JOIN_MAX:
                 data = b"".join([data, *chunks])
+                if self._joined + len(data) > _JOINED_BUDGET:  # many tenants: start again
+                    for other in self._targets.values():
+                        self._forget(other)
+                route.joined += len(data)
+                self._joined += len(data)
             else:
                 body = chunks
                 if size >= _SENDFILE_MIN and _SENDFILE:
@@ -350,8 +371,6 @@ class FastJWKS:
                         m.jwks_fetch_child(route.tenant_id, route.shard, not_modified))
         prepared = _Prepared(Reply(data, body, None, keep_alive), file_key, size, tally,
                              m.latencies(m.http_seconds.labels(route.template, method)))
-        if len(route.answers) >= 64:
-            route.answers.clear()
         route.answers[key] = prepared
         return prepared
 
