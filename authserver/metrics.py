@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
@@ -64,6 +65,35 @@ class _PoolCollector(Collector):
         yield g
 
 
+class Latencies:
+    """A histogram's observations as counts per bucket and their sum, added
+    into it by ``fold``: ``counts[bisect_left(bounds, seconds)] += 1`` and
+    ``counts[-1] += seconds`` observe one (``bounds`` end with +Inf)."""
+
+    __slots__ = ("child", "bounds", "counts")
+
+    def __init__(self, child: Histogram) -> None:
+        self.child = child
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.counts: list[float] = [0.0] * (len(self.bounds) + 1)
+
+    def observe(self, seconds: float) -> None:
+        counts = self.counts
+        counts[bisect_left(self.bounds, seconds)] += 1
+        counts[-1] += seconds
+
+    def fold(self) -> None:
+        counts = self.counts  # emptied in place: the fast path holds on to this list
+        if not any(counts[:-1]):
+            return
+        # prometheus_client's own per-bucket values (not cumulative; collect adds them up)
+        for bucket, n in zip(self.child._buckets, counts, strict=False):
+            if n:
+                bucket.inc(n)
+        self.child._sum.inc(counts[-1])
+        counts[:] = [0.0] * len(counts)
+
+
 class Metrics:
     def __init__(self, cache: KeyCache, redis_connected: Callable[[], bool] | None = None,
                  pools: Callable[[], dict[str, int]] | None = None) -> None:
@@ -112,6 +142,10 @@ class Metrics:
         # the JWKS answers' counts, as plain ints added into their counters when the metrics
         # are read (render): a counter's inc takes a lock, ~0.7 us on every answer
         self._pending: dict[Counter, int] = {}
+        # the same for the protocol's JWKS answers (authserver.serving.FastJWKS): a cell per
+        # set of counters (one answer counts in each), and latencies per histogram bucket
+        self._tallies: dict[tuple[Counter, ...], list[int]] = {}
+        self._latencies: dict[Histogram, Latencies] = {}
         self.jwks_fetches = Counter(
             "authserver_jwks_fetches", "JWKS answers by tenant and shard; result=not_modified is a 304",
             ["tenant", "shard", "result"], registry=r,
@@ -128,17 +162,37 @@ class Metrics:
         self.http_seconds.labels(route, method).observe(seconds)
 
     def jwks_fetch(self, tenant_id: str, shard: int | None, not_modified: bool) -> None:
+        self.count(self.jwks_fetch_child(tenant_id, shard, not_modified))
+
+    def jwks_fetch_child(self, tenant_id: str, shard: int | None, not_modified: bool) -> Counter:
         # the children by key: labels() costs more than the inc, on every JWKS answer
         child = self._jwks_children.get((tenant_id, shard, not_modified))
         if child is None:
             child = self._jwks_children[tenant_id, shard, not_modified] = self.jwks_fetches.labels(
                 tenant_id, "main" if shard is None else str(shard), "not_modified" if not_modified else "full")
-        self.count(child)
+        return child
 
     def count(self, child: Counter) -> None:
         """One more in ``child`` (a labelled counter), seen from the next render on;
         from the event loop's thread only (as every JWKS answer is)."""
         self._pending[child] = self._pending.get(child, 0) + 1
+
+    def tally(self, *children: Counter) -> list[int]:
+        """A cell whose ``[0] += 1`` counts one in each of ``children`` (labelled
+        counters), seen from the next render on; the same cell for the same children.
+        From the event loop's thread only."""
+        cell = self._tallies.get(children)
+        if cell is None:
+            cell = self._tallies[children] = [0]
+        return cell
+
+    def latencies(self, child: Histogram) -> Latencies:
+        """Observations of a labelled histogram, kept as plain numbers until the next
+        render (an observe takes two locks). From the event loop's thread only."""
+        found = self._latencies.get(child)
+        if found is None:
+            found = self._latencies[child] = Latencies(child)
+        return found
 
     def redis_degraded(self) -> None:
         self.invalidation_degraded.inc()
@@ -155,4 +209,11 @@ class Metrics:
         pending, self._pending = self._pending, {}
         for child, n in pending.items():
             child.inc(n)
+        for children, cell in self._tallies.items():
+            n, cell[0] = cell[0], 0
+            if n:
+                for child in children:
+                    child.inc(n)
+        for latencies in self._latencies.values():
+            latencies.fold()
         return generate_latest(self.registry)

@@ -37,6 +37,7 @@ import resource
 import secrets
 import socket
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -44,13 +45,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from .api.public import accepts_gzip, build_answer, etag_matches, jwks_max_age, match_jwks, response_head
 from .gcpause import GcPauses, freeze_startup
+from .metrics import Latencies
 from .settings import Settings
 
 if TYPE_CHECKING:
     import uvicorn
 
     from .core import Core
+    from .keycache import ServedJWKS, TenantKeys
 
 __all__ = ["ConnectionGuard", "accept_burst", "build_server", "connection_cap", "event_loop", "serve"]
 
@@ -61,6 +65,7 @@ _LISTEN_QUEUE = 2048  # uvicorn's default backlog (the kernel caps it at net.cor
 _LOG_EVERY = 10.0  # seconds between two summaries of closed slow connections
 _READ_BUFFER = 64 * 1024  # what one recv may read (asyncio's own: 256 KiB, allocated per recv)
 _JOIN_MAX = 128 * 1024  # bodies up to this size are cached joined to their head: one write
+_JOINED_BUDGET = 32 << 20  # bytes of such answers kept, all routes together
 _SENDFILE_MIN = _JOIN_MAX  # bigger bodies are sent from a memfd (RS256: from ~300 keys)
 _SENDFILE_BUDGET = 128 << 20  # bytes of bodies kept in memfds (the least recently used go first)
 _SENDFILE = hasattr(os, "memfd_create") and hasattr(os, "sendfile")
@@ -221,91 +226,166 @@ class Reply:
         self.data, self.body, self.file, self.keep_alive = data, body, file, keep_alive
 
 
+class _Prepared:
+    """One answer of a route, written as is by every request that gets it: its
+    reply (head, or head and small body joined: one write), the memfd key of a
+    big body, and where it is counted."""
+
+    __slots__ = ("reply", "file_key", "size", "tally", "latencies")
+
+    def __init__(self, reply: Reply, file_key: tuple[str, bool] | None, size: int, tally: list[int],
+                 latencies: Latencies) -> None:
+        self.reply, self.file_key, self.size, self.tally, self.latencies = reply, file_key, size, tally, latencies
+
+
+class _Route:
+    """A JWKS path of a known tenant, and its answers prepared for the rendering
+    (and the Date header) they were made with."""
+
+    __slots__ = ("tk", "tenant_id", "shard", "template", "served", "etag", "date", "answers", "joined")
+
+    def __init__(self, tk: TenantKeys, tenant_id: str, shard: int | None, template: str) -> None:
+        self.tk, self.tenant_id, self.shard, self.template = tk, tenant_id, shard, template
+        self.served: object = None
+        self.etag = b""
+        self.date: object = None
+        # (not modified, gzip, HEAD, keep-alive, max-age) -> the answer
+        self.answers: dict[tuple[bool, bool, bool, bool, int], _Prepared] = {}
+        self.joined = 0  # bytes of the answers that hold a body
+
+
 class FastJWKS:
     """The JWKS GETs answered in the protocol, as soon as their head is parsed:
-    no ASGI cycle, task, scope or message is made for them (the app's own
-    answer, api.public.jwks_fast_answer, counted in the same metrics).
+    no ASGI cycle, task, scope or message is made for them (the same answer as
+    the app's, api.public.build_answer, counted in the same metrics).
 
-    Per request it costs a few dictionary lookups: the encoded head is cached
-    per header values (uvicorn renews its Date header once a second: the caches
-    start again then), a small body is cached joined to its head (one write),
-    and a big one is sent from a memfd (``BodyFiles``)."""
+    Per request it costs a few dictionary lookups: each route keeps its answers
+    (status line, headers and, for a small body, the body: one write) for the
+    rendering its tenant serves now, asked for on every request (TenantKeys.jwks,
+    which also removes the keys whose time has come): a change is served from
+    the first request after it, with no copy of the old answers left to serve.
+    They are made again when the rendering changes, when uvicorn renews its Date
+    header (once a second) and when max-age changes (near a scheduled removal).
+    A big body is sent from a memfd (``BodyFiles``)."""
 
     def __init__(self, core: Core, files: BodyFiles | None = None) -> None:
-        from .api.public import jwks_fast_answer, response_head
-
-        self.core, self._answer, self._head = core, jwks_fast_answer, response_head
+        self.core = core
         self.files = files if files is not None else BodyFiles()
-        self._date_headers: object = None  # uvicorn's default headers the caches were made with
-        self._heads: dict[tuple[object, ...], bytes] = {}
-        self._whole: dict[bytes, bytes] = {}  # head -> head and body, for small bodies
-        self._metrics: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._routes: dict[bytes, _Route] = {}  # by raw request target (queries: any number of them)
+        self._targets: dict[tuple[str, int | None, str], _Route] = {}  # by (tenant, shard, template)
+        self._joined = 0  # bytes of all the answers that hold a body (_JOINED_BUDGET)
+        self._gzip: dict[bytes, bool] = {}  # Accept-Encoding value -> gzip accepted
 
-    def respond(self, method: str, path: str, headers: list[tuple[bytes, bytes]],
+    def respond(self, head_only: bool, url: bytes, headers: list[tuple[bytes, bytes]],
                 default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> Reply | None:
         """The answer to write, or None: not ours (the app answers it)."""
         started = time.perf_counter()
+        route = self._routes.get(url)
+        if route is None or self.core.cache.tenants.get(route.tenant_id) is not route.tk:
+            route = self._route(url)
+            if route is None:
+                return None
         if_none_match = accept_encoding = None
         for name, value in headers:
             if name == b"if-none-match":
-                if_none_match = value.decode("latin-1")
+                if_none_match = value
             elif name == b"accept-encoding":
-                accept_encoding = value.decode("latin-1")
-            elif name in (b"content-length", b"transfer-encoding"):
+                accept_encoding = value
+            elif name == b"content-length" or name == b"transfer-encoding":
                 return None  # a GET with a body: the app reads and judges it
-        found = self._answer(self.core, path, if_none_match, accept_encoding)
-        if found is None:
-            return None
-        template, answer = found
-        if default_headers is not self._date_headers:
-            self._date_headers = default_headers
-            self._heads.clear()
-            self._whole.clear()
-        key = (answer.status, keep_alive, *answer.headers.items())
-        head = self._heads.get(key)
-        if head is None:
-            if len(self._heads) > 256:
-                self._heads.clear()
-            head = self._heads[key] = self._encode(answer, default_headers, keep_alive)
-        reply = Reply(head, [], None, keep_alive)
-        if method == "GET" and answer.chunks:
-            self._add_body(reply, answer, head)
-        self._count(template, method, answer.status, time.perf_counter() - started)
+        tk = route.tk
+        served = tk.jwks(route.shard)
+        if served is not route.served or default_headers is not route.date:
+            route.served, route.etag, route.date = served, served.etag.encode("latin-1"), default_headers
+            self._forget(route)
+        not_modified = if_none_match is not None and (
+            if_none_match == route.etag or etag_matches(if_none_match.decode("latin-1"), served.etag))
+        gzipped = not not_modified and accept_encoding is not None and self._accepts_gzip(accept_encoding)
+        key = (not_modified, gzipped, head_only, keep_alive, jwks_max_age(self.core, tk))
+        prepared = route.answers.get(key)
+        if prepared is None:
+            prepared = self._prepare(route, served, key, default_headers)
+        prepared.tally[0] += 1
+        reply = prepared.reply
+        if prepared.file_key is not None:
+            reply = Reply(reply.data, reply.body, self.files.get(prepared.file_key, reply.body, prepared.size),
+                          keep_alive)
+        seconds = time.perf_counter() - started
+        latencies = prepared.latencies
+        counts = latencies.counts
+        counts[bisect_left(latencies.bounds, seconds)] += 1
+        counts[-1] += seconds
         return reply
 
-    def _encode(self, answer: Any, default_headers: list[tuple[bytes, bytes]], keep_alive: bool) -> bytes:
+    def _route(self, url: bytes) -> _Route | None:
+        path, _, _ = url.partition(b"?")
+        if b"%" in path or not path.isascii():
+            return None  # let uvicorn decode it for the app
+        matched = match_jwks(path.decode("ascii"), self.core.settings.default_tenant)
+        if matched is None:
+            return None
+        tenant_id, shard, template = matched
+        tk = self.core.cache.tenants.get(tenant_id)
+        if tk is None or not tk.has_shard(shard):  # shards only ever grow: a route stays valid
+            return None
+        route = self._targets.get(matched)
+        if route is None or route.tk is not tk:
+            if route is not None:
+                self._forget(route)
+            route = self._targets[matched] = _Route(tk, tenant_id, shard, template)
+        if len(self._routes) >= 256:
+            self._routes.clear()
+        self._routes[url] = route
+        return route
+
+    def _forget(self, route: _Route) -> None:
+        route.answers.clear()
+        self._joined -= route.joined
+        route.joined = 0
+
+    def _accepts_gzip(self, header: bytes) -> bool:
+        found = self._gzip.get(header)
+        if found is None:
+            if len(self._gzip) >= 64:
+                self._gzip.clear()
+            found = self._gzip[header] = accepts_gzip(header.decode("latin-1"))
+        return found
+
+    def _prepare(self, route: _Route, served: ServedJWKS, key: tuple[bool, bool, bool, bool, int],
+                 default_headers: list[tuple[bytes, bytes]]) -> _Prepared:
+        if len(route.answers) >= 64:
+            self._forget(route)
+        not_modified, gzipped, head_only, keep_alive, max_age = key
+        answer = build_answer(served, max_age, not_modified, gzipped)
         head = [STATUS_LINE[answer.status]]
-        for name, value in [*default_headers, *self._head(answer)]:
+        for name, value in [*default_headers, *response_head(answer)]:
             head += [name, b": ", value, b"\r\n"]
         if not keep_alive:
             head.append(b"connection: close\r\n")
         head.append(b"\r\n")
-        return b"".join(head)
-
-    def _add_body(self, reply: Reply, answer: Any, head: bytes) -> None:
-        whole = self._whole.get(head)
-        if whole is not None:
-            reply.data = whole
-            return
+        data, body, file_key = b"".join(head), [], None
         chunks = answer.chunks
-        size = chunks[0].__len__() if len(chunks) == 1 else sum(map(len, chunks))
-        if size <= _JOIN_MAX:
-            if len(self._whole) > 64:
-                self._whole.clear()
-            reply.data = self._whole[head] = b"".join([head, *chunks])
-            return
-        reply.body = chunks
-        if size >= _SENDFILE_MIN and _SENDFILE:
-            reply.file = self.files.get((answer.headers["etag"], "content-encoding" in answer.headers), chunks, size)
-
-    def _count(self, template: str, method: str, status: int, seconds: float) -> None:
-        children = self._metrics.get((template, method, status))
-        if children is None:
-            m = self.core.metrics
-            children = self._metrics[template, method, status] = (
-                m.http_requests.labels(template, method, str(status)), m.http_seconds.labels(template, method))
-        self.core.metrics.count(children[0])
-        children[1].observe(seconds)
+        size = sum(map(len, chunks))
+        if chunks and not head_only:
+            if size <= _JOIN_MAX:
+                data = b"".join([data, *chunks])
+                if self._joined + len(data) > _JOINED_BUDGET:  # many tenants: start again
+                    for other in self._targets.values():
+                        self._forget(other)
+                route.joined += len(data)
+                self._joined += len(data)
+            else:
+                body = chunks
+                if size >= _SENDFILE_MIN and _SENDFILE:
+                    file_key = (served.etag, gzipped)
+        m = self.core.metrics
+        method = "HEAD" if head_only else "GET"
+        tally = m.tally(m.http_requests.labels(route.template, method, str(answer.status)),
+                        m.jwks_fetch_child(route.tenant_id, route.shard, not_modified))
+        prepared = _Prepared(Reply(data, body, None, keep_alive), file_key, size, tally,
+                             m.latencies(m.http_seconds.labels(route.template, method)))
+        route.answers[key] = prepared
+        return prepared
 
 
 class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
@@ -327,6 +407,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self._head_due = 0.0  # when the next request head is due (the header deadline runs to it)
         self._reading: str | None = None  # what the parser is in: "head", "body", None between requests
         self._answered = False  # the request being parsed was answered by FastJWKS
+        self._tracked = False  # the last thing parsed was a fast answer, its deadlines set
         self._sending: _Sending | None = None  # a body being sent from a memfd, not all taken at once
         # the keep-alive timer after fast answers: one per connection, moved lazily (uvicorn
         # arms and cancels one per request); _idle_due None: a request since the last answer
@@ -346,8 +427,9 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
 
     def data_received(self, data: bytes) -> None:
         self._got_bytes = True
+        self._tracked = False
         super().data_received(data)
-        if self.parser is not None:  # not closed meanwhile (a 400)
+        if self.parser is not None and not self._tracked:  # not closed meanwhile (a 400)
             self._track()
 
     def on_message_begin(self) -> None:
@@ -357,6 +439,7 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self.expect_100_continue = False
         self.headers = []
         self._reading = "head"
+        self._tracked = False
 
     def _make_scope(self) -> None:
         url, headers, expect = self.url, self.headers, self.expect_100_continue
@@ -375,16 +458,14 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         super().on_headers_complete()
 
     def _answer_fast(self) -> bool:
-        method = self.parser.get_method()
-        if method not in (b"GET", b"HEAD") or self.parser.should_upgrade():
+        parser = self.parser
+        method = parser.get_method()
+        if (method != b"GET" and method != b"HEAD") or parser.should_upgrade():
             return False
-        path, _, _ = self.url.partition(b"?")
-        if b"%" in path or not path.isascii():
-            return False  # let uvicorn decode it for the app
-        keep_alive = self.parser.get_http_version() == "1.1" and self.parser.should_keep_alive()
+        keep_alive = parser.get_http_version() == "1.1" and parser.should_keep_alive()
         assert self.fast is not None
-        reply = self.fast.respond(method.decode("ascii"), path.decode("ascii"), self.headers,
-                                  self.server_state.default_headers, keep_alive)
+        reply = self.fast.respond(method == b"HEAD", self.url, self.headers, self.server_state.default_headers,
+                                  keep_alive)
         if reply is None:
             return False
         self._answered = True
@@ -506,16 +587,16 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if self._answered:
             self._answered = False
             if self._sending is None:
-                self._fast_response_complete()
-                self._next_head()
+                self._fast_response_complete(True)
             else:
                 self._track()  # the body's deadline; _writable completes the response
             return
         super().on_message_complete()
 
-    def _fast_response_complete(self) -> None:
+    def _fast_response_complete(self, next_head: bool = False) -> None:
         """uvicorn's on_response_complete after a fast answer, with the keep-alive
-        timer moved lazily."""
+        timer moved lazily; ``next_head``: and the next head's deadline starts
+        (an answer written at once: the header phase goes on)."""
         if self.pipeline:
             self.on_response_complete()
             return
@@ -523,11 +604,16 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         if self.transport.is_closing():
             return
         self.flow.resume_reading()
-        self._idle_due = self.loop.time() + self.timeout_keep_alive
+        now = self.loop.time()
+        self._idle_due = now + self.timeout_keep_alive
         if self.timeout_keep_alive_task is None:
             self._lazy_keep_alive = True
             self.timeout_keep_alive_task = self.loop.call_at(self._idle_due, self._keep_alive_due)
-        self._track()
+        if self._phase != "header":
+            self._track()
+        elif next_head:
+            self._next_head(now)
+            self._tracked = True
 
     def _keep_alive_due(self) -> None:
         self.timeout_keep_alive_task = None
@@ -599,14 +685,14 @@ class GuardedProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
             elif phase == "write":
                 self._deadline = self.loop.call_later(self.guard.header_timeout, self.expire, "write_timeout")
 
-    def _next_head(self) -> None:
+    def _next_head(self, now: float) -> None:
         """After an answer the fast path made, the next head's deadline starts
         (the header phase goes on, so _track keeps its timer: it is moved lazily)."""
-        if self._phase == "header":
-            self._head_due = self.loop.time() + self.guard.header_timeout
-            self._got_bytes = False
-            self.guard.waiting.pop(self, None)
-            self.guard.waiting[self] = None  # the youngest waiting again, last to be evicted
+        self._head_due = now + self.guard.header_timeout
+        self._got_bytes = False
+        waiting = self.guard.waiting
+        waiting.pop(self, None)
+        waiting[self] = None  # the youngest waiting again, last to be evicted
 
     def _header_deadline(self) -> None:
         if self.loop.time() < self._head_due:  # an answer since it was set: wait for the new one

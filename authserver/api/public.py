@@ -27,6 +27,7 @@ from .deps import core_of
 
 if TYPE_CHECKING:
     from ..core import Core
+    from ..keycache import ServedJWKS, TenantKeys
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -34,7 +35,7 @@ JSON = "application/json"
 _TenantId = Annotated[str, PathParameter()]
 
 
-def _etag_matches(header: str | None, etag: str) -> bool:
+def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
     if header.strip() == "*":
@@ -49,7 +50,7 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return False
 
 
-def _accepts_gzip(header: str | None) -> bool:
+def accepts_gzip(header: str | None) -> bool:
     """RFC 9110 Accept-Encoding: gzip (or x-gzip, or *) with a q-value above 0.
     An explicit gzip entry wins over *; "gzip;q=0" means never gzip."""
     if not header:
@@ -89,28 +90,38 @@ class JWKSAnswer:
 def jwks_answer(core: Core, tenant_id: str, shard: int | None, if_none_match: str | None,
                 accept_encoding: str | None) -> JWKSAnswer:
     """The tenant's (or shard's) JWKS, 304 on a matching ETag, gzip if accepted;
-    raises NotFound. max-age never runs past the next scheduled removal."""
+    raises NotFound."""
     tk = core.cache.get(tenant_id)
     if tk is None:
         raise NotFound("no such tenant")
     if not tk.has_shard(shard):
         raise NotFound("no such shard")
     served = tk.jwks(shard)
+    not_modified = etag_matches(if_none_match, served.etag)
+    core.metrics.jwks_fetch(tenant_id, shard, not_modified)
+    return build_answer(served, jwks_max_age(core, tk), not_modified,
+                        not not_modified and accepts_gzip(accept_encoding))
+
+
+def jwks_max_age(core: Core, tk: TenantKeys) -> int:
+    """Cache-Control max-age of a tenant's JWKS now: never past its next scheduled removal."""
     max_age = core.settings.jwks_max_age_seconds
     nxt = tk.next_removal()
     if nxt is not None:
         max_age = max(0, min(max_age, math.floor(nxt - core.clock())))
+    return max_age
+
+
+def build_answer(served: ServedJWKS, max_age: int, not_modified: bool, gzipped: bool) -> JWKSAnswer:
+    """The answer for one rendering (``served``), once the request is judged."""
     headers = {
         "etag": served.etag,
         "cache-control": f"public, max-age={max_age}",
         "vary": "Accept-Encoding",
         "x-content-type-options": "nosniff",
     }
-    not_modified = _etag_matches(if_none_match, served.etag)
-    core.metrics.jwks_fetch(tenant_id, shard, not_modified)
     if not_modified:
         return JWKSAnswer(304, headers, [])
-    gzipped = _accepts_gzip(accept_encoding)
     if gzipped:
         headers["content-encoding"] = "gzip"
     return JWKSAnswer(200, headers, served.chunks(gzipped))
@@ -131,7 +142,7 @@ _TENANT_TEMPLATE = "/t/{tenant_id}/.well-known/jwks.json"
 _SHARD_TEMPLATE = "/t/{tenant_id}/shards/{shard}/jwks.json"
 
 
-def _match_jwks(path: str, default_tenant: str) -> tuple[str, int | None, str] | None:
+def match_jwks(path: str, default_tenant: str) -> tuple[str, int | None, str] | None:
     """(tenant, shard, route template) of a JWKS path, or None for any other path
     (or one Litestar should judge, e.g. a shard that is not a plain number)."""
     if path == _DEFAULT_TEMPLATE:
@@ -152,7 +163,7 @@ def jwks_fast_answer(core: Core, path: str, if_none_match: str | None,
     """(route template, answer) of a GET or HEAD on a JWKS path of a known
     tenant; None for anything else (Litestar answers it: unknown tenants and
     shards with a problem, odd paths, other routes)."""
-    matched = _match_jwks(path, core.settings.default_tenant)
+    matched = match_jwks(path, core.settings.default_tenant)
     if matched is None or matched[0] not in core.cache.tenants:
         return None
     tenant_id, shard, template = matched

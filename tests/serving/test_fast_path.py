@@ -27,6 +27,7 @@ def server(tmp_path_factory, loop):
     for _ in range(3):
         r = httpx.post(f"{s.url}/v1/keys", json={"name": "k"}, headers={"Authorization": f"Bearer {admin}"})
         assert r.status_code == 201
+    s.env["ADMIN_KEY"] = admin
     yield s
     s.kill()
 
@@ -161,3 +162,117 @@ def test_idle_keep_alive_connection_closed_after_fast_answers(server):
         assert sock.recv(1) == b""  # then closed by the server, idle
     finally:
         sock.close()
+
+
+class Conn:
+    """One keep-alive connection: a request, its answer (Content-Length framed)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        self.buf = b""
+
+    def ask(self, raw: bytes) -> tuple[bytes, dict, bytes]:
+        self.sock.sendall(raw)
+        while b"\r\n\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            assert chunk, "closed early"
+            self.buf += chunk
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        status, *lines = head.split(b"\r\n")
+        headers = {k.decode().lower(): v.decode() for k, _, v in (ln.partition(b": ") for ln in lines)}
+        length = 0 if raw.startswith(b"HEAD") or b" 304 " in status else int(headers["content-length"])
+        while len(self.buf) < length:
+            chunk = self.sock.recv(65536)
+            assert chunk, "closed early"
+            self.buf += chunk
+        body, self.buf = self.buf[:length], self.buf[length:]
+        return status, headers, body
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def admin_call(server, method: str, path: str, **kwargs) -> dict:
+    r = httpx.request(method, f"{server.url}{path}", headers={"Authorization": f"Bearer {server.env['ADMIN_KEY']}"},
+                      timeout=30, **kwargs)
+    assert r.status_code in (200, 201), r.text
+    return r.json()
+
+
+def kids(body: bytes) -> set[str]:
+    return {k["kid"] for k in json.loads(body)["keys"]}
+
+
+def test_a_revocation_is_served_from_the_next_request_on_the_same_connection(server):
+    """The answers are kept per rendering: after a revocation, the very next
+    request (no wait, the same connection that fetched the old set just before,
+    in every form: identity, gzip, HEAD, 304) gets the new set."""
+    kid = admin_call(server, "POST", "/v1/keys", json={"name": "gone soon"})["id"]
+    conn = Conn(server.port)
+    try:
+        forms = [get("/.well-known/jwks.json"), get("/.well-known/jwks.json", "Accept-Encoding: gzip"),
+                 get("/.well-known/jwks.json", method="HEAD")]
+        for _ in range(2):  # twice: the second answers come from what the first prepared
+            status, h, body = conn.ask(forms[0])
+            assert status.endswith(b"200 OK") and kid in kids(body)
+            assert kid in kids(gzip.decompress(conn.ask(forms[1])[2]))
+            assert conn.ask(forms[2])[1]["content-length"] == str(len(body))
+            status, _, _ = conn.ask(get("/.well-known/jwks.json", f"If-None-Match: {h['etag']}"))
+            assert status.endswith(b" 304 Not Modified")
+        admin_call(server, "DELETE", f"/v1/keys/{kid}")
+        status, h2, body2 = conn.ask(get("/.well-known/jwks.json", f"If-None-Match: {h['etag']}"))
+        assert status.endswith(b"200 OK") and h2["etag"] != h["etag"] and kid not in kids(body2)
+        assert kids(body2) == kids(body) - {kid}
+        _, hz, gz = conn.ask(forms[1])
+        assert hz["etag"] == h2["etag"] and gzip.decompress(gz) == body2
+        _, hh, _ = conn.ask(forms[2])
+        assert hh["etag"] == h2["etag"] and hh["content-length"] == str(len(body2))
+        status, _, _ = conn.ask(get("/.well-known/jwks.json", f"If-None-Match: W/{h2['etag']}, \"x\""))
+        assert status.endswith(b" 304 Not Modified")
+    finally:
+        conn.close()
+
+
+def test_an_expiry_is_served_when_due_with_no_change_notice(server):
+    """A key with an expiry leaves the set the moment it is due (the request
+    itself removes it), and max-age never runs past that moment."""
+    minted = time.monotonic()
+    kid = admin_call(server, "POST", "/v1/keys", json={"name": "short", "expires_in": 3})["id"]
+    conn = Conn(server.port)
+    try:
+        _, h, body = conn.ask(get("/.well-known/jwks.json"))
+        assert kid in kids(body)
+        assert int(h["cache-control"].split("max-age=")[1]) <= 3
+        deadline = minted + 3 + 1.5  # 3 s and the time a change takes to show, at most
+        while kid in kids(body):
+            assert time.monotonic() < deadline, "the expired key is still served"
+            time.sleep(0.05)
+            _, h, body = conn.ask(get("/.well-known/jwks.json"))
+    finally:
+        conn.close()
+
+
+def test_latency_is_counted_per_answer_and_folded_when_scraped(server):
+    def histogram() -> tuple[float, float, dict[str, float]]:
+        text = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text
+        count = total = 0.0
+        buckets: dict[str, float] = {}
+        labels = {"route": "/t/{tenant_id}/.well-known/jwks.json", "method": "HEAD"}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name.startswith("authserver_http_request_duration_seconds") and \
+                        {k: v for k, v in sample.labels.items() if k != "le"} == labels:
+                    if sample.name.endswith("_count"):
+                        count = sample.value
+                    elif sample.name.endswith("_sum"):
+                        total = sample.value
+                    elif sample.name.endswith("_bucket"):
+                        buckets[sample.labels["le"]] = sample.value
+        return count, total, buckets
+
+    count, total, buckets = histogram()
+    exchange(server.port, get("/t/default/.well-known/jwks.json", method="HEAD") * 4, responses=4)
+    count2, total2, buckets2 = histogram()
+    assert count2 == count + 4 and total2 > total
+    assert buckets2["+Inf"] == count2 and buckets2["5.0"] == count2  # cumulative: every answer took < 5 s
+    assert all(buckets2[le] >= buckets.get(le, 0) for le in buckets2)
