@@ -13,12 +13,11 @@ anywhere (see keys.pool for the trade-off).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -55,9 +54,6 @@ class KeyGenerator:
             alg: keys.hazmat.KeypairPool(alg, pool_size, pool_max_age, clock) for alg in pool_algorithms
         } if pool_size > 0 else {}
         self._wake = asyncio.Event()
-        # mints in flight (``minting``); _recheck: one ended or took a keypair
-        self._minting = 0
-        self._recheck = asyncio.Event()
         self.pool_hits = 0
         self.pool_misses = 0
 
@@ -68,7 +64,6 @@ class KeyGenerator:
             # signing alone is ~0.25 ms for RS256: cheaper inline than a thread hop
             minted = pool.mint(claims, prefix=prefix, clock=self._clock)
             if minted is not None:
-                self._recheck.set()
                 self.pool_hits += 1
                 return minted
             self.pool_misses += 1
@@ -76,24 +71,6 @@ class KeyGenerator:
         if keys.get_algorithm(algorithm).kty in _INLINE_KTY:
             return call()
         return await asyncio.get_running_loop().run_in_executor(self.executor, call)
-
-    @contextlib.contextmanager
-    def minting(self) -> Iterator[None]:
-        """Around a whole mint (signature, commit, publish): while the pool is at
-        least half full, refills start only when no mint is in flight. A refill
-        started at the mint's signature, as it was, generated an RSA key on the
-        other core during every pooled mint's commit: its db stage p99 was 2x
-        that of a mint without one (no pool, or EdDSA). After the mint, at a
-        steady rate, the key is made before the next one arrives. Below half
-        (mints outpace refills: a burst, a loaded machine) refills run as
-        before, or waiting would starve them while slow mints overlap."""
-        self._minting += 1
-        try:
-            yield
-        finally:
-            self._minting -= 1
-            if not self._minting:
-                self._recheck.set()
 
     def pool_sizes(self) -> dict[str, int]:
         """Keypairs ready per pooled algorithm (the metrics gauge)."""
@@ -111,11 +88,6 @@ class KeyGenerator:
             for pool in self.pools.values():
                 pool.evict()
                 while pool.needed():
-                    # a pool still half full waits for a moment with no mint in flight;
-                    # one lower (mints faster than refills) refills regardless
-                    while self._minting and pool.needed() <= pool.capacity // 2:
-                        self._recheck.clear()
-                        await self._recheck.wait()
                     await loop.run_in_executor(self.refill_executor, pool.fill_one)
             self._wake.clear()
             try:

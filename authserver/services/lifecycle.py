@@ -108,11 +108,6 @@ class KeyLifecycle:
         """A new key (``kind`` "api", or "admin" for the management API).
         ``within``: a further check in the same transaction (API keys only).
         ``stages``: mark where the time goes (AUTHSERVER_SERVER_TIMING)."""
-        with self.keygen.minting():  # no pool refill meanwhile
-            return await self._mint(tenant_id, spec, actor, kind=kind, within=within, stages=stages)
-
-    async def _mint(self, tenant_id: str, spec: KeySpec, actor: Actor, *, kind: str, within: MintCheck | None,
-                    stages: Stages | None) -> tuple[ApiKey, keys.MintedKey]:
         tk = tenant_of(self.cache, tenant_id)
         spec = key_spec(spec)
         issued = await self._issue(tk, spec, kind, instant=kind == "api")

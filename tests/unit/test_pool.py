@@ -108,39 +108,3 @@ def test_pool_discards_given_keypairs_and_never_signs_with_them():
     m = pool.mint({}, prefix="sk_live_", clock=clock)
     assert m is not None and m.kid == kids[1]
     assert pool.mint({}, prefix="sk_live_", clock=clock) is None
-
-
-async def test_refill_waits_until_no_mint_is_in_flight():
-    """A pooled mint takes a keypair at once; while the pool is at least half
-    full it is refilled only after the mint (commit, publish) is over, not on
-    the other core during it; below half (a burst) it is refilled meanwhile."""
-    import asyncio
-
-    from authserver.services.keygen import KeyGenerator
-
-    gen = KeyGenerator(1, Clock(), pool_size=4, pool_algorithms=("EdDSA",))
-    refill = asyncio.create_task(gen.keep_pools_full())
-
-    async def pool_size_is(n: int) -> None:
-        while gen.pool_sizes()["EdDSA"] != n:
-            await asyncio.sleep(0.01)
-
-    async def mint() -> None:
-        await gen.mint({"iss": "i", "aud": "a"}, algorithm="EdDSA", prefix="sk_live_")
-
-    try:
-        await asyncio.wait_for(pool_size_is(4), 10)
-        with gen.minting():
-            await mint()
-            assert gen.pool_hits == 1
-            await asyncio.sleep(0.3)  # an EdDSA keypair takes ~0.03 ms: a refill would be done
-            assert gen.pool_sizes()["EdDSA"] == 3
-            await mint()
-            await mint()  # 1 left: refilled to half while the mint goes on
-            await asyncio.wait_for(pool_size_is(2), 10)
-            await asyncio.sleep(0.3)
-            assert gen.pool_sizes()["EdDSA"] == 2
-        await asyncio.wait_for(pool_size_is(4), 10)
-    finally:
-        refill.cancel()
-        gen.close()
