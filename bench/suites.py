@@ -472,6 +472,8 @@ class _MintClient:
 
     async def mint_pooled(self) -> tuple[float, bytes]:
         """One mint on an idle connection (a new one when all are busy)."""
+        while self.idle and self.idle[-1][0].at_eof():  # the server closed it (idle past its keep-alive)
+            self.idle.pop()[1].close()
         conn = self.idle.pop() if self.idle else await self.connect()
         out = await self.mint(conn)
         self.idle.append(conn)
