@@ -5,7 +5,10 @@ pages: that commit (a mint, every ~110 of them) also copies the WAL into the
 database file and waits for two more flushes, several times a normal commit.
 The server's connections turn that off (``wal_autocheckpoint=0``) and this
 thread checkpoints instead, every ``interval`` seconds, PASSIVE: it waits for
-no reader or writer, and a commit never waits for it. Once a checkpoint has
+no reader or writer, and a commit never waits for it. It starts right after
+one of the writer's commits (``committed``; or one more interval without any):
+its copying and flushes then have the disk while no commit waits for it,
+where at a random moment they could share it with a mint's flush. Once a checkpoint has
 copied every frame, the next writer starts the WAL again from its beginning,
 so the WAL stays about one interval's writes long. Durability is unchanged: a
 commit is on disk when its WAL frames are flushed, checkpointed or not.
@@ -41,6 +44,7 @@ class WalCheckpointer:
         self.runs = 0
         self.complete = 0
         self._stop = threading.Event()
+        self._commit = threading.Event()  # the writer committed since the last wait
         self._thread = threading.Thread(target=self._run, name="db-checkpoint", daemon=True)
         self._thread.start()
 
@@ -49,6 +53,10 @@ class WalCheckpointer:
         failing = False
         try:
             while not self._stop.wait(self.interval):
+                self._commit.clear()
+                self._commit.wait(self.interval)  # the next commit ends: the disk is free for a while
+                if self._stop.is_set():
+                    break
                 try:
                     busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                 except sqlite3.Error as exc:  # e.g. the disk is full: the next round retries
@@ -62,6 +70,11 @@ class WalCheckpointer:
         finally:
             conn.close()
 
+    def committed(self) -> None:
+        """The writer thread committed (called after each of its transactions)."""
+        self._commit.set()
+
     def close(self) -> None:
         self._stop.set()
+        self._commit.set()
         self._thread.join()

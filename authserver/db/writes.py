@@ -140,6 +140,8 @@ class Transactions:
                 job.loop.call_soon_threadsafe(_settle, job.future, result, error)
             except RuntimeError:  # its loop is closed: nobody waits any more
                 pass
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
 
     def _drain(self) -> None:
         """The writer thread: commit what is queued, batch after batch, until nothing is."""
