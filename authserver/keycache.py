@@ -33,6 +33,7 @@ from keys import JWKSDocument, PublicKeySet, VerificationKey, Verifier
 from keys.jwks import serialize_jwk
 
 from .db.models import ApiKey, SubjectLimits, Tenant
+from .duetimes import DueTimes
 from .keytable import KeyTable
 from .schemas import ALGORITHM_NAMES
 
@@ -214,7 +215,8 @@ class TenantKeys:
         self.subject_limits: dict[str, tuple[tuple[int, int], ...]] = {}
         self.api_keys = _ParsedOnDemand(self.published, self.jwk)
         self.admin_keys = PublicKeySet()  # few: kept parsed
-        self._due: list[tuple[int, str]] = []  # (removed_at, kid) heap
+        self._due = DueTimes()  # (removed_at, slot in published): keys due to leave
+        self._admin_due: list[tuple[int, str]] = []  # (removed_at, kid) heap: admin keys (no slot)
         self._served: dict[int | None, ServedJWKS] = {}
         self.last_rebuild_seconds = 0.0
         self.api_verifier = Verifier(
@@ -296,10 +298,10 @@ class TenantKeys:
         if same_jwk:
             assert before is not None
             # the same public key (new limits, name, removal time): the JWKS stays as it is
-            self.published.put(key)
+            slot = self.published.put(key)
             self._note_expiring(key)
-            if key.removed_at is not None and key.removed_at != before.removed_at:
-                heapq.heappush(self._due, (key.removed_at, key.kid))
+            if key.removed_at != before.removed_at:
+                self._schedule(key, slot)
             self._changed()
             return True
         if part is None:
@@ -319,13 +321,38 @@ class TenantKeys:
         elif key.kind == "api":
             if key.published_at > self.clock() - self.recent_window:
                 self.recent[key.kid] = key
-        self.published.put(key)
+        slot = self.published.put(key)
         self._note_expiring(key)
         self.removed.pop(key.kid, None)
-        if key.removed_at is not None:
-            heapq.heappush(self._due, (key.removed_at, key.kid))
+        self._schedule(key, slot)
         self._changed()
         return True
+
+    def load(self, key: PublishedKey, part: bytes) -> bool:
+        """``put`` for a bulk load (``KeyCache.apply(loading=True)``): an API
+        key new here is added without building the one it would replace (one
+        table probe, not three), and loaded in kid order its JWK bytes are
+        appended to its document, not bisected into it."""
+        if key.kind != "api" or key.jwk_bytes is not None or (slot := self.published.add(key)) < 0:
+            return self.put(key, part)
+        self.document(key.shard).add_serialized(key.kid, part)
+        self._served.pop(key.shard, None)
+        if key.published_at > self.clock() - self.recent_window:
+            self.recent[key.kid] = key
+        self._note_expiring(key)
+        self.removed.pop(key.kid, None)
+        self._schedule(key, slot)
+        self._changed()
+        return True
+
+    def _schedule(self, key: PublishedKey, slot: int) -> None:
+        """Remember when ``key`` (in ``slot``; -1: an admin key) leaves, if it does."""
+        if key.removed_at is None:
+            return
+        if slot < 0:
+            heapq.heappush(self._admin_due, (key.removed_at, key.kid))
+        else:
+            self._due.push(key.removed_at, slot)
 
     def _note_expiring(self, key: PublishedKey) -> None:
         if key.kind == "api" and key.rolling and key.removed_at is not None:
@@ -379,15 +406,22 @@ class TenantKeys:
 
     def prune(self, now: float) -> list[str]:
         gone = []
-        while self._due and self._due[0][0] <= now:
-            at, kid = heapq.heappop(self._due)
+        while self._admin_due and self._admin_due[0][0] <= now:
+            at, kid = heapq.heappop(self._admin_due)
             if kid in self.published and self.published.removed_at(kid) == at:
                 self.remove(kid, at)
                 gone.append(kid)
+        while (first := self._due.first()) is not None and first <= now:
+            at, slot = self._due.pop()
+            due = self.published.due(slot, at)
+            if due is not None:  # else left or rescheduled since: a stale entry
+                self.remove(due, at)
+                gone.append(due)
         return gone
 
     def next_removal(self) -> int | None:
-        return self._due[0][0] if self._due else None
+        times = [t for t in (self._due.first(), self._admin_due[0][0] if self._admin_due else None) if t is not None]
+        return min(times, default=None)
 
     def has_shard(self, shard: int | None) -> bool:
         return shard is None or 0 <= shard < self.info.shard_count
@@ -463,8 +497,9 @@ class KeyCache:
     def get(self, tenant_id: str) -> TenantKeys | None:
         return self.tenants.get(tenant_id)
 
-    def apply(self, row: ApiKey) -> bool:
-        """Bring the cache in line with one key row. Returns True if it changed."""
+    def apply(self, row: ApiKey, loading: bool = False) -> bool:
+        """Bring the cache in line with one key row. Returns True if it changed.
+        ``loading``: one of many rows read by kid (``TenantKeys.load``)."""
         tk = self.tenants.get(row.tenant_id)
         if tk is None:
             return False
@@ -472,7 +507,8 @@ class KeyCache:
             if row.kind == "admin":
                 self._admin_index[row.id] = row.tenant_id
             part = serialize_jwk(row.public_jwk)
-            return tk.put(PublishedKey.from_row(row, part if row.kind == "admin" else None), part)
+            key = PublishedKey.from_row(row, part if row.kind == "admin" else None)
+            return tk.load(key, part) if loading else tk.put(key, part)
         self._admin_index.pop(row.id, None)
         # at the row's removal time, not ours: every replica files it alike
         return tk.remove(row.id, row.removed_at())

@@ -138,34 +138,59 @@ class KeyTable:
             self._prefixes[self._prefix[slot]], self._published_at[slot], bool(flags & _CREDITS),
             bool(flags & _ROLLING))
 
-    def put(self, key: PublishedKey) -> None:
-        """Add or replace ``key`` (an admin key is kept whole)."""
+    def put(self, key: PublishedKey) -> int:
+        """Add or replace ``key`` (an admin key is kept whole). Returns its
+        slot (for ``due``), -1 for an admin key."""
         if key.kind == "admin":
             self.pop(key.kid)
             self._admin[key.kid] = key
-            return
+            return -1
         self._admin.pop(key.kid, None)
         digest, thumbprint = _kid_digest(key.kid)
         pos, slot = self._probe(digest)
         if slot < 0:
-            if (self._count + 1) * 4 > len(self._table) * 3:
-                self._grow()
-                pos = self._probe(digest)[0]
-            if self._free:
-                slot = self._free.pop()
-                self._kids[slot * _KID_BYTES:(slot + 1) * _KID_BYTES] = digest
-            else:
-                slot = len(self._flags)
-                self._kids += digest
-                self._flags.append(0)
-                self._published_at.append(0)
-                self._removed_at.append(_NONE)
-                self._shard.append(-1)
-                self._prefix.append(0)
-            self._table[pos] = slot
-            self._count += 1
-            if not thumbprint:
-                self._odd[slot] = key.kid
+            slot = self._new_slot(pos, digest, key.kid if not thumbprint else None)
+        self._fill(slot, key)
+        return slot
+
+    def add(self, key: PublishedKey) -> int:
+        """Add ``key``, not an admin key, if its kid is not here (one probe:
+        a bulk load's ``put``). Returns its slot, or -1 (nothing changed) if
+        the kid is here."""
+        assert key.kind != "admin"
+        if key.kid in self._admin:
+            return -1
+        digest, thumbprint = _kid_digest(key.kid)
+        pos, slot = self._probe(digest)
+        if slot >= 0:
+            return -1
+        slot = self._new_slot(pos, digest, key.kid if not thumbprint else None)
+        self._fill(slot, key)
+        return slot
+
+    def _new_slot(self, pos: int, digest: bytes, odd_kid: str | None) -> int:
+        """A slot for a kid not here, whose probe ended at ``pos``."""
+        if (self._count + 1) * 4 > len(self._table) * 3:
+            self._grow()
+            pos = self._probe(digest)[0]
+        if self._free:
+            slot = self._free.pop()
+            self._kids[slot * _KID_BYTES:(slot + 1) * _KID_BYTES] = digest
+        else:
+            slot = len(self._flags)
+            self._kids += digest
+            self._flags.append(0)
+            self._published_at.append(0)
+            self._removed_at.append(_NONE)
+            self._shard.append(-1)
+            self._prefix.append(0)
+        self._table[pos] = slot
+        self._count += 1
+        if odd_kid is not None:
+            self._odd[slot] = odd_kid
+        return slot
+
+    def _fill(self, slot: int, key: PublishedKey) -> None:
         self._flags[slot] = _KINDS.index(key.kind) | (_CREDITS if key.has_credits else 0) \
             | (_ROLLING if key.rolling else 0)
         self._published_at[slot] = int(key.published_at)
@@ -219,6 +244,13 @@ class KeyTable:
             return admin.removed_at
         slot = self._slot(kid)
         return None if slot < 0 or self._removed_at[slot] == _NONE else self._removed_at[slot]
+
+    def due(self, slot: int, at: int) -> str | None:
+        """The kid of the key in ``slot`` if its scheduled removal is ``at``
+        (a slot freed, or reused by a key leaving at another time: None)."""
+        if slot >= len(self._flags) or not self._flags[slot] or self._removed_at[slot] != at:
+            return None
+        return self._kid_at(slot)
 
     def kind(self, kid: str) -> str | None:
         admin = self._admin.get(kid)

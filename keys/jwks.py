@@ -42,7 +42,6 @@ import struct
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from itertools import accumulate
 from typing import Any
 
 from ._jwk import public_only
@@ -119,21 +118,22 @@ def _kid_in(data: bytes | bytearray, start: int, end: int) -> str:
 class _Segment:
     """Consecutive keys (sorted by kid) and their bytes, joined by commas: in a
     bytearray while open to changes, or in ``frozen`` once rendered (a change
-    reopens it: one copy of ~29 KB). ``sizes[j]``: the length of key j's bytes.
-    So a key's bytes are held once, and never as an object of their own: a
-    bulk load leaves no per-key objects behind to be freed (and fragment the
-    heap) when the segments are joined. Nor is its kid: it is read back from
-    its bytes (``kid``) when a lookup bisects the segment (~6 reads)."""
+    reopens it: one copy of ~29 KB). ``ends[j]``: where key j's bytes end (a
+    comma follows each but the last), so a key's bytes are found without a pass
+    over the segment. A key's bytes are held once, and never as an object of
+    their own: a bulk load leaves no per-key objects behind to be freed (and
+    fragment the heap) when the segments are joined. Nor is its kid: it is read
+    back from its bytes (``kid``) when a lookup bisects the segment (~6 reads)."""
 
-    __slots__ = ("sizes", "buf", "frozen")
+    __slots__ = ("ends", "buf", "frozen")
 
     def __init__(self) -> None:
-        self.sizes = array("I")
+        self.ends = array("I")
         self.buf: bytearray | None = bytearray()
         self.frozen: _Frozen | None = None
 
     def __len__(self) -> int:
-        return len(self.sizes)
+        return len(self.ends)
 
     def _data(self) -> bytes | bytearray:
         if self.buf is not None:
@@ -149,25 +149,31 @@ class _Segment:
         return self.buf
 
     def _span(self, j: int) -> tuple[int, int]:
-        start = sum(self.sizes[:j]) + j  # and a comma after each
-        return start, start + self.sizes[j]
+        return (self.ends[j - 1] + 1 if j else 0), self.ends[j]
+
+    def _shift(self, j: int, by: int) -> None:
+        """Move the ends of keys j.. by ``by`` bytes."""
+        if by and j < len(self.ends):
+            self.ends[j:] = array("I", [e + by for e in self.ends[j:]])
 
     def kid(self, j: int) -> str:
         return _kid_in(self._data(), *self._span(j))
 
-    def find(self, kid: str) -> tuple[int, bool]:
-        """Where ``kid`` is, or would go: (index, found)."""
-        data, n = self._data(), len(self.sizes)
-        ends = list(accumulate(self.sizes))  # key j ends at ends[j] + j (a comma after each)
+    def find(self, kid: str, after_last: bool = False) -> tuple[int, bool]:
+        """Where ``kid`` is, or would go: (index, found). ``after_last``: try
+        the end first (keys added in kid order: one read, not a bisection)."""
+        data, ends, n = self._data(), self.ends, len(self.ends)
 
         def kid_at(j: int) -> str:
-            return _kid_in(data, ends[j] + j - self.sizes[j], ends[j] + j)
+            return _kid_in(data, ends[j - 1] + 1 if j else 0, ends[j])
 
+        if after_last and n and kid > kid_at(n - 1):
+            return n, False
         j = bisect.bisect_left(range(n), kid, key=kid_at)
         return j, j < n and kid_at(j) == kid
 
     def kids(self) -> Iterator[str]:
-        return map(self.kid, range(len(self.sizes)))
+        return map(self.kid, range(len(self.ends)))
 
     def part(self, j: int) -> bytes:
         start, end = self._span(j)
@@ -178,57 +184,62 @@ class _Segment:
 
     def insert(self, j: int, part: bytes) -> None:
         buf = self._open()
-        if j == len(self.sizes):
+        if j == len(self.ends):
             if j:
                 buf += b","
             buf += part
+            self.ends.append(len(buf))
         else:
             start = self._span(j)[0]
             buf[start:start] = part + b","
-        self.sizes.insert(j, len(part))
+            self._shift(j, len(part) + 1)
+            self.ends.insert(j, start + len(part))
 
     def replace(self, j: int, part: bytes) -> None:
         buf = self._open()
         start, end = self._span(j)
         buf[start:end] = part
-        self.sizes[j] = len(part)
+        self._shift(j, len(part) - (end - start))
 
     def delete(self, j: int) -> None:
         buf = self._open()
         start, end = self._span(j)
-        if len(self.sizes) == 1:
+        if len(self.ends) == 1:
             buf.clear()
-        elif j + 1 < len(self.sizes):  # with the comma after it
+        elif j + 1 < len(self.ends):  # with the comma after it
             del buf[start:end + 1]
+            self._shift(j + 1, start - end - 1)
         else:  # the last: with the comma before it
             del buf[start - 1:end]
-        del self.sizes[j]
+        del self.ends[j]
 
     def split_after(self, j: int) -> _Segment:
         """Move the keys after key j to a new segment (returned)."""
         buf = self._open()
-        end = self._span(j)[1]
+        end = self.ends[j]
         tail = _Segment()
-        tail.sizes = self.sizes[j + 1:]
-        if tail.sizes:
+        tail.ends = array("I", [e - end - 1 for e in self.ends[j + 1:]])
+        if tail.ends:
             tail.buf = buf[end + 1:]
-        del buf[end:], self.sizes[j + 1:]
+        del buf[end:], self.ends[j + 1:]
         return tail
 
     def extend(self, other: _Segment) -> None:
         """Append the keys of ``other`` (which follow ours)."""
         buf = self._open()
-        if not other.sizes:
+        if not other.ends:
             return
-        if self.sizes:
+        base = 0
+        if self.ends:
             buf += b","
+            base = len(buf)
         buf += other._data()
-        self.sizes.extend(other.sizes)
+        self.ends.extend(array("I", [e + base for e in other.ends]))
 
     def freeze(self) -> _Frozen:
         if self.frozen is None:
             assert self.buf is not None
-            self.frozen = _Frozen(bytes(self.buf), _ends_block(self.kid(len(self.sizes) - 1)))
+            self.frozen = _Frozen(bytes(self.buf), _ends_block(self.kid(len(self.ends) - 1)))
             self.buf = None
         return self.frozen
 
@@ -368,18 +379,20 @@ class JWKSDocument:
         self._rendered: RenderedJWKS | None = None
         self._blocks: dict[tuple[int, ...], _Block] = {}
 
-    def _locate(self, kid: str) -> tuple[int, _Segment, int, bool]:
+    def _locate(self, kid: str, adding: bool = False) -> tuple[int, _Segment, int, bool]:
         i = bisect.bisect_left(self._ends, kid)
         seg = self._segments[i]
-        return i, seg, *seg.find(kid)
+        # a key added after the last (a load in kid order): appended, no bisection
+        return i, seg, *seg.find(kid, after_last=adding and i == len(self._ends))
 
     def add(self, jwk: Mapping[str, Any]) -> None:
         part = serialize_jwk(jwk)  # checks kid and alg first
         self.add_serialized(jwk["kid"], part)
 
     def add_serialized(self, kid: str, part: bytes) -> None:
-        """Add (or replace) a key by its ``serialize_jwk`` bytes."""
-        i, seg, j, found = self._locate(kid)
+        """Add (or replace) a key by its ``serialize_jwk`` bytes; cheapest in
+        kid order (``find``)."""
+        i, seg, j, found = self._locate(kid, adding=True)
         if found:
             if seg.part(j) == part:
                 return
