@@ -174,10 +174,13 @@ def load(url: str, headers: dict[str, str] | None = None, *, seconds: float = 3.
     when installed, else an asyncio generator (slower: it caps req/s lower).
 
     Without ``rate`` the connections send back to back (the server saturated:
-    req/s is the figure). With ``rate`` each connection waits
-    connections/rate seconds between requests (wrk's ``delay()`` hook), so the
-    offered load stays about ``rate`` and the latency is that of an unsaturated
-    server, less sensitive to whatever else the machine runs."""
+    req/s is the figure). With ``rate`` each connection waits a random time,
+    exponential with mean connections/rate seconds, between requests (wrk's
+    ``delay()`` hook), so the offered load stays about ``rate`` and the latency
+    is that of an unsaturated server, less sensitive to whatever else the
+    machine runs. Random, not fixed: with a fixed wait, answers that leave
+    together (a batch) bring the connections' next requests back together, and
+    the load turns into bursts whose queueing the latency then measures."""
     if not url.startswith("http://127.0.0.1"):
         raise ValueError("load only targets loopback")
     wrk = tool("wrk")
@@ -192,7 +195,9 @@ def load(url: str, headers: dict[str, str] | None = None, *, seconds: float = 3.
         with tempfile.TemporaryDirectory() as tmp:
             if rate:
                 script = Path(tmp, "rate.lua")
-                script.write_text(f"function delay() return {max(1, round(connections * 1000 / rate))} end\n")
+                mean = connections * 1000 / rate
+                script.write_text("math.randomseed(7)\n"
+                                  f"function delay() return math.floor(-{mean} * math.log(1 - math.random())) end\n")
                 cmd += ["-s", str(script)]
             out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=seconds + 60,
                                  preexec_fn=death_signal_preexec()).stdout
