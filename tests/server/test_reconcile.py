@@ -1,6 +1,7 @@
 """The reconcile loop's reread (CacheSync.reconcile): keys minted by this
-process are not reloaded (the cache has them as written); a change another
-writer made is. SQLite and PostgreSQL, two Cores on one database as two replicas."""
+process, loaded at its start or already reread are not reloaded (the cache has
+them as of that change); a change another writer made is, once. SQLite and
+PostgreSQL, two Cores on one database as two replicas."""
 
 from __future__ import annotations
 
@@ -26,12 +27,20 @@ async def test_the_reread_skips_keys_minted_here_but_not_changes_made_elsewhere(
             await there.reconcile_once()  # new to the other replica: all read
             assert sorted(loaded) == sorted([admin.kid, *minted])
             loaded.clear()
+            await there.reconcile_once()  # the window overlaps: the same rows, already reread
             await here.reconcile_once()
             assert loaded == []
+            async with open_core(settings) as third:  # loaded at its start: nothing to reread
+                loaded.clear()
+                await third.reconcile_once()
+                assert loaded == []
             await there.lifecycle.revoke("t1", minted[0], Actor("cli"))
             loaded.clear()
             await here.reconcile_once()
             assert loaded == [minted[0]]
+            loaded.clear()
+            await here.reconcile_once()
+            assert loaded == []
             tk = here.cache.get("t1")
             assert tk is not None and tk.count() == 2
     finally:
