@@ -127,7 +127,20 @@ def markdown(results: dict) -> str:
             add(["", f"`serve --workers 2` vs one worker, {w['keys']:,} keys, alternating rounds: "
                      f"{_n(w['two_workers']['rps'])} vs {_n(w['one_worker']['rps'])} req/s "
                      f"(**{w['rps_ratio_two_to_one']}x**), p99 {w['two_workers']['p99_ms']} vs "
-                     f"{w['one_worker']['p99_ms']} ms (wrk itself shares the 2 cores)."])
+                     f"{w['one_worker']['p99_ms']} ms (wrk itself shares the {w.get('cores', 2)} cores)."])
+            if w.get("ceiling_rps"):
+                o, t = w["one_worker"], w["two_workers"]
+                add([f"CPU per request (server / wrk): one worker {o['cpu_us_per_request']} / "
+                     f"{o['loadgen_cpu_us_per_request']} us, two {t['cpu_us_per_request']} / "
+                     f"{t['loadgen_cpu_us_per_request']} us; the cores' ceiling for server + wrk together "
+                     f"{_n(w['ceiling_rps'])} req/s, which one worker reaches to "
+                     f"**{round(w['one_worker_of_ceiling'] * 100)}%**"
+                     + (": a second worker has no idle core to use, only contention (loop waits per 1,000 "
+                        f"requests {o['voluntary_switches_per_1k']} -> {t['voluntary_switches_per_1k']})"
+                        if w["one_worker_of_ceiling"] >= 0.8 else
+                        ": other loads held the rest of the cores, and two processes win a bigger share of "
+                        f"them than one (server CPU {o['server_cpu_pct']}% -> {t['server_cpu_pct']}% of a core)")
+                     + ". The ratio is this machine's, not the server's scaling."])
         add(["", "Reflecting one change (revoke one key, publish another) and rendering again "
                  "(with gzip: the compressed answer as served, in chunks):", "",
                 "| alg | keys | JWKS | segments | JWKSDocument median / p99 (ms) | with gzip | TenantKeys | "

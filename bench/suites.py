@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -268,18 +269,44 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _switches(pid: int) -> tuple[int, int]:
+    """Voluntary (waits: an idle loop) and involuntary (preemptions) context
+    switches of a process and its children."""
+    vol = invol = 0
+    for p in [pid, *_children(pid)]:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        counts = dict(re.findall(r"^(\w*voluntary)_ctxt_switches:\s+(\d+)", status, re.M))
+        vol, invol = vol + int(counts.get("voluntary", 0)), invol + int(counts.get("nonvoluntary", 0))
+    return vol, invol
+
+
 def _timed_load(url: str, pid: int, seconds: float, connections: int, headers: dict | None = None) -> dict:
     """One load, plus the server's CPU microseconds per request (independent of
-    how busy the shared cores are, unlike req/s)."""
-    c0 = _cpu_seconds(pid)
+    how busy the shared cores are, unlike req/s), the server's and the load
+    generator's CPU (percent of one core: wrk shares the cores) and the server's
+    context switches per 1,000 requests."""
+    c0, (v0, n0) = _cpu_seconds(pid), _switches(pid)
+    u0 = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has exited
     r = load(url, headers, seconds=seconds, connections=connections).as_dict()
-    r["cpu_us_per_request"] = round((_cpu_seconds(pid) - c0) * 1e6 / max(1, r["rps"] * seconds), 1)
+    u1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu, (v1, n1) = _cpu_seconds(pid) - c0, _switches(pid)
+    requests = max(1, r["requests"] or r["rps"] * seconds)
+    r["cpu_us_per_request"] = round(cpu * 1e6 / requests, 1)
+    r["server_cpu_pct"] = round(cpu * 100 / seconds, 1)
+    r["loadgen_cpu_pct"] = round((u1.ru_utime + u1.ru_stime - u0.ru_utime - u0.ru_stime) * 100 / seconds, 1)
+    r["loadgen_cpu_us_per_request"] = round(r["loadgen_cpu_pct"] / 100 * seconds * 1e6 / requests, 1)
+    r["voluntary_switches_per_1k"] = round((v1 - v0) * 1000 / requests, 1)
+    r["preemptions_per_1k"] = round((n1 - n0) * 1000 / requests, 1)
     return r
 
 
 def _median_timed(runs: list[dict]) -> dict:
-    out = {k: round(statistics.median(r[k] for r in runs), 2) for k in ("rps", "p50_ms", "p99_ms",
-                                                                         "cpu_us_per_request")}
+    out = {k: round(statistics.median(r[k] for r in runs), 2) for k in (
+        "rps", "p50_ms", "p99_ms", "cpu_us_per_request", "server_cpu_pct", "loadgen_cpu_pct",
+        "loadgen_cpu_us_per_request", "voluntary_switches_per_1k", "preemptions_per_1k") if k in runs[0]}
     out["ok"] = all(r["ok"] for r in runs)
     return out
 
@@ -355,9 +382,17 @@ def _workers(alg: str, n: int, seconds: float, connections: int, rounds: int) ->
         for _ in range(rounds):
             res["runs"].append({"one_worker": _timed_load(u1, one.proc.pid, seconds, connections),
                                 "two_workers": _timed_load(u2, two.proc.pid, seconds, connections)})
-    res["one_worker"] = _median_timed([r["one_worker"] for r in res["runs"]])
-    res["two_workers"] = _median_timed([r["two_workers"] for r in res["runs"]])
-    res["rps_ratio_two_to_one"] = round(res["two_workers"]["rps"] / res["one_worker"]["rps"], 3)
+    one = res["one_worker"] = _median_timed([r["one_worker"] for r in res["runs"]])
+    two = res["two_workers"] = _median_timed([r["two_workers"] for r in res["runs"]])
+    res["rps_ratio_two_to_one"] = round(two["rps"] / one["rps"], 3)
+    # The most any number of workers could answer on these cores, wrk included:
+    # the cores' CPU over (server + wrk) CPU per request. One worker near it
+    # leaves a second one no idle core, only contention (more CPU per request).
+    cores = os.cpu_count() or 1
+    per_request = one["cpu_us_per_request"] + one["loadgen_cpu_us_per_request"]
+    res["cores"] = cores
+    res["ceiling_rps"] = round(cores * 1e6 / per_request) if per_request else None
+    res["one_worker_of_ceiling"] = round(one["rps"] / res["ceiling_rps"], 3) if res["ceiling_rps"] else None
     return res
 
 
