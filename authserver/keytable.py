@@ -4,7 +4,7 @@ A server holds one record per live key, so a record is no Python object of
 its own (an object, its dict entry, its kid string and its int fields cost
 ~300 B, as much as an EdDSA key's JWK and its gzip together): each field is a
 column (an ``array`` or a ``bytearray``) indexed by the key's slot, and the
-kid is found through an open-addressing hash table of slots. ~55 B per key:
+kid is found through an open-addressing hash table of slots. ~52 B per key:
 the kid's 32 bytes, two times in 4 bytes each, a profile number in 2 and ~8
 of hash table. A key's kind, flags, prefix and shard are one profile (a tenant
 has a few: per kind and shard), kept once in a list; a time or a profile
