@@ -3,7 +3,8 @@
 A heap of (time, kid) tuples cost ~190 B per key with a removal time: the
 tuple, its int and a kid string of its own (the key table keeps no kid
 strings). Here an entry is (time, slot in the key table): a binary heap in
-two arrays, 8 + 4 bytes. Any int time (no 2038 or 2106 limit: int64).
+two arrays, 4 + 4 bytes. Any int time: the times are kept in 32 bits until one
+does not fit (past 2106, before 1970), which widens them to 64 for good.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ class DueTimes:
     __slots__ = ("_at", "_slot")
 
     def __init__(self) -> None:
-        self._at = array("q")
+        self._at = array("I")  # "q" once a time does not fit
         self._slot = array("I")
 
     def __len__(self) -> int:
@@ -30,6 +31,8 @@ class DueTimes:
         return self._at[0] if self._at else None
 
     def push(self, at: int, slot: int) -> None:
+        if self._at.typecode == "I" and not 0 <= at <= 0xFFFFFFFF:
+            self._at = array("q", self._at)
         ats, slots = self._at, self._slot
         i = len(ats)
         ats.append(at)

@@ -4,7 +4,12 @@ A server holds one record per live key, so a record is no Python object of
 its own (an object, its dict entry, its kid string and its int fields cost
 ~300 B, as much as an EdDSA key's JWK and its gzip together): each field is a
 column (an ``array`` or a ``bytearray``) indexed by the key's slot, and the
-kid is found through an open-addressing hash table of slots. ~65 B per key.
+kid is found through an open-addressing hash table of slots. ~52 B per key:
+the kid's 32 bytes, two times in 4 bytes each, a profile number in 2 and ~8
+of hash table. A key's kind, flags, prefix and shard are one profile (a tenant
+has a few: per kind and shard), kept once in a list; a time or a profile
+number that does not fit (a time past 2106 or before 1970, a 65,536th profile)
+widens its column for good (``_store``).
 
 A kid that is a JWK thumbprint (43 base64url characters: every minted key's)
 is kept as its 32 bytes; any other kid (tests, hand-made keys) as the SHA-256
@@ -27,10 +32,13 @@ if TYPE_CHECKING:
     from .keycache import PublishedKey
 
 _KID_BYTES = 32
-_NONE = -(2**63)  # removed_at: none
+_NO_TIME, _WIDE_NO_TIME = 2**32 - 1, -(2**63)  # removed_at: none (in 32 bits, widened)
 _KINDS = ("", "api", "pending")  # index 0: a free slot
 _CREDITS, _ROLLING = 4, 8  # flag bits above the kind
 _EMPTY = -1  # a free hash table entry
+_FREE = 0  # the profile of a free slot
+_WIDER = {"H": "I", "I": "q"}
+_FITS = {"H": 0xFFFF, "I": _NO_TIME - 1}  # the largest value a narrow column holds
 
 
 def _kid_digest(kid: str) -> tuple[bytes, bool]:
@@ -53,13 +61,13 @@ class KeyTable:
         self.tenant_id = tenant_id
         self._kids = bytearray()  # _KID_BYTES per slot
         self._odd: dict[int, str] = {}  # slot -> kid that is not a thumbprint
-        self._flags = bytearray()  # kind index | _CREDITS | _ROLLING; 0: free slot
-        self._published_at = array("q")
-        self._removed_at = array("q")  # _NONE: none
-        self._shard = array("i")  # -1: none
-        self._prefix = array("I")  # index into _prefixes (a tenant has a few: one per shard)
-        self._prefixes: list[str] = []
-        self._prefix_index: dict[str, int] = {}
+        self._profile = array("H")  # index into _profiles; _FREE: a free slot
+        # (kind index | _CREDITS | _ROLLING, prefix, shard); the free slot's first
+        self._profiles: list[tuple[int, str, int | None]] = [(0, "", None)]
+        self._profile_index: dict[tuple[int, str, int | None], int] = {}
+        self._published_at = array("I")  # seconds; widened to "q" if one does not fit
+        self._removed_at = array("I")  # seconds, widened likewise
+        self._no_time = _NO_TIME  # what _removed_at holds for none: _WIDE_NO_TIME once widened
         self._extra: dict[int, tuple[str | None, tuple[str, ...], tuple[dict[str, int], ...],
                                      dict[str, Any] | None]] = {}  # slot -> (subject, scopes, limits, metadata)
         self._free: list[int] = []
@@ -88,8 +96,8 @@ class KeyTable:
     def _grow(self) -> None:
         table = self._table = array("i", [_EMPTY]) * (len(self._table) * 2)
         mask = len(table) - 1
-        for slot in range(len(self._flags)):
-            if self._flags[slot]:
+        for slot in range(len(self._profile)):
+            if self._profile[slot] != _FREE:
                 pos = int.from_bytes(self._kids[slot * _KID_BYTES:slot * _KID_BYTES + 8], "little") & mask
                 while table[pos] != _EMPTY:
                     pos = (pos + 1) & mask
@@ -111,12 +119,29 @@ class KeyTable:
 
     # --- records ----------------------------------------------------------------
 
-    def _prefix_of(self, prefix: str) -> int:
-        index = self._prefix_index.get(prefix)
+    def _profile_of(self, key: PublishedKey) -> int:
+        profile = (_KINDS.index(key.kind) | (_CREDITS if key.has_credits else 0)
+                   | (_ROLLING if key.rolling else 0), key.prefix, key.shard)
+        index = self._profile_index.get(profile)
         if index is None:
-            index = self._prefix_index[prefix] = len(self._prefixes)
-            self._prefixes.append(prefix)
+            index = self._profile_index[profile] = len(self._profiles)
+            self._profiles.append(profile)
         return index
+
+    def _store(self, column: str, slot: int, value: int | None) -> None:
+        """``self.<column>[slot] = value`` (None: no removal time), widening the
+        column first if it does not fit: once, for good, as rare as such values are."""
+        values: array[int] = getattr(self, column)
+        if value is None:
+            value = self._no_time
+        elif values.typecode in _FITS and not 0 <= value <= _FITS[values.typecode]:
+            if column == "_removed_at":
+                values = array("q", [_WIDE_NO_TIME if v == _NO_TIME else v for v in values])
+                self._no_time = _WIDE_NO_TIME
+            else:
+                values = array(_WIDER[values.typecode], values)
+            setattr(self, column, values)
+        values[slot] = value
 
     def _kid_at(self, slot: int) -> str:
         odd = self._odd.get(slot)
@@ -129,14 +154,13 @@ class KeyTable:
         from .keycache import PublishedKey
 
         kid = self._kid_at(slot) if kid is None else kid
-        flags = self._flags[slot]
+        flags, prefix, shard = self._profiles[self._profile[slot]]
         subject, scopes, limits, metadata = self._extra.get(slot, (None, (), (), None))
-        removed_at, shard = self._removed_at[slot], self._shard[slot]
+        removed_at = self._removed_at[slot]
         return PublishedKey(
             kid, self.tenant_id, _KINDS[flags & 3], kid if subject is None else subject, scopes, limits,
-            None if removed_at == _NONE else removed_at, None if shard < 0 else shard, metadata, None,
-            self._prefixes[self._prefix[slot]], self._published_at[slot], bool(flags & _CREDITS),
-            bool(flags & _ROLLING))
+            None if removed_at == self._no_time else removed_at, shard, metadata, None, prefix,
+            self._published_at[slot], bool(flags & _CREDITS), bool(flags & _ROLLING))
 
     def put(self, key: PublishedKey) -> int:
         """Add or replace ``key`` (an admin key is kept whole). Returns its
@@ -177,13 +201,11 @@ class KeyTable:
             slot = self._free.pop()
             self._kids[slot * _KID_BYTES:(slot + 1) * _KID_BYTES] = digest
         else:
-            slot = len(self._flags)
+            slot = len(self._profile)
             self._kids += digest
-            self._flags.append(0)
+            self._profile.append(_FREE)
             self._published_at.append(0)
-            self._removed_at.append(_NONE)
-            self._shard.append(-1)
-            self._prefix.append(0)
+            self._removed_at.append(self._no_time)
         self._table[pos] = slot
         self._count += 1
         if odd_kid is not None:
@@ -191,12 +213,9 @@ class KeyTable:
         return slot
 
     def _fill(self, slot: int, key: PublishedKey) -> None:
-        self._flags[slot] = _KINDS.index(key.kind) | (_CREDITS if key.has_credits else 0) \
-            | (_ROLLING if key.rolling else 0)
-        self._published_at[slot] = int(key.published_at)
-        self._removed_at[slot] = _NONE if key.removed_at is None else int(key.removed_at)
-        self._shard[slot] = -1 if key.shard is None else key.shard
-        self._prefix[slot] = self._prefix_of(key.prefix)
+        self._store("_profile", slot, self._profile_of(key))
+        self._store("_published_at", slot, int(key.published_at))
+        self._store("_removed_at", slot, None if key.removed_at is None else int(key.removed_at))
         subject = None if key.subject == key.kid else key.subject
         if subject is None and not key.scopes and not key.rate_limits and key.metadata is None:
             self._extra.pop(slot, None)
@@ -212,7 +231,7 @@ class KeyTable:
             return None
         key = self._key_at(slot, kid)
         self._unlink(pos)
-        self._flags[slot] = 0
+        self._profile[slot] = _FREE
         self._odd.pop(slot, None)
         self._extra.pop(slot, None)
         self._free.append(slot)
@@ -243,12 +262,12 @@ class KeyTable:
         if admin is not None:
             return admin.removed_at
         slot = self._slot(kid)
-        return None if slot < 0 or self._removed_at[slot] == _NONE else self._removed_at[slot]
+        return None if slot < 0 or self._removed_at[slot] == self._no_time else self._removed_at[slot]
 
     def due(self, slot: int, at: int) -> str | None:
         """The kid of the key in ``slot`` if its scheduled removal is ``at``
         (a slot freed, or reused by a key leaving at another time: None)."""
-        if slot >= len(self._flags) or not self._flags[slot] or self._removed_at[slot] != at:
+        if slot >= len(self._profile) or self._profile[slot] == _FREE or self._removed_at[slot] != at:
             return None
         return self._kid_at(slot)
 
@@ -257,21 +276,21 @@ class KeyTable:
         if admin is not None:
             return admin.kind
         slot = self._slot(kid)
-        return None if slot < 0 else _KINDS[self._flags[slot] & 3]
+        return None if slot < 0 else _KINDS[self._profiles[self._profile[slot]][0] & 3]
 
     def __len__(self) -> int:
         return self._count + len(self._admin)
 
     def __iter__(self) -> Iterator[str]:
         yield from list(self._admin)
-        yield from [self._kid_at(slot) for slot in range(len(self._flags)) if self._flags[slot]]
+        yield from [self._kid_at(slot) for slot in range(len(self._profile)) if self._profile[slot] != _FREE]
 
     def values(self) -> Iterator[PublishedKey]:
         yield from list(self._admin.values())
-        yield from [self._key_at(slot) for slot in range(len(self._flags)) if self._flags[slot]]
+        yield from [self._key_at(slot) for slot in range(len(self._profile)) if self._profile[slot] != _FREE]
 
     def count(self, kind: str) -> int:
         if kind == "admin":
             return len(self._admin)
-        want = _KINDS.index(kind) if kind in _KINDS else -1
-        return sum(1 for f in self._flags if f & 3 == want)
+        want = _KINDS.index(kind) if kind in _KINDS[1:] else -1
+        return sum(self._profile.count(i) for i, (flags, _, _) in enumerate(self._profiles) if flags & 3 == want)

@@ -29,6 +29,18 @@ def test_the_heap_pops_in_time_order_like_heapq() -> None:
     assert due.first() is None
 
 
+def test_a_time_past_32_bits_widens_the_heap_in_place() -> None:
+    due, ref = DueTimes(), []
+    for i, at in enumerate([1_700_000_000, 5, 1_700_000_000, 2**32 - 1, 3_000_000_000]):
+        due.push(at, i)
+        heapq.heappush(ref, at)
+    for at in (2**32, -1, 2**40, 7):  # past 2106, before 1970: 64 bits from here on
+        due.push(at, 9)
+        heapq.heappush(ref, at)
+    while ref:
+        assert due.pop()[0] == heapq.heappop(ref)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1_000.0

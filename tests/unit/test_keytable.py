@@ -5,6 +5,7 @@ freed slots, with thumbprint kids and kids of any other form."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import random
 
 from authserver.keycache import PublishedKey
@@ -47,3 +48,28 @@ def test_the_table_answers_as_a_dict_would() -> None:
             assert sorted(table.values(), key=lambda k: k.kid) == sorted(model.values(), key=lambda k: k.kid)
             for kind in ("api", "pending", "admin"):
                 assert table.count(kind) == sum(1 for k in model.values() if k.kind == kind)
+
+
+def test_values_past_the_narrow_columns_widen_them() -> None:
+    """Times are kept in 32 bits and profiles numbered in 16 until one does
+    not fit: then the column widens, and every key still reads back as put."""
+    rng = random.Random(11)
+    kids = _thumbprints(rng, 300)
+    table, model = KeyTable("acme"), dict[str, PublishedKey]()
+    for i, kid in enumerate(kids):
+        key = dataclasses.replace(_key(kid, rng), kind="api", jwk_bytes=None, published_at=1_700_000_000 + i,
+                                  removed_at=rng.choice([None, 1_700_000_500]))
+        table.put(key)
+        model[kid] = key
+    odd = {kids[0]: {"removed_at": 2**32 - 1}, kids[1]: {"removed_at": -5}, kids[2]: {"published_at": 2**40},
+           kids[3]: {"removed_at": 0}, kids[4]: {"published_at": 0}}
+    for kid, fields in odd.items():
+        model[kid] = dataclasses.replace(model[kid], **fields)
+        table.put(model[kid])
+    for n in range(70_000):  # distinct (kind, prefix, shard): past 2**16 profiles
+        key = dataclasses.replace(model[kids[5 + n % 200]], shard=n)
+        table.put(key)
+        model[key.kid] = key
+    for kid in kids:
+        assert table.get(kid) == model[kid] and table.removed_at(kid) == model[kid].removed_at
+    assert table.count("api") == len(kids)
