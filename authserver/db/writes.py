@@ -136,8 +136,6 @@ class Transactions:
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             with self._engine.connect() as conn:
-                # set on the driver's connection, outside a transaction (a statement
-                # through SQLAlchemy would BEGIN first); kept per connection
                 _synchronous(conn, any(j.durable for j in jobs))
                 with Session(conn, expire_on_commit=False) as s, s.begin():
                     if len(jobs) == 1:
