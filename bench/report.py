@@ -173,6 +173,8 @@ def markdown(results: dict) -> str:
             line = (f"Steady {st['rate_per_s']} mints/s: without pool p50 {st['no_pool']['p50_ms']} ms / p99 "
                     f"{st['no_pool']['p99_ms']} ms; with a 64-keypair pool p50 {st['pool']['p50_ms']} ms / p99 "
                     f"{st['pool']['p99_ms']} ms")
+            if "p99_ci_ms" in st["pool"]:
+                line += f" (n={st['pool']['n']}; 95% interval of that p99: {st['pool']['p99_ci_ms']} ms)"
             if "pool_relaxed" in st:
                 line += (f"; the pool with `AUTHSERVER_DURABLE_MINTS=false` (commit without waiting for the disk) "
                          f"p50 {st['pool_relaxed']['p50_ms']} ms / p99 {st['pool_relaxed']['p99_ms']} ms")

@@ -148,6 +148,35 @@ async def test_a_thread_checkpoints_the_wal_and_keeps_it_short(database_url: str
         assert db.execute("SELECT count(*), min(id), max(id) FROM c").fetchone() == (170, 0, 169)
 
 
+async def test_the_idle_writer_restarts_a_checkpointed_wal(database_url: str) -> None:
+    """SQLite: once a checkpoint after its commits copied every frame, the idle
+    writer thread starts the WAL again itself, with a write that changes nothing
+    (page 1, one frame), so the next commit does not also flush a new WAL header."""
+    if not database_url.startswith("sqlite"):
+        return
+    path = make_url(database_url).database
+    engine = create_engine(database_url, auto_checkpoint=False)
+    writes = Transactions(database_url, session_factory(engine), checkpoint_seconds=0.05)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE r (id INTEGER PRIMARY KEY, pad TEXT)"))
+        for n in range(20):
+            await writes.run(lambda s, n=n: s.execute(text("INSERT INTO r VALUES (:n, :p)"), {"n": n, "p": "x" * 3000}))
+        with closing(sqlite3.connect(path)) as db:
+            state = None
+            for _ in range(200):  # checkpoints run every 0.05 s
+                state = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if state == (0, 1, 1):
+                    break
+                await asyncio.sleep(0.05)
+            assert state == (0, 1, 1)  # 20 writes' frames gone: the WAL holds the restart's page 1 alone
+            assert db.execute("PRAGMA user_version").fetchone() == (0,)
+            assert db.execute("SELECT count(*) FROM r").fetchone() == (20,)
+    finally:
+        writes.close()
+        await engine.dispose()
+
+
 async def test_a_rehearsal_leaves_nothing(database_url: str) -> None:
     """``rehearse`` runs a body as ``run`` would and always rolls it back."""
     async with _writes(database_url, "r") as (sessions, writes):
