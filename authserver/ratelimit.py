@@ -164,54 +164,63 @@ return {prev, cur}
 # alone, and the whole script is atomic across replicas.
 #
 # Grants (see RedisLimiter): a window's hash G holds per replica R "R|l" (R may
-# allow calls up to this total without asking) and "R|f" (of them, the total R
-# has sent here). Its outstanding l - f is what R may have let through and not
-# yet counted: every check counts all replicas' outstanding as spent (the
-# previous window's at full weight), and a grant only ever takes part of what
-# is left, so the calls let through never pass the limit.
-# ARGV[1], ARGV[2]: this replica, the share (0: no grants, checks as before).
+# allow calls up to this total without asking), "R|f" (of them, the total R
+# has sent here) and "R|t" (the grant lapses then: R stops using it well
+# before, so a replica gone or idle holds nothing for long). Its outstanding
+# l - f is what R may have let through and not yet counted: every check counts
+# all replicas' live outstanding as spent (the previous window's at full
+# weight), and a grant only ever takes part of what is left, so the calls let
+# through never pass the limit.
+# ARGV[1..3]: this replica, the share (0: no grants, checks as before), a grant's life (s).
 # Then entries, 4 KEYS per window (cur, prev, G of cur, G of prev):
 #   'c', now, cost, n, limit_1, window_1, ... (a call's check; n windows; 'x'
 #     instead of 'c': no grant wanted, the key's calls all wait on Redis)
 #     -> ok, then per window: prev, cur (as found: before counting), held
-#        (all grants outstanding: counted as spent), l, f
+#        (all live grants' outstanding: counted as spent), l, f, t
 #   'f', now, limit, window, allowed, final (one window's calls let through
 #     without asking, as a running total: sending it twice counts it once;
 #     final: the window is over for this replica, its grant is released)
-#     -> prev, cur, l, f
+#     -> prev, cur, l, f, t
 _HIT_BATCH = """
-local me, share = ARGV[1], tonumber(ARGV[2])
-local out, a, k = {}, 3, 0
-local function held(g)
-  local t, s = redis.call('HGETALL', g), 0
+local me, share, life = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local out, a, k = {}, 4, 0
+-- the live grants' outstanding in G, but for replica skip's
+local function held(g, now, skip)
+  local t, by, s = redis.call('HGETALL', g), {}, 0
   for i = 1, #t, 2 do
-    if string.sub(t[i], -2) == '|l' then s = s + tonumber(t[i+1]) else s = s - tonumber(t[i+1]) end
+    local name, part = string.match(t[i], '^(.*)|(%a)$')
+    local r = by[name]
+    if r == nil then r = {l = 0, f = 0, t = 0}; by[name] = r end
+    r[part] = tonumber(t[i+1])
+  end
+  for name, r in pairs(by) do
+    if name ~= skip and r.t >= now then s = s + r.l - r.f end
   end
   return s
 end
 local function mine(g)
-  local v = redis.call('HMGET', g, me .. '|l', me .. '|f')
-  return tonumber(v[1] or '0'), tonumber(v[2] or '0')
+  local v = redis.call('HMGET', g, me .. '|l', me .. '|f', me .. '|t')
+  return tonumber(v[1] or '0'), tonumber(v[2] or '0'), tonumber(v[3] or '0')
 end
--- raise my grant to a share of what nobody holds (never lower it: it may be in use)
-local function grant(g, gp, est, limit, window)
-  local l, f = mine(g)
-  if share > 0 then
-    local s = math.floor((limit - est - (held(g) - (l - f)) - held(gp)) / share)
-    if s > 0 and f + s > l then
-      l = f + s
-      redis.call('HSET', g, me .. '|l', l, me .. '|f', f)
-      redis.call('EXPIRE', g, 2 * window + 1)
-    end
+-- my grant: raised to a share of what nobody holds, never lowered while live (it may be in use)
+local function grant(g, gp, est, limit, window, now)
+  local l, f, t = mine(g)
+  if t < now then l = f end
+  local s = math.floor((limit - est - held(g, now, me) - held(gp, now, nil)) / share)
+  if f + s > l then l = f + s end
+  if l > f then
+    t = now + life
+    redis.call('HSET', g, me .. '|l', l, me .. '|f', f, me .. '|t', t)
+    redis.call('EXPIRE', g, 2 * window + 1)
   end
-  return l, f
+  return l, f, t
 end
 while a <= #ARGV do
   if ARGV[a] == 'f' then
     local now, limit, window, allowed, final = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3]),
       tonumber(ARGV[a+4]), ARGV[a+5] == '1'
     local g = KEYS[k+3]
-    local l, f = mine(g)
+    local l, f, t = mine(g)
     local cur = tonumber(redis.call('GET', KEYS[k+1]) or '0')
     if allowed > f then
       cur = redis.call('INCRBY', KEYS[k+1], allowed - f)
@@ -219,11 +228,13 @@ while a <= #ARGV do
       f = allowed
     end
     if final or f > l then l = f end
-    redis.call('HSET', g, me .. '|l', l, me .. '|f', f)
+    redis.call('HSET', g, me .. '|l', l, me .. '|f', f, me .. '|t', t)
     redis.call('EXPIRE', g, 2 * window + 1)
     local prev = tonumber(redis.call('GET', KEYS[k+2]) or '0')
-    if not final then l, f = grant(g, KEYS[k+4], prev * (window - now % window) / window + cur, limit, window) end
-    out[#out+1], out[#out+2], out[#out+3], out[#out+4] = prev, cur, l, f
+    if not final then
+      l, f, t = grant(g, KEYS[k+4], prev * (window - now % window) / window + cur, limit, window, now)
+    end
+    out[#out+1], out[#out+2], out[#out+3], out[#out+4], out[#out+5] = prev, cur, l, f, tostring(t)
     k, a = k + 4, a + 6
   else
     local now, cost, n = tonumber(ARGV[a+1]), tonumber(ARGV[a+2]), tonumber(ARGV[a+3])
@@ -236,25 +247,25 @@ while a <= #ARGV do
       local limit, window = tonumber(ARGV[a+2+2*i]), tonumber(ARGV[a+3+2*i])
       est[i] = prev * (window - now % window) / window + cur
       local spent = 0
-      if share > 0 then spent = held(KEYS[c-1]) + held(KEYS[c]) end
+      if share > 0 then spent = held(KEYS[c-1], now, nil) + held(KEYS[c], now, nil) end
       if est[i] + cost + spent > limit then ok = 0 end
-      out[base+5*i-4], out[base+5*i-3], out[base+5*i-2] = prev, cur, spent
+      out[base+6*i-5], out[base+6*i-4], out[base+6*i-3] = prev, cur, spent
     end
     if ok == 1 then
       for i = 1, n do
         local c = redis.call('INCRBY', KEYS[k+4*i-3], cost)
         if c == cost then redis.call('EXPIRE', KEYS[k+4*i-3], 2 * tonumber(ARGV[a+3+2*i]) + 1) end
-        out[base+5*i-3] = c - cost
+        out[base+6*i-4] = c - cost
       end
     end
     for i = 1, n do
-      local g, l, f = KEYS[k+4*i-1], 0, 0
+      local g, l, f, t = KEYS[k+4*i-1], 0, 0, 0
       if share > 0 and ok == 1 and ARGV[a] == 'c' then
-        l, f = grant(g, KEYS[k+4*i], est[i] + cost, tonumber(ARGV[a+2+2*i]), tonumber(ARGV[a+3+2*i]))
+        l, f, t = grant(g, KEYS[k+4*i], est[i] + cost, tonumber(ARGV[a+2+2*i]), tonumber(ARGV[a+3+2*i]), now)
       elseif share > 0 then
-        l, f = mine(g)
+        l, f, t = mine(g)
       end
-      out[base+5*i-1], out[base+5*i] = l, f
+      out[base+6*i-2], out[base+6*i-1], out[base+6*i] = l, f, tostring(t)
     end
     out[base] = ok
     k, a = k + 4 * n, a + 4 + 2 * n
@@ -281,12 +292,13 @@ class _Held:
     Redis (``RedisLimiter``): what Redis said last, and the calls let through
     here since (a running total for the window, as the script takes it)."""
 
-    __slots__ = ("bucket", "window", "idx", "limit", "prev", "cur", "grant", "acked", "allowed")
+    __slots__ = ("bucket", "window", "idx", "limit", "prev", "cur", "grant", "acked", "allowed", "until")
 
     def __init__(self, bucket: str, window: int, idx: int, limit: int) -> None:
         self.bucket, self.window, self.idx, self.limit = bucket, window, idx, limit
         self.prev = self.cur = 0  # Redis's counts at the last answer (cur holds what was acked)
         self.grant = self.acked = self.allowed = 0  # may let through up to; counted in Redis; let through
+        self.until = 0.0  # the grant is used until then (half its life: its calls reach Redis well before it lapses)
 
 
 # a call waiting on Redis: its windows, cost, time, answer, and whether it may take a grant
@@ -310,7 +322,7 @@ class RedisLimiter:
 
     def __init__(self, redis: Redis, clock: Callable[[], float], namespace: str, fallback: MemoryLimiter,
                  on_degraded: Callable[[], None] | None = None, replica: str = "", share: int = 0,
-                 flush_delay: float = 0.002) -> None:
+                 flush_delay: float = 0.002, grant_seconds: float = 1.0) -> None:
         self.redis = redis
         self.clock = clock
         self.ns = namespace
@@ -319,6 +331,7 @@ class RedisLimiter:
         self.replica = replica or "r"
         self.share = share
         self.flush_delay = flush_delay
+        self.grant_seconds = grant_seconds
         self._script = redis.register_script(_HIT)
         self._script_batch = redis.register_script(_HIT_BATCH)
         self._script_undo = redis.register_script(_UNDO)
@@ -368,7 +381,7 @@ class RedisLimiter:
         held: list[_Held] = []
         for b, lim, w in windows:
             h = self._held.get((b, w))
-            if h is None or h.limit != lim or h.allowed + cost > h.grant:
+            if h is None or h.limit != lim or h.allowed + cost > h.grant or now >= h.until:
                 return None
             if h.idx != int(now // w):  # a window over: give its grant back, ask Redis
                 self._unsent.add(h)
@@ -445,7 +458,7 @@ class RedisLimiter:
 
     async def _count(self, batch: list[_Call], unsent: set[_Held]) -> None:
         keys: list[str] = []
-        args: list[float | int | str] = [self.replica, self.share]
+        args: list[float | int | str] = [self.replica, self.share, self.grant_seconds]
         now = self.clock()
         flushed = list(unsent)
         for h in flushed:  # first: the checks after them see these counts
@@ -476,26 +489,29 @@ class RedisLimiter:
         i = 0
         for h in flushed:
             prev, cur, grant, acked = (int(v) for v in out[i:i + 4])
-            i += 4
+            until = float(out[i + 4]) - self.grant_seconds / 2
+            i += 5
             if h.idx < int(now // h.window):  # final: counted, grant given back
                 if self._held.get((h.bucket, h.window)) is h:
                     del self._held[h.bucket, h.window]
                 continue
-            h.prev, h.cur, h.grant, h.acked = prev, cur, grant, acked
+            h.prev, h.cur, h.grant, h.acked, h.until = prev, cur, grant, acked, until
         for windows, cost, t, answer, local in batch:
             ok = int(out[i]) == 1
             decisions = []
             for j, (b, lim, w) in enumerate(windows):
-                prev, cur, held, grant, acked = (int(v) for v in out[i + 1 + 5 * j:i + 6 + 5 * j])
+                at = i + 1 + 6 * j
+                prev, cur, held, grant, acked = (int(v) for v in out[at:at + 5])
                 decisions.append(_decide(prev, cur + held + cost, lim, w, t, counted=True))
                 if self.share and local:
-                    self._learn(b, lim, w, int(t // w), prev, cur + (cost if ok else 0), grant, acked)
+                    self._learn(b, lim, w, int(t // w), prev, cur + (cost if ok else 0), grant, acked,
+                                float(out[at + 5]) - self.grant_seconds / 2)
             if not answer.done():
                 answer.set_result(decisions)
-            i += 1 + 5 * len(windows)
+            i += 1 + 6 * len(windows)
 
     def _learn(self, bucket: str, limit: int, window: int, idx: int, prev: int, cur: int, grant: int,
-               acked: int) -> None:
+               acked: int, until: float) -> None:
         """What a check's answer says of a window: its counts, this replica's grant."""
         h = self._held.get((bucket, window))
         if h is None or h.idx < idx:
@@ -508,7 +524,7 @@ class RedisLimiter:
             h.allowed = acked  # the running total goes on from what Redis has
         elif h.idx > idx:
             return  # an answer about a window already over here
-        h.limit, h.prev, h.cur, h.grant, h.acked = limit, prev, cur, grant, acked
+        h.limit, h.prev, h.cur, h.grant, h.acked, h.until = limit, prev, cur, grant, acked, until
 
     def close(self) -> None:
         """The batch script's connection (the client is closed by its owner)."""

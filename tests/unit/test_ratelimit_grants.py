@@ -75,6 +75,10 @@ async def test_credits_always_wait_on_redis(replicas):
     n = len(trips)
     assert (await a.hit_many(w, local=False))[0].allowed
     assert len(trips) == n + 1
+    exact = [("key:only-credits", 1000, 60)]
+    for _ in range(3):  # a key whose calls all wait takes no grant: nothing counted early
+        assert (await a.hit_many(exact, local=False))[0].remaining == 1000 - _ - 1
+    assert a.decide_now(exact) is None and await r.keys(f"{a.ns}:*only-credits*:g") == []
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -156,3 +160,27 @@ async def test_share_zero_always_waits(redis_url):
     assert await c.keys(f"{lim.ns}:*:g") == []  # no grants written
     lim.close()
     await c.aclose()
+
+
+async def test_a_grant_lapses_so_a_silent_replica_holds_nothing_for_long(replicas):
+    """a takes a large grant and goes silent (gone, or its traffic moved): a
+    stops using it after half its life, and after its life b may use all of it."""
+    (a, b), clock, r = replicas
+    limit = 40
+    w = [("key:lapse", limit, 60)]
+    assert (await a.hit_many(w))[0].allowed
+    assert a.decide_now(w) is not None  # a holds a grant
+    passed_b = 0
+    for _ in range(limit):
+        passed_b += (await b.hit_many(w))[0].allowed
+        await settle(a, b)
+    assert passed_b < limit - 2  # a's grant counts as spent meanwhile
+    clock.t += a.grant_seconds / 2
+    assert a.decide_now(w) is None  # a no longer uses it
+    clock.t += a.grant_seconds / 2 + 0.01
+    for _ in range(limit):
+        passed_b += (await b.hit_many(w))[0].allowed
+        await settle(b)
+    assert limit - 4 <= 2 + passed_b <= limit
+    await settle(a, b)
+    assert await counted(r, a, "key:lapse", 60, clock.t) == 2 + passed_b
