@@ -381,11 +381,13 @@ class RedisLimiter:
         held: list[_Held] = []
         for b, lim, w in windows:
             h = self._held.get((b, w))
-            if h is None or h.limit != lim or h.allowed + cost > h.grant or now >= h.until:
+            if h is None:
                 return None
             if h.idx != int(now // w):  # a window over: give its grant back, ask Redis
                 self._unsent.add(h)
                 self._wake(later=True)
+                return None
+            if h.limit != lim or h.allowed + cost > h.grant or now >= h.until:
                 return None
             if _estimate(h.prev, h.cur + h.allowed - h.acked, w, now) + cost > lim:
                 return None
