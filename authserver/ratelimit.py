@@ -310,7 +310,8 @@ class RedisLimiter:
 
     Without waiting (``share`` > 0): most calls of a key far from its limit
     are answered from what this replica already knows, and counted in Redis
-    right after (in the next script call, ``flush_delay`` later at most). Each
+    soon after (in the next script call, ``flush_delay`` later at most: one
+    wake-up and round trip for the calls of several milliseconds). Each
     replica holds a grant per window, given by the script: how many calls it
     may let through before Redis has counted them, a ``1/share`` part of what
     no replica has counted or holds. Every check in Redis counts all grants
@@ -322,7 +323,7 @@ class RedisLimiter:
 
     def __init__(self, redis: Redis, clock: Callable[[], float], namespace: str, fallback: MemoryLimiter,
                  on_degraded: Callable[[], None] | None = None, replica: str = "", share: int = 0,
-                 flush_delay: float = 0.002, grant_seconds: float = 1.0) -> None:
+                 flush_delay: float = 0.01, grant_seconds: float = 1.0) -> None:
         self.redis = redis
         self.clock = clock
         self.ns = namespace
