@@ -241,7 +241,8 @@ def _connect_redis(settings: Settings, clock: Callable[[], float], replica_id: s
     ns = settings.redis_namespace
     return _Redis(
         client,
-        RedisLimiter(client, clock, ns, MemoryLimiter(clock), on_degraded=on_degraded),
+        RedisLimiter(client, clock, ns, MemoryLimiter(clock), on_degraded=on_degraded, replica=replica_id,
+                     share=settings.ratelimit_share),
         Invalidation(client, f"{ns}:changes", replica_id, on_notice=sync.refresh_key,
                      on_subscribed=sync.on_subscribed, on_degraded=on_degraded,
                      on_tenant_notice=sync.refresh_tenant, on_subject_notice=sync.refresh_subject),

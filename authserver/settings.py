@@ -116,6 +116,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # the rate-limit service also on this port (on xds_host, with its TLS) over a lean
     # HTTP/2 transport (gateways/leangrpc.py): ~1/6 of grpcio's CPU per call; unset: off
     ratelimit_port: Annotated[int, Meta(ge=0, le=65535)] | None = None
+    # a key far from its limit is answered without waiting on Redis: each replica may let
+    # through up to 1/N of what is left before Redis counts it (ratelimit.RedisLimiter;
+    # the limit still holds across any number of replicas); 0: every decision waits on Redis
+    ratelimit_share: NonNegInt = 4
     # who may subscribe: comma-separated NODE_ID=TENANT (Envoy's node.id; empty: nobody)
     xds_nodes: str = ""
     # TLS with client certificates for remote gateways: all three files, or none (plaintext)

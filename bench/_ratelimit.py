@@ -50,6 +50,10 @@ NODE = f"authserver-gateway-{TENANT}"
 ALG = "ES256"
 CHECKOUT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# BENCH_PIN_ENVOY=CPU: every Envoy here on that one core (all threads, as `taskset -a -p`), so on a small
+# machine the gateways do not wait for a core behind the servers and the load generator; with and
+# without the filter alike. Unset: the scheduler places them.
+PIN_ENVOY = os.environ.get("BENCH_PIN_ENVOY")
 GENEROUS = [{"limit": 10**9, "window_seconds": 60}]  # never reached: every call is a Redis round trip that passes
 RATE = 1000  # req/s offered, in total
 # each connection waits DELAY_MS between requests (wrk's delay(), after the answer):
@@ -101,6 +105,9 @@ def ratelimit(quick: bool) -> dict:
         r2.ready()
         for gw in gws:
             gw.start(fast["key"], timeout=60)
+            if PIN_ENVOY is not None:
+                _pin(gw, int(PIN_ENVOY))
+        out["envoy_pinned_cpu"] = None if PIN_ENVOY is None else int(PIN_ENVOY)
         gw_off, gw_on, gw_2 = gws
         gc0 = [_gc_pauses(r) for r in (r1, r2)]
         out["upstream"] = upstream.kind
@@ -130,7 +137,8 @@ def ratelimit(quick: bool) -> dict:
     }
     out["note"] = (
         f"Two `authserver serve` replicas (one SQLite file, the real Redis at {out['redis']}, gRPC on), Envoys "
-        f"(one worker each) from `authserver gateway envoy` in front of {upstream.kind} answering 200. Latency: "
+        f"(one worker each) from `authserver gateway envoy` in front of {upstream.kind} answering 200"
+        f"{'' if PIN_ENVOY is None else f', every Envoy pinned to CPU {PIN_ENVOY} (BENCH_PIN_ENVOY)'}. Latency: "
         f"wrk, {PACE_CONNECTIONS} connections each waiting {DELAY_MS} ms between requests (about {RATE} req/s; "
         "the achieved rate is reported), the same config with and without `--ratelimit`, alternating runs, "
         "medians. RLS: a gRPC client process (grpcio), 32 calls in flight, keys with a limit (each decision is "
@@ -432,6 +440,14 @@ def _mint(api: httpx.Client, name: str, limits: list[dict] | None) -> dict:
     assert r.status_code == 201, r.text
     j = r.json()
     return {"id": j["id"], "key": j["key"]}
+
+
+def _pin(gw: Gateway, cpu: int) -> None:
+    """Every thread of the gateway's Envoy on ``cpu``."""
+    pid = gw.envoy.pid
+    assert pid is not None
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), {cpu})
 
 
 def _need_redis() -> None:

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any
 
 import grpc
 from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.message import DecodeError
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..keycache import KeyCache
 from ..ratelimit import Decision, MemoryLimiter, RedisLimiter, Window, key_bucket, strictest, subject_bucket
@@ -66,10 +67,19 @@ class RateLimitMetrics:
                             "1 when per-key limits are counted in Redis for every replica, 0 per replica",
                             registry=registry)
         self.shared.set(1 if shared else 0)
+        # where a counted decision's time goes: all of it here (the call in to the answer
+        # ready), the Redis script call's round trip (several decisions share one) in redis_seconds
+        self.decision_seconds = Histogram(
+            "authserver_ratelimit_decision_seconds", "Counted rate-limit decisions, the call in to the answer ready",
+            registry=registry, buckets=_BUCKETS)
+        self.redis_seconds = Histogram(
+            "authserver_ratelimit_redis_seconds", "Rate-limit script calls to Redis, the request out to the reply in",
+            registry=registry, buckets=_BUCKETS)
         # the labelled children, looked up once (labels() takes a lock and a dict per call)
         self.result = {r: self.decisions.labels(r) for r in _RESULTS}
 
 
+_BUCKETS = (0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05)
 _RESULTS = ("allowed", "over_limit", "unknown_key", "unlimited", "credit_spent", "usage_exceeded", "refused_peer")
 
 
@@ -116,6 +126,9 @@ class RateLimitServer:
         self.credits = credits
         self.access = access if access is not None and access.require_peer_identity else None
         self._count = metrics.result
+        self._decision_seconds = metrics.decision_seconds
+        if isinstance(limiter, RedisLimiter):
+            limiter.on_round_trip = metrics.redis_seconds.observe
 
     def rpc_handler(self) -> grpc.GenericRpcHandler:
         """The service for a gRPC server, answering with bytes it serialized
@@ -142,7 +155,11 @@ class RateLimitServer:
                 self._refuse_peer(peer.address, tenant_id)
                 raise GrpcError(PERMISSION_DENIED, _FOREIGN)
         plan = self._plan(request)
-        return plan if isinstance(plan, bytes) else self._counted(plan)
+        if isinstance(plan, bytes):
+            return plan
+        start = time.perf_counter()
+        now = self._decided_now(plan, start)
+        return now if now is not None else self._counted(plan, start)
 
     async def answer(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
         if self.access is not None:
@@ -151,7 +168,7 @@ class RateLimitServer:
                 self._refuse_peer(context.peer(), tenant_id)
                 await context.abort(grpc.StatusCode.PERMISSION_DENIED, _FOREIGN)
         plan = self._plan(request)
-        return plan if isinstance(plan, bytes) else await self._counted(plan)
+        return plan if isinstance(plan, bytes) else await self._counted(plan, time.perf_counter())
 
     @staticmethod
     def _foreign_tenant(request: Any, allowed: set[str]) -> str | None:
@@ -195,11 +212,27 @@ class RateLimitServer:
             return _UNCOUNTED
         return plan
 
-    async def _counted(self, plan: list[_Target]) -> bytes:
+    def _decided_now(self, plan: list[_Target], start: float) -> bytes | None:
+        """The answer in this loop turn when the limiter can allow the call
+        without waiting on Redis (``RedisLimiter.decide_now``): one descriptor,
+        no credits (they are always exact)."""
+        if len(plan) != 1:
+            return None
+        cost, _, _, windows, spends = plan[0]
+        if spends or not windows or (decisions := self.limiter.decide_now(windows, cost)) is None:
+            return None
+        response = rls_pb2.RateLimitResponse(overall_code=_OK)
+        self._report(windows, decisions, response)
+        out: bytes = response.SerializeToString()
+        self._decision_seconds.observe(time.perf_counter() - start)
+        return out
+
+    async def _counted(self, plan: list[_Target], start: float) -> bytes:
+        """``start``: when the call came in (perf_counter), for the decision time."""
         response = rls_pb2.RateLimitResponse(overall_code=_OK)
         refusal = None
         for cost, tenant_id, kid, windows, spends in plan:
-            decision = await self._decide(windows, cost, response) if windows else None
+            decision = await self._decide(windows, cost, response, not spends) if windows else None
             if decision is None:
                 response.statuses.add(code=_OK)
             if decision is not None and not decision.allowed:
@@ -212,7 +245,9 @@ class RateLimitServer:
             response.overall_code = _OVER
             response.raw_body = _BODIES[refusal]
             response.response_headers_to_add.add(key="content-type", value="application/problem+json")
-        return response.SerializeToString()  # type: ignore[no-any-return]
+        out: bytes = response.SerializeToString()
+        self._decision_seconds.observe(time.perf_counter() - start)
+        return out
 
     async def _spend(self, tenant_id: str, kid: str, cost: int, response: Any) -> bool:
         """Spend the key's credits (after its rate limits let the call through):
@@ -236,8 +271,12 @@ class RateLimitServer:
             windows += [(subject_bucket(tenant_id, key.subject), lim, w) for lim, w in shared]
         return windows
 
-    async def _decide(self, windows: list[Window], cost: int, response: Any) -> Decision:
-        decisions = await self.limiter.hit_many(windows, cost)
+    async def _decide(self, windows: list[Window], cost: int, response: Any, local: bool) -> Decision:
+        """``local``: the limiter may allow without waiting on Redis (not with credits)."""
+        return self._report(windows, await self.limiter.hit_many(windows, cost, local), response)
+
+    def _report(self, windows: list[Window], decisions: list[Decision], response: Any) -> Decision:
+        """The strictest window's status and headers in ``response``."""
         chosen = strictest(decisions) if len(decisions) > 1 else decisions[0]
         i = decisions.index(chosen)
         _status(response, windows[i][1], windows[i][2], chosen)

@@ -120,7 +120,10 @@ class CountingLimiter:
         self.inner = MemoryLimiter(clock)
         self.calls = 0
 
-    async def hit_many(self, windows, cost=1):
+    def decide_now(self, windows, cost=1):
+        return None  # every decision is a round trip here
+
+    async def hit_many(self, windows, cost=1, local=True):
         self.calls += 1
         return await self.inner.hit_many(windows, cost)
 
